@@ -1,0 +1,295 @@
+/* dump.c: a consistent-enough snapshot of every live group and task, as text or JSON. */
+#define _GNU_SOURCE
+#include "internal.h"
+#include "snapshot.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *leash__process_name(void)
+{
+    const char *n = getenv("LEASH_NAME");
+    return n && *n ? n : program_invocation_short_name;
+}
+
+static int snap_task(struct leash_snapshot *s, leash_task *t, int64_t now)
+{
+    if (s->ntasks == s->tcap) {
+        size_t cap = s->tcap ? s->tcap * 2 : 64;
+        struct leash_snap_task *p = realloc(s->tasks, cap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        s->tasks = p;
+        s->tcap = cap;
+    }
+    struct leash_snap_task *x = &s->tasks[s->ntasks++];
+    x->id = t->id;
+    x->fn = t->fn_name;
+    x->file = t->spawn_file;
+    x->line = t->spawn_line;
+    x->op = atomic_load_explicit(&t->op, memory_order_acquire);
+    x->obj = atomic_load_explicit(&t->obj, memory_order_relaxed);
+    x->bfile = atomic_load_explicit(&t->bfile, memory_order_relaxed);
+    x->bline = atomic_load_explicit(&t->bline, memory_order_relaxed);
+    int64_t since = x->op ? atomic_load_explicit(&t->since_ns, memory_order_relaxed) : t->start_ns;
+    x->since_ms = since < now ? (now - since) / 1000000 : 0;
+    if (!x->op)
+        x->obj = x->bfile = NULL;
+    return 0;
+}
+
+static int snap_group(struct leash_snapshot *s)
+{
+    if (s->ngroups == s->gcap) {
+        size_t cap = s->gcap ? s->gcap * 2 : 16;
+        struct leash_snap_group *p = realloc(s->groups, cap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        s->groups = p;
+        s->gcap = cap;
+    }
+    memset(&s->groups[s->ngroups], 0, sizeof s->groups[0]);
+    s->groups[s->ngroups].first = s->ntasks;
+    s->ngroups++;
+    return 0;
+}
+
+static int by_usefulness(const void *a, const void *b)
+{
+    const struct leash_snap_task *x = a, *y = b;
+    if ((x->op != 0) != (y->op != 0))
+        return x->op ? -1 : 1; /* blocked first */
+    if (x->since_ms != y->since_ms)
+        return x->since_ms > y->since_ms ? -1 : 1; /* longest first */
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int by_id(const void *a, const void *b)
+{
+    const struct leash_snap_group *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+int leash_snapshot_take(struct leash_snapshot *s)
+{
+    memset(s, 0, sizeof *s);
+    int64_t now = leash__now_ns();
+    s->pid = getpid();
+    s->name = leash__process_name();
+    int err = snap_group(s);
+    if (err)
+        return err;
+    struct leash_snap_group *root = &s->groups[0];
+    root->id = 0;
+    leash__copy_name(root->name, sizeof root->name, "root");
+    root->deadline_ms_left = -1;
+    leash__lock(&leash__roots_mu);
+    for (leash_task *t = leash__roots; t && !err; t = t->gnext)
+        err = snap_task(s, t, now);
+    leash__unlock(&leash__roots_mu);
+    s->groups[0].count = s->ntasks - s->groups[0].first;
+
+    leash__lock(&leash__groups_mu);
+    for (struct leash_group *g = leash__groups; g && !err; g = g->rnext) {
+        if ((err = snap_group(s)) != 0)
+            break;
+        struct leash_snap_group *x = &s->groups[s->ngroups - 1];
+        x->id = g->id;
+        x->parent = g->parent ? g->parent->id : 0;
+        memcpy(x->name, g->name, sizeof x->name);
+        x->open_file = g->open_file;
+        x->open_line = g->open_line;
+        x->flags = g->flags;
+        x->limit = g->limit;
+        x->opener = g->opener->id;
+        x->age_ms = (now - g->open_ns) / 1000000;
+        x->deadline_ms_left = g->deadline_ns == INT64_MAX ? -1
+                              : g->deadline_ns > now     ? (g->deadline_ns - now) / 1000000
+                                                         : 0;
+        leash__lock(&g->mu);
+        x->cancelled = atomic_load_explicit(&g->cancel_cause, memory_order_relaxed);
+        for (leash_task *t = g->tasks; t && !err; t = t->gnext)
+            err = snap_task(s, t, now);
+        leash__unlock(&g->mu);
+        x->count = s->ntasks - x->first;
+    }
+    leash__unlock(&leash__groups_mu);
+    if (err) {
+        leash_snapshot_free(s);
+        return err;
+    }
+    for (size_t i = 0; i < s->ngroups; i++)
+        qsort(s->tasks + s->groups[i].first, s->groups[i].count, sizeof *s->tasks, by_usefulness);
+    qsort(s->groups + 1, s->ngroups - 1, sizeof *s->groups, by_id);
+    return 0;
+}
+
+void leash_snapshot_free(struct leash_snapshot *s)
+{
+    free(s->groups);
+    free(s->tasks);
+    memset(s, 0, sizeof *s);
+}
+
+static void site(struct leash__buf *b, const char *file, int line)
+{
+    if (file)
+        leash__bprintf(b, "%s:%d", file, line);
+    else
+        leash__bprintf(b, "?");
+}
+
+void leash_snapshot_text(const struct leash_snapshot *s, struct leash__buf *b)
+{
+    size_t blocked = 0;
+    for (size_t i = 0; i < s->ntasks; i++)
+        blocked += s->tasks[i].op != 0;
+    leash__bprintf(b, "leash dump: pid %d (%s): %zu groups, %zu tasks, %zu blocked\n", s->pid,
+                   s->name, s->ngroups - 1, s->ntasks, blocked);
+    for (size_t i = 0; i < s->ngroups; i++) {
+        const struct leash_snap_group *g = &s->groups[i];
+        if (i == 0) {
+            leash__bprintf(b, "\ngroup 0 \"root\": threads that called leash\n");
+        } else {
+            leash__bprintf(b, "\ngroup %llu \"%s\" (parent %llu), opened at ",
+                           (unsigned long long)g->id, g->name, (unsigned long long)g->parent);
+            site(b, g->open_file, g->open_line);
+            leash__bprintf(b, " by task %llu, %lld ms ago", (unsigned long long)g->opener,
+                           (long long)g->age_ms);
+            if (g->deadline_ms_left >= 0)
+                leash__bprintf(b, ", deadline in %lld ms", (long long)g->deadline_ms_left);
+            if (g->cancelled)
+                leash__bprintf(b, ", CANCELLED (%s)",
+                               g->cancelled == ETIMEDOUT ? "deadline" : "cancel");
+            leash__bprintf(b, ":\n");
+        }
+        if (!g->count)
+            leash__bprintf(b, "  (no tasks)\n");
+        for (size_t j = g->first; j < g->first + g->count; j++) {
+            const struct leash_snap_task *t = &s->tasks[j];
+            leash__bprintf(b, "  task %llu %s [", (unsigned long long)t->id, t->fn);
+            if (t->op) {
+                leash__bprintf(b, "blocked on %s", leash__op_name(t->op));
+                if (t->obj)
+                    leash__bprintf(b, " \"%s\"", t->obj);
+                leash__bprintf(b, ", %lld ms]:\n      blocked at ", (long long)t->since_ms);
+                site(b, t->bfile, t->bline);
+                leash__bprintf(b, "\n");
+            } else {
+                leash__bprintf(b, "running, %lld ms]:\n", (long long)t->since_ms);
+            }
+            if (t->file) {
+                leash__bprintf(b, "      spawned at ");
+                site(b, t->file, t->line);
+                leash__bprintf(b, "\n");
+            }
+        }
+    }
+}
+
+void leash_snapshot_json(const struct leash_snapshot *s, struct leash__buf *b)
+{
+    leash__bprintf(b, "{\"pid\":%d,\"name\":", s->pid);
+    leash__bjson_str(b, s->name);
+    leash__bprintf(b, ",\"groups\":[");
+    for (size_t i = 0; i < s->ngroups; i++) {
+        const struct leash_snap_group *g = &s->groups[i];
+        leash__bprintf(b, "%s{\"id\":%llu,\"parent\":", i ? "," : "", (unsigned long long)g->id);
+        if (i == 0)
+            leash__bprintf(b, "null");
+        else
+            leash__bprintf(b, "%llu", (unsigned long long)g->parent);
+        leash__bprintf(b, ",\"name\":");
+        leash__bjson_str(b, g->name);
+        leash__bprintf(b, ",\"deadline_ms_left\":");
+        if (g->deadline_ms_left >= 0)
+            leash__bprintf(b, "%lld", (long long)g->deadline_ms_left);
+        else
+            leash__bprintf(b, "null");
+        leash__bprintf(b, ",\"cancelled\":%s", g->cancelled ? "true" : "false");
+        if (i) {
+            leash__bprintf(b, ",\"site\":\"");
+            site(b, g->open_file, g->open_line);
+            leash__bprintf(b, "\"");
+        }
+        leash__bprintf(b, ",\"tasks\":[");
+        for (size_t j = g->first; j < g->first + g->count; j++) {
+            const struct leash_snap_task *t = &s->tasks[j];
+            leash__bprintf(b, "%s{\"id\":%llu,\"fn\":", j > g->first ? "," : "",
+                           (unsigned long long)t->id);
+            leash__bjson_str(b, t->fn);
+            leash__bprintf(b, ",\"site\":");
+            if (t->file) {
+                leash__bprintf(b, "\"");
+                site(b, t->file, t->line);
+                leash__bprintf(b, "\"");
+            } else {
+                leash__bprintf(b, "null");
+            }
+            leash__bprintf(b, ",\"state\":\"%s\",\"blocked_on\":", t->op ? "blocked" : "running");
+            if (t->op) {
+                leash__bprintf(b, "{\"op\":\"%s\",\"object\":", leash__op_name(t->op));
+                leash__bjson_str(b, t->obj);
+                leash__bprintf(b, ",\"site\":\"");
+                site(b, t->bfile, t->bline);
+                leash__bprintf(b, "\"}");
+            } else {
+                leash__bprintf(b, "null");
+            }
+            leash__bprintf(b, ",\"since_ms\":%lld}", (long long)t->since_ms);
+        }
+        leash__bprintf(b, "]}");
+    }
+    leash__bprintf(b, "]}\n");
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int leash_dump(int fd, int format)
+{
+    if (format != LEASH_DUMP_TEXT && format != LEASH_DUMP_JSON)
+        return -EINVAL;
+    if (fd < 0)
+        return -EBADF;
+    struct leash_snapshot s;
+    int err = leash_snapshot_take(&s);
+    if (err)
+        return err;
+    struct leash__buf b = { 0 };
+    if (format == LEASH_DUMP_TEXT)
+        leash_snapshot_text(&s, &b);
+    else
+        leash_snapshot_json(&s, &b);
+    leash_snapshot_free(&s);
+    err = b.oom ? -ENOMEM : write_all(fd, b.p, b.len);
+    free(b.p);
+    return err;
+}
+
+int leash_stats(struct leash_stats *out)
+{
+    if (!out)
+        return -EINVAL;
+    out->tasks_live = atomic_load_explicit(&leash__tasks_live, memory_order_relaxed);
+    out->tasks_started = atomic_load_explicit(&leash__tasks_started, memory_order_relaxed);
+    out->groups_live = atomic_load_explicit(&leash__groups_live, memory_order_relaxed);
+    out->threads = atomic_load_explicit(&leash__threads, memory_order_relaxed);
+    out->reports = atomic_load_explicit(&leash__reports, memory_order_relaxed);
+    return 0;
+}

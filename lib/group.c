@@ -1,0 +1,474 @@
+/*
+ * group.c: groups, spawning, joining, cancellation and the cancellation
+ * points that are not about channels or locks.
+ *
+ * Lock order: leash__groups_mu, then a parent group's mu, then its kids' mu
+ * (cancellation walks down the tree holding each level). The timer and the
+ * interrupt registry take group locks after their own.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+leash__lock_t       leash__groups_mu = LEASH__LOCK_INIT;
+struct leash_group *leash__groups;
+_Atomic uint64_t    leash__groups_live;
+_Atomic uint64_t    leash__tasks_live;
+_Atomic uint64_t    leash__tasks_started;
+
+int leash__scope_err(leash_task *t, bool check_clock)
+{
+    struct leash_group *g = t->group;
+    if (!g)
+        return 0;
+    /* seq_cst: pairs with the canceller's store for fdwait's eventfd wake-up */
+    int c = atomic_load_explicit(&g->cancel_cause, memory_order_seq_cst);
+    if (c)
+        return -c;
+    if (check_clock && g->deadline_ns != INT64_MAX && leash__now_ns() >= g->deadline_ns) {
+        /* the timer thread may not have fired yet: do its work */
+        leash__cancel(g->deadline_owner, ETIMEDOUT);
+        return -atomic_load_explicit(&g->cancel_cause, memory_order_seq_cst);
+    }
+    return 0;
+}
+
+static void cancel_locked(struct leash_group *g, int cause, bool *kick)
+{
+    int zero = 0;
+    if (!atomic_compare_exchange_strong(&g->cancel_cause, &zero, cause))
+        return; /* the first cause wins */
+    g->cancel_cut = atomic_load_explicit(&g->running, memory_order_relaxed) > 0 ||
+                    cause != ETIMEDOUT;
+    for (leash_task *t = g->tasks; t; t = t->gnext)
+        leash__wake(t);
+    for (struct leash_slotwait *s = g->slotwait; s; s = s->next)
+        leash__wake(s->task);
+    if (g->interrupt) {
+        atomic_store_explicit(&g->interrupting, true, memory_order_release);
+        *kick = true;
+    }
+    for (struct leash_group *k = g->kids; k; k = k->knext) {
+        leash__lock(&k->mu);
+        cancel_locked(k, cause, kick);
+        leash__unlock(&k->mu);
+    }
+}
+
+void leash__cancel(struct leash_group *g, int cause)
+{
+    bool kick = false;
+    leash__lock(&g->mu);
+    cancel_locked(g, cause, &kick);
+    leash__unlock(&g->mu);
+    if (kick)
+        leash__intr_kick();
+}
+
+void leash_group_cancel(leash_group *g)
+{
+    if (g)
+        leash__cancel(g, ECANCELED);
+}
+
+int leash_group_open_at(leash_group **gp, const leash_group_opts *opts, const char *file, int line)
+{
+    static const leash_group_opts none;
+    if (!gp)
+        return -EINVAL;
+    *gp = NULL;
+    if (!opts)
+        opts = &none;
+    if (opts->timeout_ms < 0 || (opts->flags & ~(LEASH_COLLECT | LEASH_INTERRUPT)))
+        return -EINVAL;
+    leash_task *self = leash__self();
+    if (!self)
+        return -ENOMEM;
+    struct leash_group *g = calloc(1, sizeof *g);
+    if (!g)
+        return -ENOMEM;
+    struct leash_group *parent = self->group;
+    g->id = leash__next_id();
+    leash__copy_name(g->name, sizeof g->name, opts->name ? opts->name : "group");
+    g->parent = parent;
+    g->opener = self;
+    g->open_file = file;
+    g->open_line = line;
+    g->flags = opts->flags;
+    g->interrupt = (opts->flags & LEASH_INTERRUPT) || (parent && parent->interrupt);
+    g->limit = opts->limit;
+    g->open_ns = leash__now_ns();
+    g->heap_idx = SIZE_MAX;
+    g->mu = (leash__lock_t)LEASH__LOCK_INIT;
+
+    int64_t own = INT64_MAX;
+    if (opts->timeout_ms > 0)
+        own = opts->timeout_ms > (INT64_MAX - g->open_ns) / 1000000
+                  ? INT64_MAX
+                  : g->open_ns + opts->timeout_ms * 1000000;
+    int64_t inherited = parent ? parent->deadline_ns : INT64_MAX;
+    if (own < inherited) {
+        g->deadline_ns = own;
+        g->deadline_owner = g;
+    } else {
+        g->deadline_ns = inherited;
+        g->deadline_owner = parent ? parent->deadline_owner : NULL;
+    }
+
+    int born_cancelled = 0;
+    if (parent) {
+        leash__lock(&parent->mu);
+        born_cancelled = atomic_load_explicit(&parent->cancel_cause, memory_order_relaxed);
+        if (born_cancelled) {
+            atomic_store_explicit(&g->cancel_cause, born_cancelled, memory_order_relaxed);
+            g->cancel_cut = true;
+        }
+        g->knext = parent->kids;
+        if (parent->kids)
+            parent->kids->kprev = g;
+        parent->kids = g;
+        leash__unlock(&parent->mu);
+    }
+
+    leash__lock(&leash__groups_mu);
+    g->rnext = leash__groups;
+    if (leash__groups)
+        leash__groups->rprev = g;
+    leash__groups = g;
+    leash__unlock(&leash__groups_mu);
+    atomic_fetch_add_explicit(&leash__groups_live, 1, memory_order_relaxed);
+
+    if (g->deadline_owner == g && !born_cancelled)
+        leash__timer_add(g);
+    if (g->interrupt) {
+        leash__intr_register(g);
+        if (born_cancelled) {
+            atomic_store_explicit(&g->interrupting, true, memory_order_release);
+            leash__intr_kick();
+        }
+    }
+    g->onext = self->opened;
+    self->opened = g;
+    *gp = g;
+    return 0;
+}
+
+/* Takes t out of g (g->mu held). Returns the task to wake, if any. */
+static leash_task *unlink_task_locked(struct leash_group *g, leash_task *t, leash_task **slot)
+{
+    if (t->gprev)
+        t->gprev->gnext = t->gnext;
+    else
+        g->tasks = t->gnext;
+    if (t->gnext)
+        t->gnext->gprev = t->gprev;
+    unsigned left = atomic_load_explicit(&g->running, memory_order_relaxed) - 1;
+    atomic_store_explicit(&g->running, left, memory_order_release);
+    *slot = g->slotwait ? g->slotwait->task : NULL;
+    return left == 0 ? g->waiter : NULL;
+}
+
+int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
+                const char *file, int line)
+{
+    if (!g || !fn)
+        return -EINVAL;
+    leash_task *self = leash__self();
+    if (!self)
+        return -ENOMEM;
+    leash_task *t = leash__task_alloc();
+    if (!t)
+        return -ENOMEM;
+    t->fn = fn;
+    t->arg = arg;
+    t->fn_name = fn_name ? fn_name : "?";
+    t->spawn_file = file;
+    t->spawn_line = line;
+    t->group = g;
+
+    leash__lock(&g->mu);
+    for (;;) {
+        if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed)) {
+            leash__unlock(&g->mu);
+            leash__task_free(t);
+            return -ECANCELED;
+        }
+        if (!g->limit || atomic_load_explicit(&g->running, memory_order_relaxed) < g->limit)
+            break;
+        /* wait for a slot: a cancellation point of the caller's own scope */
+        int err = leash__scope_err(self, true);
+        if (err) {
+            leash__unlock(&g->mu);
+            leash__task_free(t);
+            return err;
+        }
+        struct leash_slotwait sw = { .task = self, .next = g->slotwait };
+        if (g->slotwait)
+            g->slotwait->prev = &sw;
+        g->slotwait = &sw;
+        uint32_t seq = atomic_load_explicit(&self->wake, memory_order_seq_cst);
+        leash__blocked(self, LEASH_OP_GO, g->name, file, line);
+        leash__unlock(&g->mu);
+        leash__park(self, seq, leash__scope_deadline(self));
+        leash__lock(&g->mu);
+        leash__unblocked(self);
+        if (sw.prev)
+            sw.prev->next = sw.next;
+        else
+            g->slotwait = sw.next;
+        if (sw.next)
+            sw.next->prev = sw.prev;
+    }
+    t->gprev = NULL;
+    t->gnext = g->tasks;
+    if (g->tasks)
+        g->tasks->gprev = t;
+    g->tasks = t;
+    atomic_store_explicit(&g->running, atomic_load_explicit(&g->running, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    leash__unlock(&g->mu);
+    atomic_fetch_add_explicit(&leash__tasks_live, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&leash__tasks_started, 1, memory_order_relaxed);
+
+    int err = leash__pool_submit(t);
+    if (err) {
+        leash_task *slot;
+        leash__lock(&g->mu);
+        leash_task *w = unlink_task_locked(g, t, &slot);
+        leash__unlock(&g->mu);
+        if (w)
+            leash__wake(w);
+        if (slot)
+            leash__wake(slot);
+        atomic_fetch_sub_explicit(&leash__tasks_live, 1, memory_order_relaxed);
+        leash__task_free(t);
+        return err;
+    }
+    return 0;
+}
+
+void leash__task_done(leash_task *t, int rc)
+{
+    struct leash_group *g = t->group;
+    bool kick = false;
+    leash_task *slot;
+    leash__lock(&g->mu);
+    if (rc != 0 && !atomic_load_explicit(&g->cancel_cause, memory_order_relaxed) && !g->first_err) {
+        g->first_err = rc;
+        if (!(g->flags & LEASH_COLLECT))
+            cancel_locked(g, ECANCELED, &kick);
+    }
+    leash_task *w = unlink_task_locked(g, t, &slot);
+    leash__unlock(&g->mu);
+    /* from here g may be freed by its waiter: touch only tasks */
+    if (w)
+        leash__wake(w);
+    if (slot)
+        leash__wake(slot);
+    if (kick)
+        leash__intr_kick();
+    atomic_fetch_sub_explicit(&leash__tasks_live, 1, memory_order_relaxed);
+    leash__task_free(t);
+}
+
+int leash__group_wait(struct leash_group *g, leash_task *self, const char *file, int line)
+{
+    int spin = leash__spin_budget();
+    leash__blocked(self, LEASH_OP_GROUP_WAIT, g->name, file, line);
+    leash__lock(&g->mu);
+    while (atomic_load_explicit(&g->running, memory_order_relaxed) > 0) {
+        g->waiter = self;
+        uint32_t seq = atomic_load_explicit(&self->wake, memory_order_seq_cst);
+        leash__unlock(&g->mu);
+        for (int i = 0; i < spin; i++) {
+            if (atomic_load_explicit(&g->running, memory_order_acquire) == 0 ||
+                atomic_load_explicit(&self->wake, memory_order_relaxed) != seq)
+                break;
+            leash__cpu_relax();
+        }
+        /* never cut short: a passed deadline (ours or the group's) cancels
+           the group, which then still has to be joined */
+        (void)leash__scope_err(self, true);
+        if (g->deadline_ns != INT64_MAX && leash__now_ns() >= g->deadline_ns)
+            leash__cancel(g->deadline_owner, ETIMEDOUT);
+        int64_t until = g->deadline_ns;
+        if (!atomic_load_explicit(&g->cancel_cause, memory_order_relaxed)) {
+            int64_t mine = leash__scope_deadline(self);
+            if (mine < until)
+                until = mine;
+        } else {
+            until = INT64_MAX;
+        }
+        if (atomic_load_explicit(&g->running, memory_order_acquire) > 0)
+            leash__park(self, seq, until);
+        leash__lock(&g->mu);
+    }
+    g->waiter = NULL;
+    leash__unlock(&g->mu);
+    leash__unblocked(self);
+
+    leash__timer_remove(g);
+    if (g->interrupt)
+        leash__intr_unregister(g);
+    if (g->parent) {
+        struct leash_group *p = g->parent;
+        leash__lock(&p->mu);
+        if (g->kprev)
+            g->kprev->knext = g->knext;
+        else
+            p->kids = g->knext;
+        if (g->knext)
+            g->knext->kprev = g->kprev;
+        leash__unlock(&p->mu);
+    }
+    leash__lock(&leash__groups_mu);
+    if (g->rprev)
+        g->rprev->rnext = g->rnext;
+    else
+        leash__groups = g->rnext;
+    if (g->rnext)
+        g->rnext->rprev = g->rprev;
+    leash__unlock(&leash__groups_mu);
+    for (struct leash_group **pp = &self->opened; *pp; pp = &(*pp)->onext) {
+        if (*pp == g) {
+            *pp = g->onext;
+            break;
+        }
+    }
+    atomic_fetch_sub_explicit(&leash__groups_live, 1, memory_order_relaxed);
+
+    int cause = atomic_load_explicit(&g->cancel_cause, memory_order_relaxed);
+    int rc = 0;
+    if (g->first_err)
+        rc = g->first_err;
+    else if (cause && g->cancel_cut)
+        rc = -cause;
+    free(g);
+    return rc;
+}
+
+int leash_group_wait_at(leash_group *g, const char *file, int line)
+{
+    if (!g)
+        return -EINVAL;
+    leash_task *self = leash__self();
+    if (!self)
+        return -ENOMEM;
+    if (g->opener != self)
+        return -EPERM;
+    return leash__group_wait(g, self, file, line);
+}
+
+/* --------------------------------------------------- cancellation points */
+
+int leash_checkpoint(void)
+{
+    leash_task *t = leash__self_tls;
+    return t ? leash__scope_err(t, true) : 0;
+}
+
+int64_t leash_deadline(void)
+{
+    leash_task *t = leash__self_tls;
+    int64_t d = t ? leash__scope_deadline(t) : INT64_MAX;
+    return d == INT64_MAX ? INT64_MAX : d / 1000000;
+}
+
+int leash_sleep_at(int64_t ms, const char *file, int line)
+{
+    leash_task *self = leash__self();
+    if (!self)
+        return -ENOMEM;
+    int err = leash__scope_err(self, true);
+    if (err || ms <= 0)
+        return err;
+    int64_t until = leash__deadline_after(ms);
+    int64_t scope = leash__scope_deadline(self);
+    leash__blocked(self, LEASH_OP_SLEEP, NULL, file, line);
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(&self->wake, memory_order_seq_cst);
+        if ((err = leash__scope_err(self, true)) != 0)
+            break;
+        if (leash__now_ns() >= until)
+            break;
+        leash__park(self, seq, until < scope ? until : scope);
+    }
+    leash__unblocked(self);
+    return err;
+}
+
+static int ms_until(int64_t abs_ns)
+{
+    if (abs_ns == INT64_MAX)
+        return -1;
+    int64_t left = abs_ns - leash__now_ns();
+    if (left <= 0)
+        return 0;
+    int64_t ms = (left + 999999) / 1000000;
+    return ms > 1000000000 ? 1000000000 : (int)ms;
+}
+
+int leash_fdwait_at(int fd, short events, int64_t timeout_ms, const char *file, int line)
+{
+    if (fd < 0 || events == 0)
+        return -EINVAL;
+    leash_task *self = leash__self();
+    if (!self)
+        return -ENOMEM;
+    int err = leash__scope_err(self, true);
+    if (err)
+        return err;
+    if (self->wake_fd < 0) {
+        self->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (self->wake_fd < 0)
+            return -errno;
+    }
+    int64_t until = leash__deadline_after(timeout_ms);
+    int64_t scope = leash__scope_deadline(self);
+    if (scope < until)
+        until = scope;
+    struct pollfd pfd[2] = {
+        { .fd = fd, .events = events },
+        { .fd = self->wake_fd, .events = POLLIN },
+    };
+    leash__blocked(self, LEASH_OP_FDWAIT, NULL, file, line);
+    atomic_store_explicit(&self->in_poll, 1, memory_order_seq_cst);
+    int rc;
+    for (;;) {
+        if ((rc = leash__scope_err(self, true)) != 0)
+            break;
+        int n = poll(pfd, 2, ms_until(until));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            break;
+        }
+        if (pfd[1].revents) {
+            uint64_t v;
+            ssize_t r = read(self->wake_fd, &v, sizeof v);
+            (void)r;
+        }
+        if (pfd[0].revents) {
+            rc = pfd[0].revents;
+            if (pfd[0].revents & POLLNVAL)
+                rc = -EBADF;
+            break;
+        }
+        if (n == 0 && leash__now_ns() >= until) {
+            rc = leash__scope_err(self, true);
+            if (!rc)
+                rc = -ETIMEDOUT;
+            break;
+        }
+    }
+    atomic_store_explicit(&self->in_poll, 0, memory_order_relaxed);
+    leash__unblocked(self);
+    return rc;
+}

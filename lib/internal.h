@@ -1,0 +1,269 @@
+/* internal.h: what the library's modules share. Nothing here is public. */
+#ifndef LEASH_INTERNAL_H
+#define LEASH_INTERNAL_H
+
+#define LEASH_BUILDING 1
+#include "leash.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define LEASH__HIDDEN __attribute__((visibility("hidden")))
+#define likely(x)     __builtin_expect(!!(x), 1)
+#define unlikely(x)   __builtin_expect(!!(x), 0)
+
+/* ------------------------------------------------------------ sys.c */
+
+int64_t leash__now_ns(void);            /* CLOCK_MONOTONIC */
+int64_t leash__deadline_after(int64_t ms); /* now + ms in ns, saturating; ms < 0: INT64_MAX */
+/* Waits while *word == val, until woken or abs_ns (CLOCK_MONOTONIC; INT64_MAX:
+   none) passes. Returns 0, or -ETIMEDOUT; spurious returns are allowed. */
+int  leash__futex_wait(_Atomic uint32_t *word, uint32_t val, int64_t abs_ns);
+void leash__futex_wake(_Atomic uint32_t *word, int n);
+void leash__cpu_relax(void);
+int  leash__ncpu(void);
+
+/* A small futex lock (0 free, 1 held, 2 held with sleepers) that spins first:
+   every critical section it guards is a few dozen instructions. */
+typedef struct { _Atomic uint32_t v; } leash__lock_t;
+#define LEASH__LOCK_INIT { 0 }
+void leash__lock_slow(leash__lock_t *l);
+static inline void leash__lock(leash__lock_t *l)
+{
+    uint32_t z = 0;
+    if (likely(atomic_compare_exchange_strong_explicit(&l->v, &z, 1, memory_order_acquire,
+                                                       memory_order_relaxed)))
+        return;
+    leash__lock_slow(l);
+}
+static inline void leash__unlock(leash__lock_t *l)
+{
+    if (unlikely(atomic_exchange_explicit(&l->v, 0, memory_order_release) == 2))
+        leash__futex_wake(&l->v, 1);
+}
+
+/* Copies a name into a fixed buffer, truncating; NULL gives "". */
+void leash__copy_name(char *dst, size_t size, const char *src);
+/* Appends to a growable buffer; the dump's writer. */
+struct leash__buf {
+    char  *p;
+    size_t len, cap;
+    bool   oom;
+};
+void leash__bprintf(struct leash__buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void leash__bjson_str(struct leash__buf *b, const char *s); /* a quoted JSON string, or null */
+
+/* ----------------------------------------------------------- task.c */
+
+enum leash__op {
+    LEASH_OP_NONE = 0,
+    LEASH_OP_CHAN_SEND,
+    LEASH_OP_CHAN_RECV,
+    LEASH_OP_SELECT,
+    LEASH_OP_MUTEX,
+    LEASH_OP_RWLOCK_RD,
+    LEASH_OP_RWLOCK_WR,
+    LEASH_OP_SLEEP,
+    LEASH_OP_FDWAIT,
+    LEASH_OP_GROUP_WAIT,
+    LEASH_OP_GO,
+};
+const char *leash__op_name(int op);
+
+enum leash__hold_kind { LEASH_HOLD_MUTEX = 1, LEASH_HOLD_READ, LEASH_HOLD_WRITE };
+
+/* One lock a task holds. Nodes never move while in use: a rwlock links the
+   read holds of every task through them. */
+struct leash_hold {
+    void              *lock;
+    int                kind;
+    const char        *file;
+    int                line;
+    struct leash_task *task;
+    struct leash_hold *tnext, *tprev; /* the task's list */
+    struct leash_hold *lnext, *lprev; /* the rwlock's read holds */
+};
+
+struct leash_group;
+
+/* A task: a function run by leash_go on a pooled thread, or a thread that
+   called leash (a root task). Task records are recycled, never freed, so a
+   pointer read from a lock's owner field always points at a task record. */
+typedef struct leash_task {
+    uint64_t            id;
+    const char         *fn_name;      /* #fn of leash_go, or thread_name */
+    char                thread_name[16];
+    const char         *spawn_file;   /* NULL for root tasks */
+    int                 spawn_line;
+    int               (*fn)(void *);
+    void               *arg;
+    struct leash_group *group;        /* the group it runs in; NULL: root */
+    struct leash_task  *gnext, *gprev; /* in group->tasks or the root list */
+    struct leash_task  *qnext;        /* pool queue, free list */
+    pthread_t           thread;
+    bool                root;
+    _Atomic bool        started;      /* picked up by a worker: `thread` is set */
+    int64_t             start_ns;
+
+    _Atomic uint32_t    wake;         /* bumped by every wake-up; parks on it */
+    _Atomic uint32_t    sleeping;     /* in futex_wait on wake */
+    _Atomic uint32_t    in_poll;      /* in poll() on wake_fd: wake writes it */
+    int                 wake_fd;      /* eventfd, made on first fdwait; kept */
+
+    /* what it is blocked on, for dumps: a few relaxed stores per blocking call */
+    _Atomic int          op;
+    _Atomic(const char *) obj;
+    _Atomic(const char *) bfile;
+    _Atomic int          bline;
+    _Atomic int64_t      since_ns;
+
+    struct leash_group  *opened;      /* groups it opened and has not waited */
+    struct leash_hold   *holds;       /* locks it holds, newest first */
+    struct leash_hold   *hold_free;
+    struct leash_hold    hold_cache[4];
+
+    /* the lock it waits for (guarded by the lock graph mutex) */
+    _Atomic(void *)      waiting_for;
+    int                  waiting_kind;
+} leash_task;
+
+extern _Thread_local leash_task *leash__self_tls;
+leash_task *leash__self_slow(void);
+/* The calling task, made into a root task on first use. NULL only when
+   memory runs out. */
+static inline leash_task *leash__self(void)
+{
+    leash_task *t = leash__self_tls;
+    return likely(t != NULL) ? t : leash__self_slow();
+}
+leash_task *leash__task_alloc(void);
+void        leash__task_free(leash_task *t);
+/* Called when a task's function has returned, or a root thread exits:
+   abandons held locks, cancels and waits unwaited groups. */
+void        leash__task_exit(leash_task *t);
+uint64_t    leash__next_id(void);
+
+void leash__wake(leash_task *t);
+/* Parks t until woken (t->wake moves off seq) or abs_ns. */
+void leash__park(leash_task *t, uint32_t seq, int64_t abs_ns);
+/* How many times to spin before parking, 0 on one CPU. */
+int  leash__spin_budget(void);
+
+static inline void leash__blocked(leash_task *t, int op, const char *obj, const char *file,
+                                  int line)
+{
+    atomic_store_explicit(&t->obj, obj, memory_order_relaxed);
+    atomic_store_explicit(&t->bfile, file, memory_order_relaxed);
+    atomic_store_explicit(&t->bline, line, memory_order_relaxed);
+    atomic_store_explicit(&t->since_ns, leash__now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&t->op, op, memory_order_release);
+}
+static inline void leash__unblocked(leash_task *t)
+{
+    atomic_store_explicit(&t->op, LEASH_OP_NONE, memory_order_relaxed);
+}
+
+struct leash_hold *leash__hold_push(leash_task *t, void *lock, int kind, const char *file,
+                                    int line);
+struct leash_hold *leash__hold_find(leash_task *t, const void *lock);
+void               leash__hold_drop(leash_task *t, struct leash_hold *h);
+
+/* the registry of root tasks, for dumps */
+extern leash__lock_t leash__roots_mu;
+extern leash_task   *leash__roots;
+
+/* ---------------------------------------------------------- group.c */
+
+struct leash_slotwait {
+    leash_task            *task;
+    struct leash_slotwait *next, *prev;
+};
+
+struct leash_group {
+    uint64_t             id;
+    char                 name[48];
+    struct leash_group  *parent;        /* the group the opener runs in; NULL: root */
+    leash_task          *opener;
+    const char          *open_file;
+    int                  open_line;
+    unsigned             flags;
+    bool                 interrupt;     /* LEASH_INTERRUPT here or above */
+    unsigned             limit;
+    int64_t              open_ns;
+    int64_t              deadline_ns;   /* effective: min of own and parent's */
+    struct leash_group  *deadline_owner; /* whose deadline that is */
+
+    leash__lock_t        mu;            /* guards what follows */
+    leash_task          *tasks;         /* children alive (queued or running) */
+    _Atomic unsigned     running;       /* written under mu, read by the spinning waiter */
+    bool                 cancel_cut;    /* cancelled while children ran, or not by a deadline */
+    struct leash_group  *kids, *knext, *kprev; /* groups opened by its tasks */
+    struct leash_slotwait *slotwait;
+    int                  first_err;     /* first non-zero child return, before cancel */
+    leash_task          *waiter;        /* the opener, while in wait */
+    _Atomic int          cancel_cause;  /* 0, ECANCELED or ETIMEDOUT */
+
+    struct leash_group  *onext;         /* opener's list of unwaited groups */
+    struct leash_group  *rnext, *rprev; /* registry of all groups */
+    struct leash_group  *inext, *iprev; /* registry of interrupt groups */
+    size_t               heap_idx;      /* in the timer heap, or SIZE_MAX */
+    _Atomic bool         interrupting;  /* cancelled with interrupt: signal its tasks */
+};
+
+/* 0, or the negative cause that ended t's scope. Reads the clock only when
+   check_clock: a passed deadline then cancels its group at once. */
+int  leash__scope_err(leash_task *t, bool check_clock);
+/* The effective deadline of t's scope, ns, INT64_MAX: none. */
+static inline int64_t leash__scope_deadline(leash_task *t)
+{
+    return t->group ? t->group->deadline_ns : INT64_MAX;
+}
+void leash__cancel(struct leash_group *g, int cause);
+/* Called by the worker when a task's function has returned. */
+void leash__task_done(leash_task *t, int rc);
+/* Waits g (used by task exit for unwaited groups). */
+int  leash__group_wait(struct leash_group *g, leash_task *self, const char *file, int line);
+
+extern leash__lock_t       leash__groups_mu;
+extern struct leash_group *leash__groups;
+extern _Atomic uint64_t    leash__groups_live;
+extern _Atomic uint64_t    leash__tasks_live;
+extern _Atomic uint64_t    leash__tasks_started;
+
+/* ----------------------------------------------------------- pool.c */
+
+int  leash__pool_submit(leash_task *t); /* 0 or -EAGAIN */
+extern _Atomic uint64_t leash__threads;
+
+/* ---------------------------------------------------------- timer.c */
+
+void leash__timer_add(struct leash_group *g);    /* g has its own deadline */
+void leash__timer_remove(struct leash_group *g);
+void leash__intr_register(struct leash_group *g);
+void leash__intr_unregister(struct leash_group *g);
+void leash__intr_kick(void);                     /* an interrupt group was cancelled */
+int  leash__intr_signal(void);
+
+/* --------------------------------------------------------- report.c */
+
+/* Writes one report line to stderr (unless LEASH_REPORT=quiet) and hands it
+   to the agent. kind: lock_abandoned, self_deadlock, lock_cycle, unwaited_group. */
+void leash__report(const char *kind, leash_task *t, const char *group, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+extern _Atomic uint64_t leash__reports;
+/* Set by the agent: receives every report. */
+extern void (*leash__report_hook)(const char *kind, uint64_t task, const char *group,
+                                  const char *detail);
+
+/* ---------------------------------------------------------- mutex.c */
+
+void leash__abandon_holds(leash_task *t);
+
+/* ----------------------------------------------------------- dump.c */
+
+const char *leash__process_name(void);
+
+#endif

@@ -1,0 +1,45 @@
+/* snapshot.h: a copy of every live group and task, for dumps and the agent. */
+#ifndef LEASH_SNAPSHOT_H
+#define LEASH_SNAPSHOT_H
+
+#include "internal.h"
+
+struct leash_snap_task {
+    uint64_t    id;
+    const char *fn;
+    const char *file;      /* spawn site; NULL for root tasks */
+    int         line;
+    int         op;        /* LEASH_OP_*; 0: running */
+    const char *obj;       /* name of what it is blocked on */
+    const char *bfile;     /* where it blocked */
+    int         bline;
+    int64_t     since_ms;  /* in its state this long */
+};
+
+struct leash_snap_group {
+    uint64_t    id, parent, opener;
+    char        name[48];
+    const char *open_file;
+    int         open_line;
+    unsigned    flags, limit;
+    int         cancelled;        /* 0, ECANCELED or ETIMEDOUT */
+    int64_t     deadline_ms_left; /* -1: none */
+    int64_t     age_ms;
+    size_t      first, count;     /* its tasks in leash_snapshot.tasks */
+};
+
+struct leash_snapshot {
+    int                      pid;
+    const char              *name;
+    struct leash_snap_group *groups; /* [0] is the root group */
+    size_t                   ngroups, gcap;
+    struct leash_snap_task  *tasks;
+    size_t                   ntasks, tcap;
+};
+
+int  leash_snapshot_take(struct leash_snapshot *s);
+void leash_snapshot_free(struct leash_snapshot *s);
+void leash_snapshot_text(const struct leash_snapshot *s, struct leash__buf *b);
+void leash_snapshot_json(const struct leash_snapshot *s, struct leash__buf *b);
+
+#endif

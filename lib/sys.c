@@ -1,0 +1,156 @@
+/* sys.c: clocks, futexes, the internal lock and small string helpers. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t leash__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t leash__deadline_after(int64_t ms)
+{
+    if (ms < 0)
+        return INT64_MAX;
+    int64_t now = leash__now_ns();
+    if (ms > (INT64_MAX - now) / 1000000)
+        return INT64_MAX;
+    return now + ms * 1000000;
+}
+
+int leash__futex_wait(_Atomic uint32_t *word, uint32_t val, int64_t abs_ns)
+{
+    struct timespec ts, *tp = NULL;
+    if (abs_ns != INT64_MAX) {
+        if (abs_ns <= leash__now_ns())
+            return -ETIMEDOUT;
+        ts.tv_sec = abs_ns / 1000000000;
+        ts.tv_nsec = abs_ns % 1000000000;
+        tp = &ts;
+    }
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time. */
+    long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, val, tp,
+                     NULL, FUTEX_BITSET_MATCH_ANY);
+    if (r < 0 && errno == ETIMEDOUT)
+        return -ETIMEDOUT;
+    return 0;
+}
+
+void leash__futex_wake(_Atomic uint32_t *word, int n)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n, NULL, NULL, 0);
+}
+
+void leash__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+int leash__ncpu(void)
+{
+    static _Atomic int n;
+    int v = atomic_load_explicit(&n, memory_order_relaxed);
+    if (v == 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        v = c > 0 ? (int)c : 1;
+        atomic_store_explicit(&n, v, memory_order_relaxed);
+    }
+    return v;
+}
+
+void leash__lock_slow(leash__lock_t *l)
+{
+    /* Spin while the holder runs (critical sections are short), then sleep. */
+    int spin = leash__ncpu() > 1 ? 100 : 0;
+    for (int i = 0; i < spin; i++) {
+        leash__cpu_relax();
+        uint32_t z = 0;
+        if (atomic_load_explicit(&l->v, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(&l->v, &z, 1, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
+    }
+    while (atomic_exchange_explicit(&l->v, 2, memory_order_acquire) != 0)
+        leash__futex_wait(&l->v, 2, INT64_MAX);
+}
+
+void leash__copy_name(char *dst, size_t size, const char *src)
+{
+    if (!src)
+        src = "";
+    size_t n = strlen(src);
+    if (n >= size)
+        n = size - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+void leash__bprintf(struct leash__buf *b, const char *fmt, ...)
+{
+    if (b->oom)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        size_t room = b->cap - b->len;
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = true;
+            return;
+        }
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap - b->len <= (size_t)n)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+void leash__bjson_str(struct leash__buf *b, const char *s)
+{
+    if (!s) {
+        leash__bprintf(b, "null");
+        return;
+    }
+    leash__bprintf(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': leash__bprintf(b, "\\\""); break;
+        case '\\': leash__bprintf(b, "\\\\"); break;
+        case '\n': leash__bprintf(b, "\\n"); break;
+        case '\t': leash__bprintf(b, "\\t"); break;
+        case '\r': leash__bprintf(b, "\\r"); break;
+        default:
+            if (*p < 0x20)
+                leash__bprintf(b, "\\u%04x", *p);
+            else
+                leash__bprintf(b, "%c", *p);
+        }
+    }
+    leash__bprintf(b, "\"");
+}

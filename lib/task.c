@@ -1,0 +1,244 @@
+/* task.c: task records, root tasks, parking and the per-task list of held locks. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+_Thread_local leash_task *leash__self_tls;
+
+static _Atomic uint64_t next_id = 1;
+
+uint64_t leash__next_id(void)
+{
+    return atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+}
+
+/* Task records are recycled through this list and never freed (see internal.h). */
+static leash__lock_t free_mu = LEASH__LOCK_INIT;
+static leash_task   *free_list;
+
+leash_task *leash__task_alloc(void)
+{
+    leash__lock(&free_mu);
+    leash_task *t = free_list;
+    if (t)
+        free_list = t->qnext;
+    leash__unlock(&free_mu);
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t)
+            return NULL;
+        t->wake_fd = -1;
+    }
+    t->id = leash__next_id();
+    t->fn_name = NULL;
+    t->thread_name[0] = '\0';
+    t->spawn_file = NULL;
+    t->spawn_line = 0;
+    t->fn = NULL;
+    t->arg = NULL;
+    t->group = NULL;
+    t->gnext = t->gprev = t->qnext = NULL;
+    t->root = false;
+    atomic_store_explicit(&t->started, false, memory_order_relaxed);
+    t->start_ns = leash__now_ns();
+    atomic_store_explicit(&t->op, LEASH_OP_NONE, memory_order_relaxed);
+    t->opened = NULL;
+    t->holds = NULL;
+    t->hold_free = NULL;
+    for (size_t i = 0; i < sizeof t->hold_cache / sizeof t->hold_cache[0]; i++) {
+        t->hold_cache[i].tnext = t->hold_free;
+        t->hold_free = &t->hold_cache[i];
+    }
+    atomic_store_explicit(&t->waiting_for, NULL, memory_order_relaxed);
+    return t;
+}
+
+void leash__task_free(leash_task *t)
+{
+    /* hold nodes that overflowed the cache were malloc'd */
+    for (struct leash_hold *h = t->hold_free, *n; h; h = n) {
+        n = h->tnext;
+        if (h < t->hold_cache || h >= t->hold_cache + sizeof t->hold_cache / sizeof t->hold_cache[0])
+            free(h);
+    }
+    t->hold_free = NULL;
+    leash__lock(&free_mu);
+    t->qnext = free_list;
+    free_list = t;
+    leash__unlock(&free_mu);
+}
+
+/* ------------------------------------------------------------ root tasks */
+
+leash__lock_t leash__roots_mu = LEASH__LOCK_INIT;
+leash_task   *leash__roots;
+
+static pthread_key_t  root_key;
+static pthread_once_t root_once = PTHREAD_ONCE_INIT;
+
+static void root_exit(void *p)
+{
+    leash_task *t = p;
+    leash__self_tls = t;
+    leash__task_exit(t);
+    leash__lock(&leash__roots_mu);
+    if (t->gprev)
+        t->gprev->gnext = t->gnext;
+    else
+        leash__roots = t->gnext;
+    if (t->gnext)
+        t->gnext->gprev = t->gprev;
+    leash__unlock(&leash__roots_mu);
+    leash__self_tls = NULL;
+    leash__task_free(t);
+}
+
+static void root_key_init(void)
+{
+    pthread_key_create(&root_key, root_exit);
+}
+
+leash_task *leash__self_slow(void)
+{
+    pthread_once(&root_once, root_key_init);
+    leash_task *t = leash__task_alloc();
+    if (!t)
+        return NULL;
+    t->root = true;
+    t->thread = pthread_self();
+    atomic_store_explicit(&t->started, true, memory_order_release);
+    if (pthread_getname_np(t->thread, t->thread_name, sizeof t->thread_name) != 0 ||
+        !t->thread_name[0])
+        strcpy(t->thread_name, "thread");
+    t->fn_name = t->thread_name;
+    leash__lock(&leash__roots_mu);
+    t->gnext = leash__roots;
+    if (leash__roots)
+        leash__roots->gprev = t;
+    leash__roots = t;
+    leash__unlock(&leash__roots_mu);
+    pthread_setspecific(root_key, t);
+    leash__self_tls = t;
+    return t;
+}
+
+void leash__task_exit(leash_task *t)
+{
+    while (t->opened) {
+        struct leash_group *g = t->opened;
+        leash__report("unwaited_group", t, g->name,
+                      "task %llu (%s) returned with group %llu \"%s\" (opened at %s:%d) still "
+                      "open: cancelled and waited for",
+                      (unsigned long long)t->id, t->fn_name, (unsigned long long)g->id, g->name,
+                      g->open_file ? g->open_file : "?", g->open_line);
+        leash__cancel(g, ECANCELED);
+        leash__group_wait(g, t, g->open_file, g->open_line);
+    }
+    if (t->holds)
+        leash__abandon_holds(t);
+}
+
+uint64_t leash_task_id(void)
+{
+    leash_task *t = leash__self();
+    return t ? t->id : 0;
+}
+
+/* ---------------------------------------------------------------- parking */
+
+/*
+ * wake and park form a Dekker pair: the waker bumps `wake` then reads
+ * `sleeping`, the parker sets `sleeping` then reads `wake`. With both
+ * sequentially consistent, at least one side sees the other, so a wake-up is
+ * never lost and the futex syscall is made only when the parker sleeps.
+ */
+void leash__wake(leash_task *t)
+{
+    atomic_fetch_add_explicit(&t->wake, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&t->sleeping, memory_order_seq_cst))
+        leash__futex_wake(&t->wake, 1);
+    if (atomic_load_explicit(&t->in_poll, memory_order_seq_cst)) {
+        uint64_t one = 1;
+        ssize_t r = write(t->wake_fd, &one, sizeof one);
+        (void)r;
+    }
+}
+
+void leash__park(leash_task *t, uint32_t seq, int64_t abs_ns)
+{
+    atomic_store_explicit(&t->sleeping, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&t->wake, memory_order_seq_cst) == seq)
+        leash__futex_wait(&t->wake, seq, abs_ns);
+    atomic_store_explicit(&t->sleeping, 0, memory_order_relaxed);
+}
+
+int leash__spin_budget(void)
+{
+    return leash__ncpu() > 1 ? 2000 : 0;
+}
+
+/* ------------------------------------------------------------- held locks */
+
+struct leash_hold *leash__hold_push(leash_task *t, void *lock, int kind, const char *file, int line)
+{
+    struct leash_hold *h = t->hold_free;
+    if (likely(h != NULL)) {
+        t->hold_free = h->tnext;
+    } else {
+        h = malloc(sizeof *h);
+        if (!h)
+            return NULL;
+    }
+    h->lock = lock;
+    h->kind = kind;
+    h->file = file;
+    h->line = line;
+    h->task = t;
+    h->lnext = h->lprev = NULL;
+    h->tprev = NULL;
+    h->tnext = t->holds;
+    if (t->holds)
+        t->holds->tprev = h;
+    t->holds = h;
+    return h;
+}
+
+struct leash_hold *leash__hold_find(leash_task *t, const void *lock)
+{
+    for (struct leash_hold *h = t->holds; h; h = h->tnext)
+        if (h->lock == lock)
+            return h;
+    return NULL;
+}
+
+void leash__hold_drop(leash_task *t, struct leash_hold *h)
+{
+    if (h->tprev)
+        h->tprev->tnext = h->tnext;
+    else
+        t->holds = h->tnext;
+    if (h->tnext)
+        h->tnext->tprev = h->tprev;
+    h->tnext = t->hold_free;
+    t->hold_free = h;
+}
+
+const char *leash__op_name(int op)
+{
+    static const char *const names[] = {
+        [LEASH_OP_NONE] = "running",       [LEASH_OP_CHAN_SEND] = "chan_send",
+        [LEASH_OP_CHAN_RECV] = "chan_recv", [LEASH_OP_SELECT] = "select",
+        [LEASH_OP_MUTEX] = "mutex",         [LEASH_OP_RWLOCK_RD] = "rwlock_rd",
+        [LEASH_OP_RWLOCK_WR] = "rwlock_wr", [LEASH_OP_SLEEP] = "sleep",
+        [LEASH_OP_FDWAIT] = "fdwait",       [LEASH_OP_GROUP_WAIT] = "group_wait",
+        [LEASH_OP_GO] = "go",
+    };
+    if (op < 0 || (size_t)op >= sizeof names / sizeof names[0])
+        return "?";
+    return names[op];
+}
