@@ -264,6 +264,8 @@ void leash__task_done(leash_task *t, int rc)
         if (!(g->flags & LEASH_COLLECT))
             cancel_locked(g, ECANCELED, &kick);
     }
+    /* counted out before the waiter can see the group empty */
+    atomic_fetch_sub_explicit(&leash__tasks_live, 1, memory_order_relaxed);
     leash_task *w = unlink_task_locked(g, t, &slot);
     leash__unlock(&g->mu);
     /* from here g may be freed by its waiter: touch only tasks */
@@ -273,7 +275,6 @@ void leash__task_done(leash_task *t, int rc)
         leash__wake(slot);
     if (kick)
         leash__intr_kick();
-    atomic_fetch_sub_explicit(&leash__tasks_live, 1, memory_order_relaxed);
     leash__task_free(t);
 }
 
