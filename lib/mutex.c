@@ -117,7 +117,7 @@ static int holders(void *lock, int kind, leash_task **out, int max)
     int n = 0;
     if (kind == LEASH_HOLD_MUTEX) {
         leash_mutex *m = lock;
-        leash_task *o = LD(&m->owner_);
+        leash_task *o = __atomic_load_n(&m->owner_, __ATOMIC_ACQUIRE);
         if (o && !(LD(&m->flags_) & F_ABANDONED))
             out[n++] = o;
         return n;
@@ -273,7 +273,8 @@ static inline bool mutex_ok(const leash_mutex *m)
 
 static int mutex_took(leash_mutex *m, leash_task *self, const char *file, int line)
 {
-    ST(&m->owner_, self);
+    /* release: a cycle walk that reads the owner also reads its task record */
+    __atomic_store_n(&m->owner_, self, __ATOMIC_RELEASE);
     m->site_file_ = file;
     m->site_line_ = line;
     if (unlikely(!leash__hold_push(self, m, LEASH_HOLD_MUTEX, file, line))) {
