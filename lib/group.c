@@ -156,6 +156,21 @@ int leash_group_open_at(leash_group **gp, const leash_group_opts *opts, const ch
     g->onext = self->opened;
     self->opened = g;
     *gp = g;
+    if (leash__agent_wants()) {
+        struct leash__aevent e = {
+            .kind = LEASH_EV_GROUP_OPEN,
+            .group = g->id,
+            .parent = parent ? parent->id : 0,
+            .task = self->id,
+            .deadline_ms_left = g->deadline_ns == INT64_MAX
+                                    ? -1
+                                    : (g->deadline_ns - g->open_ns) / 1000000,
+            .file = file,
+            .line = line,
+        };
+        memcpy(e.name, g->name, sizeof e.name);
+        leash__agent_push(&e);
+    }
     return 0;
 }
 
@@ -235,6 +250,10 @@ int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_nam
     leash__unlock(&g->mu);
     atomic_fetch_add_explicit(&leash__tasks_live, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&leash__tasks_started, 1, memory_order_relaxed);
+    if (leash__agent_wants())
+        leash__agent_push(&(struct leash__aevent){ .kind = LEASH_EV_TASK_START, .task = t->id,
+                                                   .group = g->id, .fn = t->fn_name,
+                                                   .file = file, .line = line });
 
     int err = leash__pool_submit(t);
     if (err) {
@@ -258,6 +277,9 @@ void leash__task_done(leash_task *t, int rc)
     struct leash_group *g = t->group;
     bool kick = false;
     leash_task *slot;
+    if (leash__agent_wants())
+        leash__agent_push(
+            &(struct leash__aevent){ .kind = LEASH_EV_TASK_END, .task = t->id, .group = g->id });
     leash__lock(&g->mu);
     if (rc != 0 && !atomic_load_explicit(&g->cancel_cause, memory_order_relaxed) && !g->first_err) {
         g->first_err = rc;
@@ -315,8 +337,6 @@ int leash__group_wait(struct leash_group *g, leash_task *self, const char *file,
     leash__unblocked(self);
 
     leash__timer_remove(g);
-    if (g->interrupt)
-        leash__intr_unregister(g);
     if (g->parent) {
         struct leash_group *p = g->parent;
         leash__lock(&p->mu);
@@ -336,6 +356,10 @@ int leash__group_wait(struct leash_group *g, leash_task *self, const char *file,
     if (g->rnext)
         g->rnext->rprev = g->rprev;
     leash__unlock(&leash__groups_mu);
+    /* after leaving the registry: leashd's interrupt finds groups there */
+    leash__intr_unregister(g);
+    if (leash__agent_wants())
+        leash__agent_push(&(struct leash__aevent){ .kind = LEASH_EV_GROUP_END, .group = g->id });
     for (struct leash_group **pp = &self->opened; *pp; pp = &(*pp)->onext) {
         if (*pp == g) {
             *pp = g->onext;
@@ -472,4 +496,41 @@ int leash_fdwait_at(int fd, short events, int64_t timeout_ms, const char *file, 
     atomic_store_explicit(&self->in_poll, 0, memory_order_relaxed);
     leash__unblocked(self);
     return rc;
+}
+
+/* ------------------------------------------------------- asked by leashd */
+
+void leash__cancel_by_id(uint64_t id)
+{
+    leash__lock(&leash__groups_mu);
+    for (struct leash_group *g = leash__groups; g; g = g->rnext)
+        if (id ? g->id == id : g->parent == NULL)
+            leash__cancel(g, ECANCELED);
+    leash__unlock(&leash__groups_mu);
+}
+
+static bool within(const struct leash_group *g, uint64_t id)
+{
+    for (; g; g = g->parent)
+        if (g->id == id)
+            return true;
+    return id == 0;
+}
+
+void leash__interrupt_by_id(uint64_t id)
+{
+    /* under the registry lock no group found there can be torn down (see
+       leash__group_wait), so registering one for interrupts is safe */
+    bool any = false;
+    leash__lock(&leash__groups_mu);
+    for (struct leash_group *g = leash__groups; g; g = g->rnext) {
+        if (!within(g, id))
+            continue;
+        leash__intr_register(g);
+        atomic_store_explicit(&g->interrupting, true, memory_order_release);
+        any = true;
+    }
+    leash__unlock(&leash__groups_mu);
+    if (any)
+        leash__intr_kick();
 }

@@ -209,6 +209,7 @@ struct leash_group {
     struct leash_group  *onext;         /* opener's list of unwaited groups */
     struct leash_group  *rnext, *rprev; /* registry of all groups */
     struct leash_group  *inext, *iprev; /* registry of interrupt groups */
+    bool                 in_intr;       /* in that registry (under its lock) */
     size_t               heap_idx;      /* in the timer heap, or SIZE_MAX */
     _Atomic bool         interrupting;  /* cancelled with interrupt: signal its tasks */
 };
@@ -254,9 +255,31 @@ int  leash__intr_signal(void);
 void leash__report(const char *kind, leash_task *t, const char *group, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 extern _Atomic uint64_t leash__reports;
-/* Set by the agent: receives every report. */
-extern void (*leash__report_hook)(const char *kind, uint64_t task, const char *group,
-                                  const char *detail);
+
+/* ---------------------------------------------------------- agent.c */
+
+/* One lifecycle event for leashd; kinds as in agent.proto's Event.Kind. */
+enum { LEASH_EV_GROUP_OPEN = 0, LEASH_EV_GROUP_END, LEASH_EV_TASK_START, LEASH_EV_TASK_END };
+struct leash__aevent {
+    int         kind;
+    uint64_t    group, task, parent;
+    int64_t     deadline_ms_left;
+    const char *file; /* static strings: __FILE__ and #fn */
+    int         line;
+    const char *fn;
+    char        name[48];
+};
+extern _Atomic int leash__agent_on; /* connected: events are wanted */
+void leash__agent_init(void);
+void leash__agent_push(const struct leash__aevent *ev);
+void leash__agent_report(const char *kind, uint64_t task, const char *group, const char *detail);
+static inline bool leash__agent_wants(void)
+{
+    return atomic_load_explicit(&leash__agent_on, memory_order_relaxed) != 0;
+}
+/* Actions leashd asks for; id 0: every top-level group. */
+void leash__cancel_by_id(uint64_t id);
+void leash__interrupt_by_id(uint64_t id);
 
 /* ---------------------------------------------------------- mutex.c */
 

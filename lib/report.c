@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 _Atomic uint64_t leash__reports;
-void (*leash__report_hook)(const char *kind, uint64_t task, const char *group, const char *detail);
 
 static bool quiet(void)
 {
@@ -42,6 +41,5 @@ void leash__report(const char *kind, leash_task *t, const char *group, const cha
         ssize_t r = write(STDERR_FILENO, line, (size_t)n);
         (void)r;
     }
-    if (leash__report_hook)
-        leash__report_hook(kind, t ? t->id : 0, group, detail);
+    leash__agent_report(kind, t ? t->id : 0, group, detail);
 }

@@ -106,6 +106,7 @@ static void root_key_init(void)
 leash_task *leash__self_slow(void)
 {
     pthread_once(&root_once, root_key_init);
+    leash__agent_init();
     leash_task *t = leash__task_alloc();
     if (!t)
         return NULL;

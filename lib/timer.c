@@ -208,11 +208,14 @@ void leash__intr_register(struct leash_group *g)
 {
     pthread_once(&intr_once, intr_install);
     leash__lock(&intr_mu);
-    g->iprev = NULL;
-    g->inext = intr_list;
-    if (intr_list)
-        intr_list->iprev = g;
-    intr_list = g;
+    if (!g->in_intr) {
+        g->in_intr = true;
+        g->iprev = NULL;
+        g->inext = intr_list;
+        if (intr_list)
+            intr_list->iprev = g;
+        intr_list = g;
+    }
     leash__unlock(&intr_mu);
     leash__lock(&tm.mu);
     start_locked();
@@ -222,12 +225,15 @@ void leash__intr_register(struct leash_group *g)
 void leash__intr_unregister(struct leash_group *g)
 {
     leash__lock(&intr_mu);
-    if (g->iprev)
-        g->iprev->inext = g->inext;
-    else
-        intr_list = g->inext;
-    if (g->inext)
-        g->inext->iprev = g->iprev;
+    if (g->in_intr) {
+        g->in_intr = false;
+        if (g->iprev)
+            g->iprev->inext = g->inext;
+        else
+            intr_list = g->inext;
+        if (g->inext)
+            g->inext->iprev = g->iprev;
+    }
     leash__unlock(&intr_mu);
 }
 

@@ -1,0 +1,574 @@
+/* format.c: how leashctl shows leashd's answers: aligned tables, the JSON
+   shapes of DESIGN.md, folded stacks and pprof profiles. */
+#define _GNU_SOURCE
+#include "format.h"
+
+#include "pprof/profile.pb-c.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zlib.h>
+
+int format_parse(const char *s, enum fmt *out)
+{
+    static const char *const names[] = { "text", "json", "folded", "pprof" };
+    for (int i = 0; i < 4; i++) {
+        if (!strcmp(s, names[i])) {
+            *out = (enum fmt)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void jstr(FILE *f, const char *s)
+{
+    if (!s) {
+        fputs("null", f);
+        return;
+    }
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p == '\n')
+            fputs("\\n", f);
+        else if (*p == '\t')
+            fputs("\\t", f);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void rfc3339(int64_t ms, char *buf, size_t len)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, len - n, ".%03dZ", (int)(ms % 1000));
+}
+
+static const char *op_name(int op)
+{
+    static const char *const n[] = { "running", "chan_send", "chan_recv", "select",
+                                     "mutex", "rwlock_rd", "rwlock_wr", "sleep",
+                                     "fdwait", "group_wait", "go" };
+    return op >= 0 && op < (int)(sizeof n / sizeof n[0]) ? n[op] : "?";
+}
+
+static void duration(int64_t s, char *buf, size_t len)
+{
+    if (s < 120)
+        snprintf(buf, len, "%llds", (long long)s);
+    else if (s < 7200)
+        snprintf(buf, len, "%lldm", (long long)s / 60);
+    else
+        snprintf(buf, len, "%lldh%02lldm", (long long)s / 3600, (long long)(s % 3600) / 60);
+}
+
+void print_status(const Leash__Control__Status *s, bool json)
+{
+    if (json) {
+        printf("{\"version\":");
+        jstr(stdout, s->version);
+        printf(",\"pid\":%d,\"uptime_s\":%lld,\"processes\":%llu,\"groups\":%llu,\"tasks\":%llu,"
+               "\"stuck\":%llu,\"incidents\":%llu,\"events\":%llu,\"agent_socket\":",
+               s->pid, (long long)s->uptime_s, (unsigned long long)s->processes,
+               (unsigned long long)s->groups, (unsigned long long)s->tasks,
+               (unsigned long long)s->stuck, (unsigned long long)s->incidents,
+               (unsigned long long)s->events);
+        jstr(stdout, s->agent_socket);
+        printf(",\"control_socket\":");
+        jstr(stdout, s->control_socket);
+        printf(",\"state_dir\":");
+        jstr(stdout, s->state_dir);
+        printf("}\n");
+        return;
+    }
+    char up[32];
+    duration(s->uptime_s, up, sizeof up);
+    printf("leashd %s (pid %d), up %s\n", s->version, s->pid, up);
+    printf("  processes  %llu\n  groups     %llu\n  tasks      %llu\n  stuck      %llu\n"
+           "  incidents  %llu\n  events     %llu\n",
+           (unsigned long long)s->processes, (unsigned long long)s->groups,
+           (unsigned long long)s->tasks, (unsigned long long)s->stuck,
+           (unsigned long long)s->incidents, (unsigned long long)s->events);
+    printf("  agents on  %s\n  control    %s\n  state in   %s\n", s->agent_socket,
+           s->control_socket, s->state_dir);
+}
+
+void print_ps(const Leash__Control__Ps *ps, bool json)
+{
+    if (json) {
+        printf("[");
+        for (size_t i = 0; i < ps->n_processes; i++) {
+            const Leash__Control__Process *p = ps->processes[i];
+            printf("%s{\"pid\":%d,\"name\":", i ? "," : "", p->pid);
+            jstr(stdout, p->name);
+            printf(",\"uid\":%u,\"groups\":%llu,\"tasks\":%llu,\"stuck\":%llu,\"connected_s\":%lld,"
+                   "\"dropped\":%llu}",
+                   p->uid, (unsigned long long)p->groups, (unsigned long long)p->tasks,
+                   (unsigned long long)p->stuck, (long long)p->connected_s,
+                   (unsigned long long)p->dropped);
+        }
+        printf("]\n");
+        return;
+    }
+    int w = 4;
+    for (size_t i = 0; i < ps->n_processes; i++) {
+        int n = (int)strlen(ps->processes[i]->name);
+        if (n > w)
+            w = n;
+    }
+    printf("%7s  %-*s  %6s  %6s  %7s  %6s  %9s\n", "PID", w, "NAME", "UID", "GROUPS", "TASKS",
+           "STUCK", "CONNECTED");
+    for (size_t i = 0; i < ps->n_processes; i++) {
+        const Leash__Control__Process *p = ps->processes[i];
+        char up[32];
+        duration(p->connected_s, up, sizeof up);
+        printf("%7d  %-*s  %6u  %6llu  %7llu  %6llu  %9s\n", p->pid, w, p->name, p->uid,
+               (unsigned long long)p->groups, (unsigned long long)p->tasks,
+               (unsigned long long)p->stuck, up);
+    }
+    if (!ps->n_processes)
+        printf("(no leashed processes)\n");
+}
+
+/* ------------------------------------------------------------- the tree */
+
+static int cmp_group(const void *a, const void *b)
+{
+    const Leash__Agent__Group *x = *(Leash__Agent__Group *const *)a,
+                              *y = *(Leash__Agent__Group *const *)b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int cmp_task(const void *a, const void *b)
+{
+    const Leash__Agent__Task *x = *(Leash__Agent__Task *const *)a,
+                             *y = *(Leash__Agent__Task *const *)b;
+    if (x->group != y->group)
+        return x->group < y->group ? -1 : 1;
+    if ((x->op != 0) != (y->op != 0))
+        return x->op ? -1 : 1; /* blocked first */
+    if (x->since_ms != y->since_ms)
+        return x->since_ms > y->since_ms ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void sort_tree(Leash__Agent__Snapshot *s)
+{
+    qsort(s->groups, s->n_groups, sizeof *s->groups, cmp_group);
+    qsort(s->tasks, s->n_tasks, sizeof *s->tasks, cmp_task);
+}
+
+static void print_json_tree(const Leash__Control__TaskTree *t)
+{
+    const Leash__Agent__Snapshot *s = t->snapshot;
+    printf("{\"pid\":%d,\"name\":", t->pid);
+    jstr(stdout, t->name);
+    printf(",\"groups\":[");
+    size_t ng = s ? s->n_groups : 0;
+    for (size_t gi = 0; gi <= ng; gi++) {
+        const Leash__Agent__Group *g = gi ? s->groups[gi - 1] : NULL;
+        uint64_t id = g ? g->id : 0;
+        if (g) {
+            printf(",{\"id\":%llu,\"parent\":%llu,\"name\":", (unsigned long long)g->id,
+                   (unsigned long long)g->parent);
+            jstr(stdout, g->name);
+            printf(",\"deadline_ms_left\":");
+            if (g->deadline_ms_left >= 0)
+                printf("%lld", (long long)g->deadline_ms_left);
+            else
+                printf("null");
+            printf(",\"cancelled\":%s,\"site\":", g->cancelled ? "true" : "false");
+            jstr(stdout, g->site);
+        } else {
+            printf("{\"id\":0,\"parent\":null,\"name\":\"root\",\"deadline_ms_left\":null,"
+                   "\"cancelled\":false");
+        }
+        printf(",\"tasks\":[");
+        bool first = true;
+        for (size_t i = 0; s && i < s->n_tasks; i++) {
+            const Leash__Agent__Task *x = s->tasks[i];
+            if (x->group != id)
+                continue;
+            printf("%s{\"id\":%llu,\"fn\":", first ? "" : ",", (unsigned long long)x->id);
+            first = false;
+            jstr(stdout, x->fn);
+            printf(",\"site\":");
+            jstr(stdout, x->site && *x->site ? x->site : NULL);
+            printf(",\"state\":\"%s\",\"blocked_on\":", x->op ? "blocked" : "running");
+            if (x->op) {
+                printf("{\"op\":\"%s\",\"object\":", op_name(x->op));
+                jstr(stdout, x->object && *x->object ? x->object : NULL);
+                printf(",\"site\":");
+                jstr(stdout, x->blocked_site);
+                printf("}");
+            } else {
+                printf("null");
+            }
+            printf(",\"since_ms\":%lld}", (long long)x->since_ms);
+        }
+        printf("]}");
+    }
+    printf("]}\n");
+}
+
+static void print_text_tree(const Leash__Control__TaskTree *t)
+{
+    const Leash__Agent__Snapshot *s = t->snapshot;
+    size_t ng = s ? s->n_groups : 0, nt = s ? s->n_tasks : 0, blocked = 0;
+    for (size_t i = 0; i < nt; i++)
+        blocked += s->tasks[i]->op != 0;
+    printf("pid %d (%s): %zu groups, %zu tasks, %zu blocked\n", t->pid, t->name, ng, nt, blocked);
+    for (size_t gi = 0; gi <= ng; gi++) {
+        const Leash__Agent__Group *g = gi ? s->groups[gi - 1] : NULL;
+        uint64_t id = g ? g->id : 0;
+        if (g) {
+            printf("\ngroup %llu \"%s\" (parent %llu), opened at %s", (unsigned long long)g->id,
+                   g->name, (unsigned long long)g->parent, g->site);
+            if (g->deadline_ms_left >= 0)
+                printf(", deadline in %lld ms", (long long)g->deadline_ms_left);
+            if (g->cancelled)
+                printf(", CANCELLED");
+            printf(":\n");
+        } else {
+            printf("\ngroup 0 \"root\": threads that called leash\n");
+        }
+        for (size_t i = 0; i < nt; i++) {
+            const Leash__Agent__Task *x = s->tasks[i];
+            if (x->group != id)
+                continue;
+            if (x->op) {
+                printf("  task %llu %s [blocked on %s", (unsigned long long)x->id, x->fn,
+                       op_name(x->op));
+                if (x->object && *x->object)
+                    printf(" \"%s\"", x->object);
+                printf(", %lld ms]:\n      blocked at %s\n", (long long)x->since_ms,
+                       x->blocked_site);
+            } else {
+                printf("  task %llu %s [running, %lld ms]:\n", (unsigned long long)x->id, x->fn,
+                       (long long)x->since_ms);
+            }
+            if (x->site && *x->site)
+                printf("      spawned at %s\n", x->site);
+        }
+    }
+}
+
+static const Leash__Agent__Group *find_group(const Leash__Agent__Snapshot *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n_groups; i++)
+        if (s->groups[i]->id == id)
+            return s->groups[i];
+    return NULL;
+}
+
+/* The frames of one task, leaf first: what it blocks on, its function,
+   its groups up to the root, the process. */
+static size_t frames(const Leash__Control__TaskTree *t, const Leash__Agent__Task *x,
+                     char **out, size_t max)
+{
+    size_t n = 0;
+    char *f;
+    if (x->op && n < max && asprintf(&f, "%s %s", op_name(x->op), x->object ? x->object : "") >= 0)
+        out[n++] = f;
+    if (n < max && (f = strdup(x->fn)) != NULL)
+        out[n++] = f;
+    const Leash__Agent__Group *g = find_group(t->snapshot, x->group);
+    for (int depth = 0; g && depth < 64 && n < max; depth++) {
+        if (asprintf(&f, "group %s", g->name) >= 0)
+            out[n++] = f;
+        g = g->parent ? find_group(t->snapshot, g->parent) : NULL;
+    }
+    if (n < max && (f = strdup(t->name)) != NULL)
+        out[n++] = f;
+    return n;
+}
+
+static void print_folded(const Leash__Control__TaskTree *t)
+{
+    const Leash__Agent__Snapshot *s = t->snapshot;
+    /* identical stacks add up: print sorted, counting runs */
+    size_t nt = s ? s->n_tasks : 0;
+    char **lines = calloc(nt + 1, sizeof *lines);
+    size_t nl = 0;
+    for (size_t i = 0; lines && i < nt; i++) {
+        char *fr[80];
+        size_t n = frames(t, s->tasks[i], fr, 80);
+        char *line = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&line, &len);
+        for (size_t k = n; k-- > 0;) {
+            /* ';' separates frames and ' ' ends them in folded stacks */
+            for (char *c = fr[k]; *c; c++)
+                if (*c == ';')
+                    *c = ':';
+            fprintf(m, "%s%s", fr[k], k ? ";" : "");
+            free(fr[k]);
+        }
+        fclose(m);
+        lines[nl++] = line;
+    }
+    qsort(lines, nl, sizeof *lines, (int (*)(const void *, const void *))strcmp);
+    for (size_t i = 0; i < nl;) {
+        size_t j = i;
+        while (j < nl && !strcmp(lines[j], lines[i]))
+            j++;
+        printf("%s %zu\n", lines[i], j - i);
+        i = j;
+    }
+    for (size_t i = 0; i < nl; i++)
+        free(lines[i]);
+    free(lines);
+}
+
+/* ---------------------------------------------------------------- pprof */
+
+struct strtab {
+    char  **s;
+    size_t  n, cap;
+};
+
+static int64_t str_idx(struct strtab *t, const char *s)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (!strcmp(t->s[i], s))
+            return (int64_t)i;
+    if (t->n == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 64;
+        t->s = realloc(t->s, t->cap * sizeof *t->s);
+    }
+    t->s[t->n] = strdup(s);
+    return (int64_t)t->n++;
+}
+
+/* "file.c:12" -> file and line */
+static void split_site(const char *site, char *file, size_t len, int64_t *line)
+{
+    const char *colon = site ? strrchr(site, ':') : NULL;
+    *line = 0;
+    if (!colon) {
+        snprintf(file, len, "%s", site ? site : "");
+        return;
+    }
+    snprintf(file, len, "%.*s", (int)(colon - site), site);
+    *line = atoll(colon + 1);
+}
+
+static int print_pprof(const Leash__Control__TaskTree *t)
+{
+    const Leash__Agent__Snapshot *s = t->snapshot;
+    size_t nt = s ? s->n_tasks : 0;
+    struct strtab st = { 0 };
+    str_idx(&st, "");
+    /* one function and one location per distinct frame */
+    size_t cap = nt * 80 + 1;
+    Perftools__Profiles__Function *fn = calloc(cap, sizeof *fn);
+    Perftools__Profiles__Location *loc = calloc(cap, sizeof *loc);
+    Perftools__Profiles__Line *ln = calloc(cap, sizeof *ln);
+    Perftools__Profiles__Line **lnp = calloc(cap, sizeof *lnp);
+    Perftools__Profiles__Sample *sm = calloc(nt + 1, sizeof *sm);
+    uint64_t *ids = calloc(cap, sizeof *ids);
+    int64_t *vals = calloc(nt + 1, sizeof *vals);
+    char **keys = calloc(cap, sizeof *keys);
+    if (!fn || !loc || !ln || !lnp || !sm || !ids || !vals || !keys)
+        return -1;
+    size_t nf = 0, nids = 0;
+    for (size_t i = 0; i < nt; i++) {
+        const Leash__Agent__Task *x = s->tasks[i];
+        char *fr[80];
+        size_t n = frames(t, x, fr, 80);
+        sm[i] = (Perftools__Profiles__Sample)PERFTOOLS__PROFILES__SAMPLE__INIT;
+        sm[i].location_id = &ids[nids];
+        vals[i] = 1;
+        sm[i].n_value = 1;
+        sm[i].value = &vals[i];
+        for (size_t k = 0; k < n; k++) {
+            /* the leaf frame carries where it blocked; the function frame where it was spawned */
+            const char *site = x->op && k == 0 ? x->blocked_site : (k == (x->op ? 1u : 0u) ? x->site : "");
+            char key[1024], file[512];
+            int64_t line;
+            split_site(site, file, sizeof file, &line);
+            snprintf(key, sizeof key, "%s\n%s\n%lld", fr[k], file, (long long)line);
+            size_t f = 0;
+            while (f < nf && strcmp(keys[f], key))
+                f++;
+            if (f == nf) {
+                keys[nf] = strdup(key);
+                fn[nf] = (Perftools__Profiles__Function)PERFTOOLS__PROFILES__FUNCTION__INIT;
+                fn[nf].id = nf + 1;
+                fn[nf].name = fn[nf].system_name = str_idx(&st, fr[k]);
+                fn[nf].filename = str_idx(&st, file);
+                fn[nf].start_line = line;
+                ln[nf] = (Perftools__Profiles__Line)PERFTOOLS__PROFILES__LINE__INIT;
+                ln[nf].function_id = nf + 1;
+                ln[nf].line = line;
+                lnp[nf] = &ln[nf];
+                loc[nf] = (Perftools__Profiles__Location)PERFTOOLS__PROFILES__LOCATION__INIT;
+                loc[nf].id = nf + 1;
+                loc[nf].n_line = 1;
+                loc[nf].line = &lnp[nf];
+                nf++;
+            }
+            ids[nids++] = f + 1;
+            sm[i].n_location_id++;
+            free(fr[k]);
+        }
+    }
+    Perftools__Profiles__Function **fnp = calloc(nf + 1, sizeof *fnp);
+    Perftools__Profiles__Location **locp = calloc(nf + 1, sizeof *locp);
+    Perftools__Profiles__Sample **smp = calloc(nt + 1, sizeof *smp);
+    for (size_t i = 0; i < nf; i++) {
+        fnp[i] = &fn[i];
+        locp[i] = &loc[i];
+    }
+    for (size_t i = 0; i < nt; i++)
+        smp[i] = &sm[i];
+    Perftools__Profiles__ValueType vt = PERFTOOLS__PROFILES__VALUE_TYPE__INIT;
+    vt.type = str_idx(&st, "tasks");
+    vt.unit = str_idx(&st, "count");
+    Perftools__Profiles__ValueType *vtp = &vt;
+    Perftools__Profiles__Profile p = PERFTOOLS__PROFILES__PROFILE__INIT;
+    p.n_sample_type = 1;
+    p.sample_type = &vtp;
+    p.period_type = &vt;
+    p.period = 1;
+    p.n_sample = nt;
+    p.sample = smp;
+    p.n_location = nf;
+    p.location = locp;
+    p.n_function = nf;
+    p.function = fnp;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    p.time_nanos = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    p.n_string_table = st.n;
+    p.string_table = st.s;
+    size_t n = perftools__profiles__profile__get_packed_size(&p);
+    uint8_t *raw = malloc(n + 1);
+    perftools__profiles__profile__pack(&p, raw);
+
+    /* gzip it, as go tool pprof expects */
+    int rc = 0;
+    z_stream z = { 0 };
+    uLong bound = compressBound((uLong)n) + 64;
+    uint8_t *gz = malloc(bound);
+    if (!gz || deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        rc = -1;
+    } else {
+        z.next_in = raw;
+        z.avail_in = (uInt)n;
+        z.next_out = gz;
+        z.avail_out = (uInt)bound;
+        if (deflate(&z, Z_FINISH) != Z_STREAM_END ||
+            fwrite(gz, 1, z.total_out, stdout) != z.total_out)
+            rc = -1;
+        deflateEnd(&z);
+    }
+    free(gz);
+    free(raw);
+    for (size_t i = 0; i < st.n; i++)
+        free(st.s[i]);
+    for (size_t i = 0; i < nf; i++)
+        free(keys[i]);
+    free(st.s);
+    free(keys);
+    free(fn);
+    free(loc);
+    free(ln);
+    free(lnp);
+    free(sm);
+    free(ids);
+    free(vals);
+    free(fnp);
+    free(locp);
+    free(smp);
+    return rc;
+}
+
+int print_tree(Leash__Control__TaskTree *t, enum fmt f)
+{
+    if (t->snapshot)
+        sort_tree(t->snapshot);
+    switch (f) {
+    case FMT_JSON: print_json_tree(t); return 0;
+    case FMT_FOLDED: print_folded(t); return 0;
+    case FMT_PPROF: return print_pprof(t);
+    default: print_text_tree(t); return 0;
+    }
+}
+
+static void incident_json(const Leash__Control__Incident *i)
+{
+    char when[40];
+    rfc3339(i->time_ms, when, sizeof when);
+    printf("{\"id\":%llu,\"time\":\"%s\",\"pid\":%d,\"process\":", (unsigned long long)i->id, when,
+           i->pid);
+    jstr(stdout, i->process);
+    printf(",\"kind\":");
+    jstr(stdout, i->kind);
+    printf(",\"group\":%llu,\"group_name\":", (unsigned long long)i->group);
+    jstr(stdout, i->group_name);
+    printf(",\"task\":%llu,\"detail\":", (unsigned long long)i->task);
+    jstr(stdout, i->detail);
+    printf(",\"action\":");
+    jstr(stdout, i->action);
+    printf("}");
+}
+
+static void incident_row(const Leash__Control__Incident *i)
+{
+    char when[40];
+    rfc3339(i->time_ms, when, sizeof when);
+    printf("%5llu  %s  %7d  %-12.12s  %-16s  %-9s  %s\n", (unsigned long long)i->id, when, i->pid,
+           i->process, i->kind, i->action, i->detail);
+}
+
+static void incident_header(void)
+{
+    printf("%5s  %-24s  %7s  %-12s  %-16s  %-9s  %s\n", "ID", "TIME", "PID", "PROCESS", "KIND",
+           "ACTION", "DETAIL");
+}
+
+void print_incidents(const Leash__Control__Incidents *l, bool json, bool follow)
+{
+    if (json && follow) { /* one object per line, the same as what follows */
+        for (size_t i = 0; i < l->n_incidents; i++) {
+            incident_json(l->incidents[i]);
+            printf("\n");
+        }
+        return;
+    }
+    if (json) {
+        printf("[");
+        for (size_t i = 0; i < l->n_incidents; i++) {
+            printf(i ? "," : "");
+            incident_json(l->incidents[i]);
+        }
+        printf("]\n");
+        return;
+    }
+    incident_header();
+    for (size_t i = 0; i < l->n_incidents; i++)
+        incident_row(l->incidents[i]);
+    if (!l->n_incidents && !follow)
+        printf("(no incidents)\n");
+}
+
+void print_incident_followed(const Leash__Control__Incident *i, bool json)
+{
+    if (json) {
+        incident_json(i);
+        printf("\n");
+    } else {
+        incident_row(i);
+    }
+}

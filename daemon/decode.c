@@ -1,0 +1,200 @@
+/*
+ * decode.c: the decoders. Each unpacks one message and checks every field
+ * it carries (ranges, lengths, which fields a kind must have) before any
+ * action sees it; a bad message has one exit, with the reason. Nothing here
+ * touches the model, so the fuzzers drive these functions alone.
+ */
+#include "decode.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define STR_MAX   4096
+#define ITEMS_MAX 10000000
+
+static bool str_ok(const char *s, size_t max)
+{
+    if (!s)
+        return true; /* protobuf-c gives "" for absent strings; NULL is tolerated */
+    size_t n = strnlen(s, max + 1);
+    if (n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 && s[i] != '\t')
+            return false;
+    return true;
+}
+
+static bool op_ok(int op)
+{
+    return op >= LEASH__AGENT__OP__OP_RUNNING && op <= LEASH__AGENT__OP__OP_GO;
+}
+
+bool report_kind_ok(const char *k)
+{
+    static const char *const kinds[] = { "lock_abandoned", "self_deadlock", "lock_cycle",
+                                         "unwaited_group", NULL };
+    for (int i = 0; k && kinds[i]; i++)
+        if (strcmp(k, kinds[i]) == 0)
+            return true;
+    return false;
+}
+
+static const char *check_snapshot(const Leash__Agent__Snapshot *s)
+{
+    if (!s)
+        return NULL;
+    if (s->n_groups > ITEMS_MAX || s->n_tasks > ITEMS_MAX)
+        return "snapshot too large";
+    for (size_t i = 0; i < s->n_groups; i++) {
+        const Leash__Agent__Group *g = s->groups[i];
+        if (!g->id)
+            return "group with id 0";
+        if (g->id == g->parent)
+            return "group is its own parent";
+        if (g->deadline_ms_left < -1)
+            return "group deadline_ms_left below -1";
+        if (!str_ok(g->name, 256) || !str_ok(g->site, STR_MAX))
+            return "group name or site too long or not text";
+    }
+    for (size_t i = 0; i < s->n_tasks; i++) {
+        const Leash__Agent__Task *t = s->tasks[i];
+        if (!t->id)
+            return "task with id 0";
+        if (!op_ok(t->op))
+            return "task op out of range";
+        if (t->since_ms < 0)
+            return "task since_ms negative";
+        if (!str_ok(t->fn, 256) || !str_ok(t->site, STR_MAX) || !str_ok(t->object, 256) ||
+            !str_ok(t->blocked_site, STR_MAX))
+            return "task string too long or not text";
+    }
+    return NULL;
+}
+
+static const char *check_event(const Leash__Agent__Event *e)
+{
+    if (!str_ok(e->name, 256) || !str_ok(e->site, STR_MAX) || !str_ok(e->fn, 256) ||
+        !str_ok(e->object, 256) || !str_ok(e->detail, STR_MAX) || !str_ok(e->report_kind, 64))
+        return "event string too long or not text";
+    switch (e->kind) {
+    case LEASH__AGENT__EVENT__KIND__GROUP_OPEN:
+        if (!e->group || e->group == e->parent)
+            return "group_open without a valid group id";
+        if (e->deadline_ms_left < -1)
+            return "group_open deadline_ms_left below -1";
+        return NULL;
+    case LEASH__AGENT__EVENT__KIND__GROUP_END:
+        return e->group ? NULL : "group_end without a group id";
+    case LEASH__AGENT__EVENT__KIND__TASK_START:
+    case LEASH__AGENT__EVENT__KIND__TASK_END:
+        return e->task && e->group ? NULL : "task event without task and group ids";
+    case LEASH__AGENT__EVENT__KIND__STUCK:
+        if (!e->task)
+            return "stuck without a task id";
+        if (!op_ok(e->op) || e->op == LEASH__AGENT__OP__OP_RUNNING)
+            return "stuck with an op that is not a blocking one";
+        return e->since_ms >= 0 ? NULL : "stuck with negative since_ms";
+    case LEASH__AGENT__EVENT__KIND__REPORT:
+        return report_kind_ok(e->report_kind) ? NULL : "report of an unknown kind";
+    default:
+        return "unknown event kind";
+    }
+}
+
+Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, char *why,
+                                         size_t whylen)
+{
+    const char *bad = NULL;
+    Leash__Agent__AgentMessage *m = leash__agent__agent_message__unpack(NULL, len, msg);
+    if (!m) {
+        bad = "not an AgentMessage";
+        goto bad;
+    }
+    switch (m->msg_case) {
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO:
+        if (!str_ok(m->hello->name, 63) || !m->hello->name || !*m->hello->name)
+            bad = "hello name empty, over 63 bytes or not text";
+        else if (!str_ok(m->hello->lib_version, 64))
+            bad = "hello lib_version too long";
+        else
+            bad = check_snapshot(m->hello->snapshot);
+        break;
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_EVENTS:
+        if (m->events->n_events > 1000000)
+            bad = "too many events in one batch";
+        for (size_t i = 0; !bad && i < m->events->n_events; i++)
+            bad = check_event(m->events->events[i]);
+        break;
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_HEARTBEAT:
+        break;
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_DUMP:
+        if (!m->dump->request)
+            bad = "dump reply without a request id";
+        else
+            bad = check_snapshot(m->dump->snapshot);
+        break;
+    default:
+        bad = "empty AgentMessage";
+        break;
+    }
+    if (bad)
+        goto bad;
+    return m;
+bad:
+    snprintf(why, whylen, "%s", bad);
+    if (m)
+        leash__agent__agent_message__free_unpacked(m, NULL);
+    return NULL;
+}
+
+Leash__Control__Request *control_decode(const uint8_t *msg, size_t len, char *why, size_t whylen)
+{
+    const char *bad = NULL;
+    Leash__Control__Request *r = leash__control__request__unpack(NULL, len, msg);
+    if (!r) {
+        bad = "not a Request";
+        goto bad;
+    }
+    if (r->version != LEASH__CONTROL__VERSION__VERSION_CURRENT) {
+        bad = "unsupported control protocol version (leashd speaks 1)";
+        goto bad;
+    }
+    switch (r->req_case) {
+    case LEASH__CONTROL__REQUEST__REQ_TASKS:
+        if (r->tasks->pid <= 0)
+            bad = "tasks needs a pid";
+        break;
+    case LEASH__CONTROL__REQUEST__REQ_DUMP:
+        if (r->dump->pid <= 0)
+            bad = "dump needs a pid";
+        break;
+    case LEASH__CONTROL__REQUEST__REQ_CANCEL:
+        if (r->cancel->pid <= 0 || !r->cancel->group)
+            bad = "cancel needs a pid and a group id";
+        break;
+    case LEASH__CONTROL__REQUEST__REQ_KILL:
+        if (r->kill->pid <= 0)
+            bad = "kill needs a pid";
+        break;
+    case LEASH__CONTROL__REQUEST__REQ_INCIDENTS:
+        if (r->incidents->since_ms < 0)
+            bad = "since must not be negative";
+        break;
+    case LEASH__CONTROL__REQUEST__REQ_STATUS:
+    case LEASH__CONTROL__REQUEST__REQ_PS:
+    case LEASH__CONTROL__REQUEST__REQ_RELOAD:
+        break;
+    default:
+        bad = "empty Request";
+        break;
+    }
+    if (bad)
+        goto bad;
+    return r;
+bad:
+    snprintf(why, whylen, "%s", bad);
+    if (r)
+        leash__control__request__free_unpacked(r, NULL);
+    return NULL;
+}

@@ -1,0 +1,211 @@
+/*
+ * incident.c: every overrun, stuck task, library report, lost heartbeat,
+ * lost agent and kill becomes an incident: logged, appended to the journal
+ * (framed protobuf records in state_dir/incidents.journal, read back at
+ * start), kept in memory for leashctl, counted for metrics.
+ */
+#include "leashd.h"
+
+#include "frame.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define KEEP 10000 /* incidents kept in memory */
+
+const char *const incident_kinds[] = {
+    "deadline_overrun", "stuck_task", "lock_abandoned", "self_deadlock", "lock_cycle",
+    "unwaited_group",   "heartbeat_lost", "agent_lost", "killed", NULL,
+};
+
+static Leash__Control__Incident **ring;
+static size_t                     first, count;
+static uint64_t                   next_id = 1, total;
+static uint64_t                   by_kind[16];
+static int                        journal = -1;
+
+static int kind_index(const char *k)
+{
+    for (int i = 0; incident_kinds[i]; i++)
+        if (strcmp(incident_kinds[i], k) == 0)
+            return i;
+    return -1;
+}
+
+static void keep(Leash__Control__Incident *i)
+{
+    if (count == KEEP) {
+        leash__control__incident__free_unpacked(ring[first], NULL);
+        ring[first] = i;
+        first = (first + 1) % KEEP;
+    } else {
+        ring[(first + count++) % KEEP] = i;
+    }
+    if (i->id >= next_id)
+        next_id = i->id + 1;
+    total++;
+    int k = kind_index(i->kind);
+    if (k >= 0)
+        by_kind[k]++;
+}
+
+/* Reads the journal back. A torn last record (leashd died mid-write) is
+   said and cut off, so the next append starts on a record boundary. */
+static int journal_load(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    uint8_t *buf = malloc((size_t)st.st_size + 1);
+    ssize_t n = buf ? read(fd, buf, (size_t)st.st_size) : -1;
+    close(fd);
+    if (n < 0) {
+        free(buf);
+        return -EIO;
+    }
+    size_t off = 0, loaded = 0;
+    while (off < (size_t)n) {
+        const uint8_t *msg;
+        size_t len;
+        long r = leash_frame_parse(buf + off, (size_t)n - off, 1 << 20, &msg, &len);
+        Leash__Control__Incident *i =
+            r > 0 ? leash__control__incident__unpack(NULL, len, msg) : NULL;
+        if (!i) {
+            log_warn("journal %s: torn or bad record at byte %zu of %zd: cut off there", path, off,
+                     n);
+            if (truncate(path, (off_t)off) != 0)
+                log_warn("journal %s: cannot cut: %s", path, strerror(errno));
+            break;
+        }
+        keep(i);
+        loaded++;
+        off += (size_t)r;
+    }
+    free(buf);
+    log_info("journal %s: %zu incidents read back", path, loaded);
+    return 0;
+}
+
+int incidents_open(const char *state_dir)
+{
+    ring = calloc(KEEP, sizeof *ring);
+    if (!ring)
+        return -ENOMEM;
+    int e = mkdir_p(state_dir, 0750);
+    if (e) {
+        log_warn("state dir %s: %s", state_dir, strerror(-e));
+        return e;
+    }
+    char path[600];
+    snprintf(path, sizeof path, "%s/incidents.journal", state_dir);
+    if ((e = journal_load(path)) != 0) {
+        log_warn("journal %s: %s", path, strerror(-e));
+        return e;
+    }
+    journal = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (journal < 0) {
+        e = -errno;
+        log_warn("journal %s: %s", path, strerror(errno));
+        return e;
+    }
+    return 0;
+}
+
+void incidents_close(void)
+{
+    if (journal >= 0) {
+        fsync(journal);
+        close(journal);
+    }
+    journal = -1;
+    for (size_t k = 0; ring && k < count; k++)
+        leash__control__incident__free_unpacked(ring[(first + k) % KEEP], NULL);
+    free(ring);
+    ring = NULL;
+    count = first = 0;
+}
+
+static char *dup_or_empty(const char *s)
+{
+    return strdup(s ? s : "");
+}
+
+void incident(struct proc *p, const char *kind, uint64_t group, const char *group_name,
+              uint64_t task, const char *action, const char *fmt, ...)
+{
+    char detail[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    /* allocated as protobuf-c frees unpacked messages, so loaded and new
+       incidents are freed alike */
+    Leash__Control__Incident *i = malloc(sizeof *i);
+    if (!i)
+        return;
+    leash__control__incident__init(i);
+    i->id = next_id++;
+    i->time_ms = wall_ms();
+    i->pid = p ? p->pid : 0;
+    i->uid = p ? p->uid : 0;
+    i->process = dup_or_empty(p ? p->name : NULL);
+    i->kind = dup_or_empty(kind);
+    i->group = group;
+    i->group_name = dup_or_empty(group_name);
+    i->task = task;
+    i->detail = dup_or_empty(detail);
+    i->action = dup_or_empty(action);
+    log_warn("incident %llu: %s: process %d (%s): %s [%s]", (unsigned long long)i->id, kind,
+             i->pid, i->process, detail, action);
+    if (journal >= 0) {
+        size_t n = leash__control__incident__get_packed_size(i);
+        uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
+        if (buf) {
+            leash_frame_put_len(buf, (uint32_t)n);
+            leash__control__incident__pack(i, buf + LEASH_FRAME_HEADER);
+            /* one write per record: O_APPEND keeps records whole but for a crash */
+            if (write(journal, buf, n + LEASH_FRAME_HEADER) != (ssize_t)(n + LEASH_FRAME_HEADER))
+                log_warn("journal: write failed: %s", strerror(errno));
+            free(buf);
+        }
+    }
+    keep(i);
+    control_incident_hook(i);
+}
+
+size_t incidents_list(int64_t since_wall, Leash__Control__Incident ***out)
+{
+    *out = calloc(count + 1, sizeof **out);
+    if (!*out)
+        return 0;
+    size_t n = 0;
+    for (size_t k = 0; k < count; k++) {
+        Leash__Control__Incident *i = ring[(first + k) % KEEP];
+        if (i->time_ms >= since_wall)
+            (*out)[n++] = i;
+    }
+    return n;
+}
+
+uint64_t incidents_total(void)
+{
+    return total;
+}
+
+uint64_t incidents_by_kind(const char *kind)
+{
+    int k = kind_index(kind);
+    return k >= 0 ? by_kind[k] : 0;
+}

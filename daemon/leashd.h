@@ -1,0 +1,200 @@
+/* leashd.h: what leashd's modules share. */
+#ifndef LEASHD_H
+#define LEASHD_H
+
+#define _GNU_SOURCE
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "leash/agent.pb-c.h"
+#include "leash/control.pb-c.h"
+
+struct event_base;
+struct bufferevent;
+struct event;
+
+/* ------------------------------------------------------------- log.c */
+
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int64_t mono_ms(void);
+int64_t wall_ms(void);
+
+/* ---------------------------------------------------------- config.c */
+
+enum action { ACT_REPORT, ACT_CANCEL, ACT_INTERRUPT, ACT_KILL };
+const char *action_name(enum action a);
+
+struct step {
+    enum action action;
+    int64_t     at_ms; /* after the deadline plus grace */
+};
+
+struct policy {
+    char       *match; /* a glob on the process name */
+    int64_t     grace_ms, kill_grace_ms;
+    struct step steps[8];
+    int         nsteps;
+};
+
+struct config {
+    char          *file;           /* NULL: built-in defaults */
+    char          *agent_socket, *control_socket, *state_dir;
+    size_t         max_frame;
+    uid_t         *admin_uids;
+    int            nadmin;
+    int64_t        heartbeat_timeout_ms, stuck_after_ms;
+    char          *metrics_listen; /* NULL: off */
+    struct policy *policies;
+    int            npolicies;
+};
+
+/* Loads file (NULL: defaults only) into c. On error returns -1 with a
+   message naming the file, the line and the key in err. */
+int  config_load(struct config *c, const char *file, char *err, size_t errlen);
+/* The same from text; name is what errors call it. */
+int  config_load_string(struct config *c, const char *text, const char *name, char *err,
+                        size_t errlen);
+void config_free(struct config *c);
+/* Parses "500ms", "3s", "2m", "1h". -1 when malformed. */
+int64_t config_duration(const char *s);
+/* The first policy whose glob matches name (the built-in one if none). */
+const struct policy *config_policy(const struct config *c, const char *name);
+bool config_is_admin(const struct config *c, uid_t uid);
+
+/* ------------------------------------------------------------ model.c */
+
+/* u64 -> pointer, open addressing. */
+struct map {
+    uint64_t *keys;
+    void    **vals;
+    size_t    cap, n;
+};
+void *map_get(const struct map *m, uint64_t k);
+int   map_put(struct map *m, uint64_t k, void *v);
+void *map_del(struct map *m, uint64_t k);
+void  map_free(struct map *m);
+#define MAP_EACH(m, i) for (size_t i = 0; i < (m)->cap; i++) if ((m)->keys && (m)->keys[i])
+
+const char *intern(const char *s); /* one copy of each string, kept */
+const char *leashd_op_name(int op);  /* chan_send, mutex, ... as the dump names them */
+
+struct dtask {
+    uint64_t    id, group;
+    const char *fn, *site; /* interned */
+    int         op;
+    const char *object, *bsite;
+    int64_t     since_mono;
+    bool        stuck;
+};
+
+struct dgroup {
+    uint64_t      id, parent, opener;
+    const char   *name, *site;
+    int64_t       deadline_mono; /* INT64_MAX: none */
+    bool          cancelled;
+    int           next_step;     /* escalation */
+    struct event *timer;
+    struct proc  *proc;
+};
+
+struct pending_dump;
+
+struct proc {
+    int                  refs;
+    bool                 dead;
+    int                  fd, pidfd;
+    pid_t                pid;
+    uid_t                uid;
+    char                 name[64];
+    int64_t              connected_wall, last_msg_mono;
+    bool                 hello;
+    struct bufferevent  *bev;
+    struct map           groups, tasks;
+    uint64_t             dropped, stuck;
+    const struct policy *policy;
+    bool                 hb_lost;
+    int                  hb_step;
+    int64_t              hb_lost_mono;
+    struct event        *kill_timer;
+    bool                 killing;
+    int64_t              kill_grace_ms; /* as it was when the kill began */
+    struct proc         *next, *prev;
+};
+
+extern struct proc *procs;
+extern uint64_t     stat_events, stat_frames_rejected, stat_bad_messages;
+
+struct proc *proc_new(int fd, pid_t pid, uid_t uid, int pidfd);
+void         proc_ref(struct proc *p);
+void         proc_unref(struct proc *p);
+struct proc *proc_by_pid(pid_t pid);
+void         proc_counts(uint64_t *groups, uint64_t *tasks, uint64_t *stuck);
+
+/* actions on the model, from a decoded agent message */
+void model_hello(struct proc *p, const Leash__Agent__Hello *h);
+void model_event(struct proc *p, const Leash__Agent__Event *e);
+void model_heartbeat(struct proc *p, const Leash__Agent__Heartbeat *h);
+void model_gone(struct proc *p, const char *why);
+void model_group_free(struct dgroup *g);
+/* A snapshot of the model of one process, for `leashctl tasks`. Free with
+   snapshot_free. */
+Leash__Agent__Snapshot *model_snapshot(struct proc *p);
+void                    snapshot_free(Leash__Agent__Snapshot *s);
+
+/* ----------------------------------------------------------- policy.c */
+
+void policy_group_open(struct dgroup *g);
+void policy_heartbeat_check(void);
+int  policy_kill(struct proc *p, const char *why, const char *by);
+void policy_reload(void);
+
+/* -------------------------------------------------------- incident.c */
+
+int  incidents_open(const char *state_dir);
+void incidents_close(void);
+/* Records an incident: logged, journaled, served, counted. */
+void incident(struct proc *p, const char *kind, uint64_t group, const char *group_name,
+              uint64_t task, const char *action, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
+size_t incidents_list(int64_t since_wall, Leash__Control__Incident ***out);
+uint64_t incidents_total(void);
+uint64_t incidents_by_kind(const char *kind);
+extern const char *const incident_kinds[];
+/* Called for each new incident (leashctl incidents --follow). */
+void control_incident_hook(const Leash__Control__Incident *i);
+
+/* ------------------------------------------------------------ peer.c */
+
+/* Starts reading frames from a connected agent. */
+int  agent_accept(struct event_base *base, int fd);
+int  agent_send(struct proc *p, const Leash__Agent__DaemonMessage *m);
+/* A DumpRequest on its way; the reply goes to cb(arg, snapshot or NULL). */
+int  agent_dump(struct proc *p, void (*cb)(void *arg, const Leash__Agent__Snapshot *s), void *arg);
+void agent_dump_cancel(void *arg);
+
+/* --------------------------------------------------------- control.c */
+
+int control_accept(struct event_base *base, int fd);
+
+/* --------------------------------------------------------- metrics.c */
+
+int  metrics_start(struct event_base *base, const char *listen, char *err, size_t errlen);
+void metrics_stop(void);
+
+/* ---------------------------------------------------------- sockets.c */
+
+int  socket_listen(const char *path, mode_t mode, char *err, size_t errlen);
+int  mkdir_p(const char *dir, mode_t mode);
+
+/* ----------------------------------------------------------- main.c */
+
+/* Reads the config file again; on error keeps the running one and says why. */
+int daemon_reload(char *err, size_t errlen);
+extern struct config      cfg;
+extern struct event_base *base;
+extern int64_t            started_wall;
+
+#endif

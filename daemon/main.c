@@ -1,0 +1,278 @@
+/*
+ * leashd: the supervisor of every leashed process of a host.
+ *
+ * leashd [--config FILE] [--check-config] [--agent-socket PATH]
+ *        [--control-socket PATH] [--state-dir DIR]
+ */
+#include "leashd.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+struct config      cfg;
+struct event_base *base;
+int64_t            started_wall;
+
+/* command-line values, which override the file's at start and at reload */
+static struct {
+    const char *config, *agent_socket, *control_socket, *state_dir;
+} opt;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: leashd [--config FILE] [--check-config] [--agent-socket PATH]\n"
+               "              [--control-socket PATH] [--state-dir DIR]\n"
+               "Supervises leashed processes. With no --config it runs on built-in defaults.\n");
+}
+
+static int override(char **field, const char *value)
+{
+    if (!value)
+        return 0;
+    if (value[0] != '/') {
+        fprintf(stderr, "leashd: %s: must be an absolute path\n", value);
+        return -1;
+    }
+    free(*field);
+    *field = strdup(value);
+    return *field ? 0 : -1;
+}
+
+static int load(struct config *c, char *err, size_t errlen)
+{
+    if (config_load(c, opt.config, err, errlen))
+        return -1;
+    if (override(&c->agent_socket, opt.agent_socket) ||
+        override(&c->control_socket, opt.control_socket) ||
+        override(&c->state_dir, opt.state_dir)) {
+        snprintf(err, errlen, "bad command-line path");
+        config_free(c);
+        return -1;
+    }
+    return 0;
+}
+
+int daemon_reload(char *err, size_t errlen)
+{
+    struct config next;
+    if (load(&next, err, errlen))
+        return -1;
+    if (strcmp(next.agent_socket, cfg.agent_socket) || strcmp(next.control_socket, cfg.control_socket) ||
+        strcmp(next.state_dir, cfg.state_dir))
+        log_warn("reload: socket and state_dir changes take effect at the next start");
+    char *keep[3] = { next.agent_socket, next.control_socket, next.state_dir };
+    next.agent_socket = cfg.agent_socket;
+    next.control_socket = cfg.control_socket;
+    next.state_dir = cfg.state_dir;
+    cfg.agent_socket = keep[0];
+    cfg.control_socket = keep[1];
+    cfg.state_dir = keep[2];
+    struct config old = cfg;
+    cfg = next;
+    policy_reload(); /* before the old policies are freed */
+    config_free(&old);
+    log_info("config reloaded from %s", cfg.file ? cfg.file : "built-in defaults");
+    return 0;
+}
+
+/* -------------------------------------------------------------- systemd */
+
+static void notify(const char *msg)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || !*path)
+        return;
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    size_t n = strlen(path);
+    if (n >= sizeof sa.sun_path)
+        return;
+    memcpy(sa.sun_path, path, n);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = '\0'; /* abstract namespace */
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0)
+        log_warn("sd_notify: %s", strerror(errno));
+    close(fd);
+}
+
+static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    notify("WATCHDOG=1");
+}
+
+/* ------------------------------------------------------------- the loop */
+
+static void on_agent(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                     void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)len;
+    (void)arg;
+    int err = agent_accept(base, fd);
+    if (err)
+        log_warn("agent connection: %s", strerror(-err));
+}
+
+static void on_control(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                       void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)len;
+    (void)arg;
+    int err = control_accept(base, fd);
+    if (err)
+        log_warn("control connection: %s", strerror(-err));
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    policy_heartbeat_check();
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    if (sig == SIGHUP) {
+        notify("RELOADING=1");
+        char err[512];
+        if (daemon_reload(err, sizeof err))
+            log_warn("reload failed, the running config stays: %s", err);
+        notify("READY=1");
+        return;
+    }
+    log_info("%s: shutting down", strsignal((int)sig));
+    notify("STOPPING=1");
+    event_base_loopbreak(base);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "check-config", no_argument, NULL, 'k' },
+        { "agent-socket", required_argument, NULL, 'a' },
+        { "control-socket", required_argument, NULL, 'C' },
+        { "state-dir", required_argument, NULL, 's' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    bool check = false;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': opt.config = optarg; break;
+        case 'k': check = true; break;
+        case 'a': opt.agent_socket = optarg; break;
+        case 'C': opt.control_socket = optarg; break;
+        case 's': opt.state_dir = optarg; break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("leashd %s\n", LEASH_VERSION); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "leashd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    char err[512];
+    if (load(&cfg, err, sizeof err)) {
+        fprintf(stderr, "leashd: %s\n", err);
+        return 1;
+    }
+    if (check) {
+        printf("%s: ok\n", opt.config ? opt.config : "(built-in defaults)");
+        config_free(&cfg);
+        return 0;
+    }
+    started_wall = wall_ms();
+    signal(SIGPIPE, SIG_IGN);
+    if (incidents_open(cfg.state_dir)) {
+        fprintf(stderr, "leashd: cannot use state dir %s\n", cfg.state_dir);
+        return 1;
+    }
+    int afd = socket_listen(cfg.agent_socket, 0666, err, sizeof err);
+    int cfd = afd >= 0 ? socket_listen(cfg.control_socket, 0666, err, sizeof err) : -1;
+    if (afd < 0 || cfd < 0) {
+        fprintf(stderr, "leashd: %s\n", err);
+        if (afd >= 0) {
+            close(afd);
+            unlink(cfg.agent_socket);
+        }
+        incidents_close();
+        return 1;
+    }
+    base = event_base_new();
+    struct evconnlistener *al = evconnlistener_new(base, on_agent, NULL, LEV_OPT_CLOSE_ON_FREE, -1, afd);
+    struct evconnlistener *cl =
+        evconnlistener_new(base, on_control, NULL, LEV_OPT_CLOSE_ON_FREE, -1, cfd);
+    if (!base || !al || !cl) {
+        fprintf(stderr, "leashd: cannot start the event loop\n");
+        return 1;
+    }
+    if (cfg.metrics_listen && metrics_start(base, cfg.metrics_listen, err, sizeof err)) {
+        fprintf(stderr, "leashd: %s\n", err);
+        return 1;
+    }
+    struct event *sigs[4];
+    int signums[] = { SIGHUP, SIGTERM, SIGINT };
+    for (int i = 0; i < 3; i++) {
+        sigs[i] = evsignal_new(base, signums[i], on_signal, NULL);
+        event_add(sigs[i], NULL);
+    }
+    struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
+    struct timeval tv = { 0, 250000 };
+    event_add(tick, &tv);
+    struct event *wd = NULL;
+    const char *wusec = getenv("WATCHDOG_USEC");
+    if (wusec && atoll(wusec) > 0) {
+        long long half = atoll(wusec) / 2;
+        struct timeval wtv = { half / 1000000, half % 1000000 };
+        wd = event_new(base, -1, EV_PERSIST, watchdog_cb, NULL);
+        event_add(wd, &wtv);
+    }
+    log_info("leashd %s: agents on %s, control on %s, state in %s%s%s", LEASH_VERSION,
+             cfg.agent_socket, cfg.control_socket, cfg.state_dir,
+             cfg.metrics_listen ? ", metrics on " : "",
+             cfg.metrics_listen ? cfg.metrics_listen : "");
+    notify("READY=1");
+
+    event_base_dispatch(base);
+
+    evconnlistener_free(al);
+    evconnlistener_free(cl);
+    unlink(cfg.agent_socket);
+    unlink(cfg.control_socket);
+    metrics_stop();
+    incidents_close();
+    for (int i = 0; i < 3; i++)
+        event_free(sigs[i]);
+    event_free(tick);
+    if (wd)
+        event_free(wd);
+    log_info("stopped");
+    config_free(&cfg);
+    return 0;
+}

@@ -1,0 +1,100 @@
+/* metrics.c: Prometheus text format on metrics_listen, through evhttp. */
+#include "leashd.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct evhttp *http;
+
+static void serve(struct evhttp_request *req, void *arg)
+{
+    (void)arg;
+    if (strcmp(evhttp_request_get_uri(req), "/metrics") != 0) {
+        evhttp_send_error(req, HTTP_NOTFOUND, "try /metrics");
+        return;
+    }
+    struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        evhttp_send_error(req, HTTP_INTERNAL, NULL);
+        return;
+    }
+    uint64_t groups, tasks, stuck, nproc = 0, dropped = 0;
+    proc_counts(&groups, &tasks, &stuck);
+    for (struct proc *p = procs; p; p = p->next) {
+        nproc += p->hello;
+        dropped += p->dropped;
+    }
+    evbuffer_add_printf(b,
+                        "# HELP leashd_processes Leashed processes connected.\n"
+                        "# TYPE leashd_processes gauge\nleashd_processes %llu\n"
+                        "# HELP leashd_groups Live groups across processes.\n"
+                        "# TYPE leashd_groups gauge\nleashd_groups %llu\n"
+                        "# HELP leashd_tasks Live tasks across processes.\n"
+                        "# TYPE leashd_tasks gauge\nleashd_tasks %llu\n"
+                        "# HELP leashd_stuck_tasks Tasks reported blocked past stuck_after.\n"
+                        "# TYPE leashd_stuck_tasks gauge\nleashd_stuck_tasks %llu\n"
+                        "# HELP leashd_events_total Lifecycle events received.\n"
+                        "# TYPE leashd_events_total counter\nleashd_events_total %llu\n"
+                        "# HELP leashd_agent_events_dropped Events agents dropped (queue full).\n"
+                        "# TYPE leashd_agent_events_dropped gauge\nleashd_agent_events_dropped %llu\n"
+                        "# HELP leashd_frames_rejected_total Oversized frames refused.\n"
+                        "# TYPE leashd_frames_rejected_total counter\n"
+                        "leashd_frames_rejected_total %llu\n"
+                        "# HELP leashd_bad_messages_total Messages that failed decoding.\n"
+                        "# TYPE leashd_bad_messages_total counter\n"
+                        "leashd_bad_messages_total %llu\n"
+                        "# HELP leashd_uptime_seconds Seconds since leashd started.\n"
+                        "# TYPE leashd_uptime_seconds gauge\nleashd_uptime_seconds %lld\n"
+                        "# HELP leashd_incidents_total Incidents recorded, by kind.\n"
+                        "# TYPE leashd_incidents_total counter\n",
+                        (unsigned long long)nproc, (unsigned long long)groups,
+                        (unsigned long long)tasks, (unsigned long long)stuck,
+                        (unsigned long long)stat_events, (unsigned long long)dropped,
+                        (unsigned long long)stat_frames_rejected,
+                        (unsigned long long)stat_bad_messages,
+                        (long long)((wall_ms() - started_wall) / 1000));
+    for (int i = 0; incident_kinds[i]; i++)
+        evbuffer_add_printf(b, "leashd_incidents_total{kind=\"%s\"} %llu\n", incident_kinds[i],
+                            (unsigned long long)incidents_by_kind(incident_kinds[i]));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4");
+    evhttp_send_reply(req, HTTP_OK, "OK", b);
+    evbuffer_free(b);
+}
+
+int metrics_start(struct event_base *b, const char *listen, char *err, size_t errlen)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    size_t hl = (size_t)(colon - listen);
+    if (hl >= sizeof host) {
+        snprintf(err, errlen, "metrics_listen \"%s\": host too long", listen);
+        return -1;
+    }
+    memcpy(host, listen, hl);
+    host[hl] = '\0';
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') { /* [::1]:9464 */
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    http = evhttp_new(b);
+    if (!http || evhttp_bind_socket(http, host, (ev_uint16_t)atoi(colon + 1)) != 0) {
+        snprintf(err, errlen, "metrics_listen \"%s\": cannot listen there", listen);
+        if (http)
+            evhttp_free(http);
+        http = NULL;
+        return -1;
+    }
+    evhttp_set_gencb(http, serve, NULL);
+    return 0;
+}
+
+void metrics_stop(void)
+{
+    if (http)
+        evhttp_free(http);
+    http = NULL;
+}

@@ -1,0 +1,491 @@
+/*
+ * model.c: leashd's view of every leashed process: processes -> groups ->
+ * tasks, indexed by id. The functions here are the actions a decoded agent
+ * message leads to; they trust the decoder to have checked every field.
+ */
+#include "leashd.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct proc *procs;
+uint64_t     stat_events, stat_frames_rejected, stat_bad_messages;
+
+/* ------------------------------------------------------------------ map */
+
+static size_t slot_of(uint64_t k, size_t cap)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    return (size_t)k & (cap - 1);
+}
+
+void *map_get(const struct map *m, uint64_t k)
+{
+    if (!m->cap || !k)
+        return NULL;
+    for (size_t i = slot_of(k, m->cap);; i = (i + 1) & (m->cap - 1)) {
+        if (m->keys[i] == k)
+            return m->vals[i];
+        if (!m->keys[i])
+            return NULL;
+    }
+}
+
+static int map_grow(struct map *m)
+{
+    size_t cap = m->cap ? m->cap * 2 : 16;
+    uint64_t *keys = calloc(cap, sizeof *keys);
+    void **vals = calloc(cap, sizeof *vals);
+    if (!keys || !vals) {
+        free(keys);
+        free(vals);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->keys[i])
+            continue;
+        size_t j = slot_of(m->keys[i], cap);
+        while (keys[j])
+            j = (j + 1) & (cap - 1);
+        keys[j] = m->keys[i];
+        vals[j] = m->vals[i];
+    }
+    free(m->keys);
+    free(m->vals);
+    m->keys = keys;
+    m->vals = vals;
+    m->cap = cap;
+    return 0;
+}
+
+int map_put(struct map *m, uint64_t k, void *v)
+{
+    if (!k)
+        return -EINVAL;
+    if ((m->n + 1) * 4 > m->cap * 3 && map_grow(m))
+        return -ENOMEM;
+    size_t i = slot_of(k, m->cap);
+    while (m->keys[i] && m->keys[i] != k)
+        i = (i + 1) & (m->cap - 1);
+    if (!m->keys[i])
+        m->n++;
+    m->keys[i] = k;
+    m->vals[i] = v;
+    return 0;
+}
+
+void *map_del(struct map *m, uint64_t k)
+{
+    if (!m->cap || !k)
+        return NULL;
+    size_t i = slot_of(k, m->cap);
+    while (m->keys[i] != k) {
+        if (!m->keys[i])
+            return NULL;
+        i = (i + 1) & (m->cap - 1);
+    }
+    void *v = m->vals[i];
+    m->keys[i] = 0;
+    m->n--;
+    /* backward-shift deletion keeps probe chains whole without tombstones */
+    for (size_t j = (i + 1) & (m->cap - 1); m->keys[j]; j = (j + 1) & (m->cap - 1)) {
+        size_t home = slot_of(m->keys[j], m->cap);
+        if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+            m->keys[i] = m->keys[j];
+            m->vals[i] = m->vals[j];
+            m->keys[j] = 0;
+            i = j;
+        }
+    }
+    return v;
+}
+
+void map_free(struct map *m)
+{
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof *m);
+}
+
+/* --------------------------------------------------------------- intern */
+
+static struct {
+    char  **s;
+    size_t  cap, n;
+} strs;
+
+static uint64_t fnv(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+const char *intern(const char *s)
+{
+    if (!s || !*s)
+        return "";
+    if ((strs.n + 1) * 2 > strs.cap) {
+        size_t cap = strs.cap ? strs.cap * 2 : 1024;
+        char **t = calloc(cap, sizeof *t);
+        if (!t)
+            return "?";
+        for (size_t i = 0; i < strs.cap; i++) {
+            if (!strs.s[i])
+                continue;
+            size_t j = fnv(strs.s[i]) & (cap - 1);
+            while (t[j])
+                j = (j + 1) & (cap - 1);
+            t[j] = strs.s[i];
+        }
+        free(strs.s);
+        strs.s = t;
+        strs.cap = cap;
+    }
+    size_t i = fnv(s) & (strs.cap - 1);
+    while (strs.s[i]) {
+        if (strcmp(strs.s[i], s) == 0)
+            return strs.s[i];
+        i = (i + 1) & (strs.cap - 1);
+    }
+    char *c = strdup(s);
+    if (!c)
+        return "?";
+    strs.s[i] = c;
+    strs.n++;
+    return c;
+}
+
+const char *leashd_op_name(int op)
+{
+    static const char *const n[] = { "running", "chan_send", "chan_recv", "select",
+                                     "mutex", "rwlock_rd", "rwlock_wr", "sleep",
+                                     "fdwait", "group_wait", "go" };
+    return op >= 0 && op < (int)(sizeof n / sizeof n[0]) ? n[op] : "?";
+}
+
+/* ------------------------------------------------------------ processes */
+
+struct proc *proc_new(int fd, pid_t pid, uid_t uid, int pidfd)
+{
+    struct proc *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->refs = 1;
+    p->fd = fd;
+    p->pid = pid;
+    p->uid = uid;
+    p->pidfd = pidfd;
+    snprintf(p->name, sizeof p->name, "pid%d", (int)pid);
+    p->connected_wall = wall_ms();
+    p->last_msg_mono = mono_ms();
+    p->policy = config_policy(&cfg, p->name);
+    p->next = procs;
+    if (procs)
+        procs->prev = p;
+    procs = p;
+    return p;
+}
+
+void proc_ref(struct proc *p)
+{
+    p->refs++;
+}
+
+static void clear_model(struct proc *p)
+{
+    MAP_EACH(&p->groups, i) model_group_free(p->groups.vals[i]);
+    MAP_EACH(&p->tasks, i) free(p->tasks.vals[i]);
+    map_free(&p->groups);
+    map_free(&p->tasks);
+    p->stuck = 0;
+}
+
+void proc_unref(struct proc *p)
+{
+    if (--p->refs > 0)
+        return;
+    clear_model(p);
+    if (p->kill_timer)
+        event_free(p->kill_timer);
+    if (p->pidfd >= 0)
+        close(p->pidfd);
+    free(p);
+}
+
+struct proc *proc_by_pid(pid_t pid)
+{
+    for (struct proc *p = procs; p; p = p->next)
+        if (p->pid == pid && !p->dead)
+            return p;
+    return NULL;
+}
+
+void proc_counts(uint64_t *groups, uint64_t *tasks, uint64_t *stuck)
+{
+    *groups = *tasks = *stuck = 0;
+    for (struct proc *p = procs; p; p = p->next) {
+        *groups += p->groups.n;
+        *tasks += p->tasks.n;
+        *stuck += p->stuck;
+    }
+}
+
+static bool process_exited(const struct proc *p)
+{
+    struct pollfd pfd = { .fd = p->pidfd, .events = POLLIN };
+    return p->pidfd >= 0 && poll(&pfd, 1, 0) == 1;
+}
+
+void model_gone(struct proc *p, const char *why)
+{
+    if (p->dead)
+        return;
+    p->dead = true;
+    size_t live = p->tasks.n;
+    /* root tasks (group 0) are threads, not leaked tasks */
+    MAP_EACH(&p->tasks, i) if (((struct dtask *)p->tasks.vals[i])->group == 0) live--;
+    if (p->hello && live > 0)
+        incident(p, "agent_lost", 0, NULL, 0, "report", "%s with %zu live tasks in %zu groups (%s)",
+                 process_exited(p) ? "process exited" : "agent connection lost", live,
+                 p->groups.n, why);
+    else
+        log_info("process %d (%s) disconnected: %s", (int)p->pid, p->name, why);
+    MAP_EACH(&p->groups, i) model_group_free(p->groups.vals[i]);
+    map_free(&p->groups);
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        procs = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->next = p->prev = NULL;
+}
+
+/* --------------------------------------------------------------- groups */
+
+void model_group_free(struct dgroup *g)
+{
+    if (g->timer)
+        event_free(g->timer);
+    free(g);
+}
+
+static struct dgroup *group_put(struct proc *p, uint64_t id, uint64_t parent, const char *name,
+                                const char *site, int64_t deadline_ms_left, uint64_t opener)
+{
+    struct dgroup *g = map_get(&p->groups, id);
+    bool fresh = !g;
+    if (fresh) {
+        if (!(g = calloc(1, sizeof *g)))
+            return NULL;
+        if (map_put(&p->groups, id, g)) {
+            free(g);
+            return NULL;
+        }
+        g->id = id;
+        g->proc = p;
+    }
+    g->parent = parent;
+    g->opener = opener;
+    g->name = intern(name);
+    g->site = intern(site);
+    int64_t d = deadline_ms_left < 0 ? INT64_MAX : mono_ms() + deadline_ms_left;
+    if (fresh || d < g->deadline_mono) {
+        g->deadline_mono = d;
+        policy_group_open(g);
+    }
+    return g;
+}
+
+static struct dtask *task_put(struct proc *p, uint64_t id, uint64_t group)
+{
+    struct dtask *t = map_get(&p->tasks, id);
+    if (t)
+        return t;
+    if (!(t = calloc(1, sizeof *t)))
+        return NULL;
+    if (map_put(&p->tasks, id, t)) {
+        free(t);
+        return NULL;
+    }
+    t->id = id;
+    t->group = group;
+    t->fn = t->site = t->object = t->bsite = "";
+    t->since_mono = mono_ms();
+    return t;
+}
+
+static void task_del(struct proc *p, uint64_t id)
+{
+    struct dtask *t = map_del(&p->tasks, id);
+    if (t && t->stuck)
+        p->stuck--;
+    free(t);
+}
+
+void model_hello(struct proc *p, const Leash__Agent__Hello *h)
+{
+    clear_model(p);
+    snprintf(p->name, sizeof p->name, "%s", h->name);
+    p->policy = config_policy(&cfg, p->name);
+    p->hello = true;
+    p->dropped = h->dropped;
+    const Leash__Agent__Snapshot *s = h->snapshot;
+    size_t ng = s ? s->n_groups : 0, nt = s ? s->n_tasks : 0;
+    for (size_t i = 0; i < ng; i++) {
+        const Leash__Agent__Group *g = s->groups[i];
+        struct dgroup *d =
+            group_put(p, g->id, g->parent, g->name, g->site, g->deadline_ms_left, g->opener);
+        if (d)
+            d->cancelled = g->cancelled;
+    }
+    for (size_t i = 0; i < nt; i++) {
+        const Leash__Agent__Task *x = s->tasks[i];
+        struct dtask *t = task_put(p, x->id, x->group);
+        if (!t)
+            continue;
+        t->fn = intern(x->fn);
+        t->site = intern(x->site);
+        t->op = x->op;
+        t->object = intern(x->object);
+        t->bsite = intern(x->blocked_site);
+        t->since_mono = mono_ms() - x->since_ms;
+    }
+    log_info("process %d (%s, uid %u) connected: %zu groups, %zu tasks, policy \"%s\"",
+             (int)p->pid, p->name, (unsigned)p->uid, p->groups.n, p->tasks.n, p->policy->match);
+}
+
+void model_event(struct proc *p, const Leash__Agent__Event *e)
+{
+    stat_events++;
+    switch (e->kind) {
+    case LEASH__AGENT__EVENT__KIND__GROUP_OPEN:
+        group_put(p, e->group, e->parent, e->name, e->site, e->deadline_ms_left, e->task);
+        break;
+    case LEASH__AGENT__EVENT__KIND__GROUP_END: {
+        struct dgroup *g = map_del(&p->groups, e->group);
+        if (g)
+            model_group_free(g);
+        break;
+    }
+    case LEASH__AGENT__EVENT__KIND__TASK_START: {
+        struct dtask *t = task_put(p, e->task, e->group);
+        if (t) {
+            t->fn = intern(e->fn);
+            t->site = intern(e->site);
+        }
+        break;
+    }
+    case LEASH__AGENT__EVENT__KIND__TASK_END:
+        task_del(p, e->task);
+        break;
+    case LEASH__AGENT__EVENT__KIND__STUCK: {
+        struct dtask *t = task_put(p, e->task, e->group);
+        if (!t)
+            break;
+        if (!*t->fn)
+            t->fn = intern(e->fn);
+        t->op = e->op;
+        t->object = intern(e->object);
+        t->bsite = intern(e->site);
+        t->since_mono = mono_ms() - e->since_ms;
+        if (t->stuck)
+            break;
+        t->stuck = true;
+        p->stuck++;
+        struct dgroup *g = map_get(&p->groups, e->group);
+        /* a task whose scope has a deadline is the deadline's business */
+        if (!g || g->deadline_mono == INT64_MAX)
+            incident(p, "stuck_task", e->group, g ? g->name : NULL, e->task, "report",
+                     "task %llu (%s) blocked on %s \"%s\" at %s for %lld ms, with no deadline",
+                     (unsigned long long)e->task, e->fn, leashd_op_name(e->op), e->object, e->site,
+                     (long long)e->since_ms);
+        break;
+    }
+    case LEASH__AGENT__EVENT__KIND__REPORT:
+        incident(p, e->report_kind, e->group, e->name, e->task, "report", "%s", e->detail);
+        break;
+    default:
+        break;
+    }
+}
+
+void model_heartbeat(struct proc *p, const Leash__Agent__Heartbeat *h)
+{
+    p->dropped = h->dropped;
+}
+
+/* ------------------------------------------------------------- snapshot */
+
+Leash__Agent__Snapshot *model_snapshot(struct proc *p)
+{
+    Leash__Agent__Snapshot *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    leash__agent__snapshot__init(s);
+    s->groups = calloc(p->groups.n + 1, sizeof *s->groups);
+    s->tasks = calloc(p->tasks.n + 1, sizeof *s->tasks);
+    if (!s->groups || !s->tasks) {
+        snapshot_free(s);
+        return NULL;
+    }
+    int64_t now = mono_ms();
+    MAP_EACH(&p->groups, i)
+    {
+        const struct dgroup *g = p->groups.vals[i];
+        Leash__Agent__Group *x = calloc(1, sizeof *x);
+        if (!x)
+            break;
+        leash__agent__group__init(x);
+        x->id = g->id;
+        x->parent = g->parent;
+        x->name = (char *)g->name;
+        x->site = (char *)g->site;
+        x->opener = g->opener;
+        x->cancelled = g->cancelled;
+        x->deadline_ms_left = g->deadline_mono == INT64_MAX ? -1
+                              : g->deadline_mono > now     ? g->deadline_mono - now
+                                                           : 0;
+        s->groups[s->n_groups++] = x;
+    }
+    MAP_EACH(&p->tasks, i)
+    {
+        const struct dtask *t = p->tasks.vals[i];
+        Leash__Agent__Task *x = calloc(1, sizeof *x);
+        if (!x)
+            break;
+        leash__agent__task__init(x);
+        x->id = t->id;
+        x->group = t->group;
+        x->fn = (char *)t->fn;
+        x->site = (char *)t->site;
+        x->op = t->op;
+        x->object = (char *)t->object;
+        x->blocked_site = (char *)t->bsite;
+        x->since_ms = now - t->since_mono;
+        s->tasks[s->n_tasks++] = x;
+    }
+    return s;
+}
+
+void snapshot_free(Leash__Agent__Snapshot *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_groups; i++)
+        free(s->groups[i]);
+    for (size_t i = 0; i < s->n_tasks; i++)
+        free(s->tasks[i]);
+    free(s->groups);
+    free(s->tasks);
+    free(s);
+}

@@ -1,0 +1,286 @@
+/*
+ * peer.c: agent connections. The peer layer cuts the byte stream into
+ * frames and refuses oversized ones (closing that connection alone); the
+ * decoder checks the message; then one action on the model per message.
+ * Who the peer is comes from SO_PEERCRED and a pidfd taken at accept, never
+ * from what it says, so an agent can only cause actions on its own process.
+ */
+#include "leashd.h"
+#include "decode.h"
+
+#include "frame.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define DUMP_TIMEOUT_MS 3000
+
+struct pending_dump {
+    uint64_t             id;
+    struct proc         *proc;
+    void               (*cb)(void *arg, const Leash__Agent__Snapshot *s);
+    void                *arg;
+    struct event        *timer;
+    struct pending_dump *next;
+};
+
+static struct pending_dump *pending;
+static uint64_t             next_dump_id = 1;
+
+static void dump_finish(struct pending_dump *d, const Leash__Agent__Snapshot *s)
+{
+    for (struct pending_dump **pp = &pending; *pp; pp = &(*pp)->next) {
+        if (*pp == d) {
+            *pp = d->next;
+            break;
+        }
+    }
+    event_free(d->timer);
+    d->cb(d->arg, s);
+    proc_unref(d->proc);
+    free(d);
+}
+
+static void dump_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    dump_finish(arg, NULL);
+}
+
+int agent_dump(struct proc *p, void (*cb)(void *arg, const Leash__Agent__Snapshot *s), void *arg)
+{
+    struct pending_dump *d = calloc(1, sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    d->id = next_dump_id++;
+    d->proc = p;
+    d->cb = cb;
+    d->arg = arg;
+    d->timer = evtimer_new(base, dump_timeout, d);
+    Leash__Agent__DumpRequest r = LEASH__AGENT__DUMP_REQUEST__INIT;
+    r.request = d->id;
+    Leash__Agent__DaemonMessage m = LEASH__AGENT__DAEMON_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__DAEMON_MESSAGE__MSG_DUMP;
+    m.dump = &r;
+    int err = d->timer ? agent_send(p, &m) : -ENOMEM;
+    if (err) {
+        if (d->timer)
+            event_free(d->timer);
+        free(d);
+        return err;
+    }
+    proc_ref(p);
+    struct timeval tv = { DUMP_TIMEOUT_MS / 1000, 0 };
+    evtimer_add(d->timer, &tv);
+    d->next = pending;
+    pending = d;
+    return 0;
+}
+
+void agent_dump_cancel(void *arg)
+{
+    for (struct pending_dump **pp = &pending; *pp;) {
+        struct pending_dump *d = *pp;
+        if (d->arg != arg) {
+            pp = &d->next;
+            continue;
+        }
+        *pp = d->next;
+        event_free(d->timer);
+        proc_unref(d->proc);
+        free(d);
+    }
+}
+
+int agent_send(struct proc *p, const Leash__Agent__DaemonMessage *m)
+{
+    if (p->dead || !p->bev)
+        return -ENOTCONN;
+    size_t n = leash__agent__daemon_message__get_packed_size(m);
+    uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
+    if (!buf)
+        return -ENOMEM;
+    leash_frame_put_len(buf, (uint32_t)n);
+    leash__agent__daemon_message__pack(m, buf + LEASH_FRAME_HEADER);
+    int rc = bufferevent_write(p->bev, buf, n + LEASH_FRAME_HEADER);
+    free(buf);
+    return rc ? -EIO : 0;
+}
+
+static void deferred_unref(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    proc_unref(arg);
+}
+
+/* Ends a connection. The proc itself is freed from a later event, never
+   inside the callback that is using it. */
+static void peer_close(struct proc *p, const char *why)
+{
+    if (p->bev) {
+        bufferevent_free(p->bev);
+        p->bev = NULL;
+    }
+    for (struct pending_dump *d = pending, *n; d; d = n) {
+        n = d->next;
+        if (d->proc == p)
+            dump_finish(d, NULL);
+    }
+    model_gone(p, why);
+    struct timeval now = { 0, 0 };
+    event_base_once(base, -1, EV_TIMEOUT, deferred_unref, p, &now);
+}
+
+static int hello_reply(struct proc *p, bool ok, const char *error)
+{
+    Leash__Agent__HelloReply r = LEASH__AGENT__HELLO_REPLY__INIT;
+    r.ok = ok;
+    r.error = (char *)(error ? error : "");
+    r.version = LEASH__AGENT__VERSION__VERSION_CURRENT;
+    r.heartbeat_ms = cfg.heartbeat_timeout_ms / 4 > 100 ? cfg.heartbeat_timeout_ms / 4 : 100;
+    r.stuck_after_ms = cfg.stuck_after_ms;
+    Leash__Agent__DaemonMessage m = LEASH__AGENT__DAEMON_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__DAEMON_MESSAGE__MSG_HELLO;
+    m.hello = &r;
+    return agent_send(p, &m);
+}
+
+/* One whole frame: decode, then act. Returns the reason to drop the peer. */
+static const char *on_message(struct proc *p, const uint8_t *msg, size_t len, char *why,
+                              size_t whylen)
+{
+    Leash__Agent__AgentMessage *m = agent_decode(msg, len, why, whylen);
+    if (!m) {
+        stat_bad_messages++;
+        return why;
+    }
+    const char *drop = NULL;
+    p->last_msg_mono = mono_ms();
+    if (!p->hello && m->msg_case != LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO) {
+        drop = "first message is not a Hello";
+        stat_bad_messages++;
+        goto out;
+    }
+    switch (m->msg_case) {
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO:
+        if (m->hello->version != LEASH__AGENT__VERSION__VERSION_CURRENT) {
+            snprintf(why, whylen, "agent protocol version %u (leashd speaks %d)",
+                     m->hello->version, LEASH__AGENT__VERSION__VERSION_CURRENT);
+            hello_reply(p, false, why);
+            drop = why;
+            break;
+        }
+        if (p->hello) {
+            drop = "a second Hello";
+            stat_bad_messages++;
+            break;
+        }
+        model_hello(p, m->hello);
+        hello_reply(p, true, NULL);
+        break;
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_EVENTS:
+        p->dropped = m->events->dropped;
+        for (size_t i = 0; i < m->events->n_events; i++)
+            model_event(p, m->events->events[i]);
+        break;
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_HEARTBEAT:
+        model_heartbeat(p, m->heartbeat);
+        break;
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_DUMP:
+        for (struct pending_dump *d = pending; d; d = d->next) {
+            if (d->id == m->dump->request && d->proc == p) {
+                dump_finish(d, m->dump->snapshot);
+                break;
+            }
+        }
+        break;
+    default:
+        break;
+    }
+out:
+    leash__agent__agent_message__free_unpacked(m, NULL);
+    return drop;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct proc *p = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    char why[256];
+    while (!p->dead) {
+        size_t have = evbuffer_get_length(in);
+        uint8_t hdr[LEASH_FRAME_HEADER];
+        if (have < sizeof hdr)
+            return;
+        evbuffer_copyout(in, hdr, sizeof hdr);
+        uint32_t n = leash_frame_get_len(hdr);
+        if (n > cfg.max_frame) {
+            stat_frames_rejected++;
+            snprintf(why, sizeof why, "frame of %u bytes over max_frame %zu", n, cfg.max_frame);
+            log_warn("process %d (%s): %s: connection closed", (int)p->pid, p->name, why);
+            peer_close(p, why);
+            return;
+        }
+        if (have < sizeof hdr + n)
+            return;
+        const uint8_t *msg = evbuffer_pullup(in, (ssize_t)(sizeof hdr + n));
+        const char *drop = on_message(p, msg + sizeof hdr, n, why, sizeof why);
+        evbuffer_drain(in, sizeof hdr + n);
+        if (drop) {
+            log_warn("process %d (%s): bad message: %s: connection closed", (int)p->pid, p->name,
+                     drop);
+            peer_close(p, drop);
+            return;
+        }
+    }
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct proc *p = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        peer_close(p, what & BEV_EVENT_EOF ? "connection closed" : "connection error");
+}
+
+int agent_accept(struct event_base *b, int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+        close(fd);
+        return -errno;
+    }
+    /* held from now on: a pid reused later is not this process */
+    int pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
+    if (pidfd < 0)
+        log_warn("pidfd_open(%d): %s: this process cannot be signalled", (int)cred.pid,
+                 strerror(errno));
+    struct proc *p = proc_new(fd, cred.pid, cred.uid, pidfd);
+    if (!p) {
+        close(fd);
+        if (pidfd >= 0)
+            close(pidfd);
+        return -ENOMEM;
+    }
+    evutil_make_socket_nonblocking(fd);
+    p->bev = bufferevent_socket_new(b, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!p->bev) {
+        close(fd);
+        model_gone(p, "out of memory");
+        proc_unref(p);
+        return -ENOMEM;
+    }
+    bufferevent_setcb(p->bev, read_cb, NULL, event_cb, p);
+    bufferevent_enable(p->bev, EV_READ | EV_WRITE);
+    return 0;
+}

@@ -1,0 +1,169 @@
+/*
+ * policy.c: what leashd does when a group overruns its deadline or a
+ * process stops sending heartbeats: the escalation steps of the first
+ * policy matching the process name, each ACTION@T run T after the deadline
+ * plus grace while the group (or the silence) lasts.
+ */
+#include "leashd.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static int pidfd_signal(int pidfd, int sig)
+{
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+static void send_cancel(struct proc *p, uint64_t group)
+{
+    Leash__Agent__Cancel c = LEASH__AGENT__CANCEL__INIT;
+    c.group = group;
+    Leash__Agent__DaemonMessage m = LEASH__AGENT__DAEMON_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__DAEMON_MESSAGE__MSG_CANCEL;
+    m.cancel = &c;
+    agent_send(p, &m);
+}
+
+static void send_interrupt(struct proc *p, uint64_t group)
+{
+    Leash__Agent__Interrupt c = LEASH__AGENT__INTERRUPT__INIT;
+    c.group = group;
+    Leash__Agent__DaemonMessage m = LEASH__AGENT__DAEMON_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__DAEMON_MESSAGE__MSG_INTERRUPT;
+    m.interrupt = &c;
+    agent_send(p, &m);
+}
+
+static void kill_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct proc *p = arg;
+    if (pidfd_signal(p->pidfd, SIGKILL) == 0)
+        log_warn("process %d (%s) still alive %lld ms after SIGTERM: SIGKILL", (int)p->pid, p->name,
+                 (long long)p->kill_grace_ms);
+    proc_unref(p);
+}
+
+int policy_kill(struct proc *p, const char *why, const char *by)
+{
+    if (p->killing)
+        return 0;
+    if (p->pidfd < 0 || pidfd_signal(p->pidfd, SIGTERM) != 0) {
+        int e = p->pidfd < 0 ? ESRCH : errno;
+        log_warn("cannot signal process %d (%s): %s", (int)p->pid, p->name, strerror(e));
+        return -e;
+    }
+    p->killing = true;
+    p->kill_grace_ms = p->policy->kill_grace_ms;
+    incident(p, "killed", 0, NULL, 0, "kill", "SIGTERM (SIGKILL after %lld ms): %s, by %s",
+             (long long)p->policy->kill_grace_ms, why, by);
+    proc_ref(p); /* the timer holds it: the connection may go first */
+    struct timeval tv = { p->kill_grace_ms / 1000, (p->kill_grace_ms % 1000) * 1000 };
+    p->kill_timer = evtimer_new(base, kill_cb, p);
+    if (p->kill_timer)
+        evtimer_add(p->kill_timer, &tv);
+    else
+        proc_unref(p);
+    return 0;
+}
+
+static void schedule(struct dgroup *g);
+
+static void step_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct dgroup *g = arg;
+    struct proc *p = g->proc;
+    const struct policy *pol = p->policy;
+    if (g->next_step >= pol->nsteps)
+        return;
+    const struct step *st = &pol->steps[g->next_step++];
+    int64_t over = mono_ms() - g->deadline_mono;
+    size_t live = 0;
+    MAP_EACH(&p->tasks, i) if (((struct dtask *)p->tasks.vals[i])->group == g->id) live++;
+    if (st->action == ACT_KILL) {
+        char why[200];
+        snprintf(why, sizeof why, "group %llu \"%s\" overran its deadline by %lld ms",
+                 (unsigned long long)g->id, g->name, (long long)over);
+        policy_kill(p, why, "policy");
+    } else {
+        incident(p, "deadline_overrun", g->id, g->name, 0, action_name(st->action),
+                 "group %llu \"%s\" (opened at %s) still has %zu tasks %lld ms after its deadline",
+                 (unsigned long long)g->id, g->name, g->site, live, (long long)over);
+        if (st->action == ACT_CANCEL)
+            send_cancel(p, g->id);
+        else if (st->action == ACT_INTERRUPT)
+            send_interrupt(p, g->id);
+    }
+    schedule(g);
+}
+
+static void schedule(struct dgroup *g)
+{
+    const struct policy *pol = g->proc->policy;
+    if (g->deadline_mono == INT64_MAX || g->next_step >= pol->nsteps)
+        return;
+    int64_t at = g->deadline_mono + pol->grace_ms + pol->steps[g->next_step].at_ms;
+    int64_t in = at - mono_ms();
+    if (in < 0)
+        in = 0;
+    if (!g->timer && !(g->timer = evtimer_new(base, step_cb, g)))
+        return;
+    struct timeval tv = { in / 1000, (in % 1000) * 1000 };
+    evtimer_add(g->timer, &tv);
+}
+
+void policy_group_open(struct dgroup *g)
+{
+    g->next_step = 0;
+    if (g->timer)
+        evtimer_del(g->timer);
+    schedule(g);
+}
+
+void policy_heartbeat_check(void)
+{
+    int64_t now = mono_ms();
+    for (struct proc *p = procs; p; p = p->next) {
+        if (!p->hello || p->dead)
+            continue;
+        if (now - p->last_msg_mono <= cfg.heartbeat_timeout_ms) {
+            if (p->hb_lost)
+                log_info("process %d (%s): heartbeats are back", (int)p->pid, p->name);
+            p->hb_lost = false;
+            continue;
+        }
+        if (!p->hb_lost) {
+            p->hb_lost = true;
+            p->hb_lost_mono = now;
+            p->hb_step = 0;
+            incident(p, "heartbeat_lost", 0, NULL, 0, "report",
+                     "no message for %lld ms (heartbeat_timeout %lld ms): the process is wedged",
+                     (long long)(now - p->last_msg_mono), (long long)cfg.heartbeat_timeout_ms);
+        }
+        const struct policy *pol = p->policy;
+        while (p->hb_step < pol->nsteps &&
+               now >= p->hb_lost_mono + pol->grace_ms + pol->steps[p->hb_step].at_ms) {
+            const struct step *st = &pol->steps[p->hb_step++];
+            if (st->action == ACT_CANCEL)
+                send_cancel(p, 0);
+            else if (st->action == ACT_INTERRUPT)
+                send_interrupt(p, 0);
+            else if (st->action == ACT_KILL)
+                policy_kill(p, "heartbeat lost", "policy");
+        }
+    }
+}
+
+void policy_reload(void)
+{
+    for (struct proc *p = procs; p; p = p->next)
+        p->policy = config_policy(&cfg, p->name);
+}
