@@ -335,6 +335,14 @@ static void ev_to_pb(const struct leash__aevent *e, Leash__Agent__Event *x, stru
     x->fn = (char *)(e->fn ? e->fn : "");
 }
 
+/* Blocked past stuck_after. A task waiting for its own group or for a slot
+   in one waits on other tasks, which are reported themselves. */
+static bool is_stuck(const struct session *s, const Leash__Agent__Task *t)
+{
+    return t->op != 0 && t->op != LEASH__AGENT__OP__OP_GROUP_WAIT &&
+           t->op != LEASH__AGENT__OP__OP_GO && t->since_ms >= s->stuck_after_ms;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -364,11 +372,9 @@ static int flush(struct session *s, bool scan)
         if (scan) {
             if (pbsnap_make(&p) == 0) {
                 now_stuck = malloc((p.s.ntasks + 1) * sizeof *now_stuck);
-                for (size_t i = 0; now_stuck && i < p.snap.n_tasks; i++) {
-                    Leash__Agent__Task *t = p.snap.tasks[i];
-                    if (t->op != 0 && t->since_ms >= s->stuck_after_ms)
-                        now_stuck[nst++] = t->id;
-                }
+                for (size_t i = 0; now_stuck && i < p.snap.n_tasks; i++)
+                    if (is_stuck(s, p.snap.tasks[i]))
+                        now_stuck[nst++] = p.snap.tasks[i]->id;
                 if (now_stuck)
                     qsort(now_stuck, nst, sizeof *now_stuck, cmp_u64);
             }
@@ -400,7 +406,7 @@ static int flush(struct session *s, bool scan)
             }
             for (size_t i = 0; scan && i < p.snap.n_tasks; i++) {
                 Leash__Agent__Task *t = p.snap.tasks[i];
-                if (!(t->op != 0 && t->since_ms >= s->stuck_after_ms))
+                if (!is_stuck(s, t))
                     continue;
                 if (s->stuck && bsearch(&t->id, s->stuck, s->nstuck, sizeof *s->stuck, cmp_u64))
                     continue; /* reported already */

@@ -1,0 +1,673 @@
+/*
+ * test_e2e.c: the real leashd, real leashed processes and leashctl's --json
+ * output, each test on its own sockets in a temporary directory.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+struct daemon {
+    pid_t pid;
+    char  dir[64], agent[128], control[128], state[128], conf[128], log[128];
+};
+
+/* What a test started, so a failing test leaves nothing running. */
+static pid_t started[64];
+static int   nstarted;
+
+static void track(pid_t p)
+{
+    if (nstarted < 64)
+        started[nstarted++] = p;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < nstarted; i++) {
+        if (started[i] > 0 && kill(started[i], SIGKILL) == 0)
+            waitpid(started[i], NULL, 0);
+    }
+    nstarted = 0;
+    return 0;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void pause_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static bool connectable(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+static void daemon_paths(struct daemon *d)
+{
+    snprintf(d->agent, sizeof d->agent, "%s/agent.sock", d->dir);
+    snprintf(d->control, sizeof d->control, "%s/control.sock", d->dir);
+    snprintf(d->state, sizeof d->state, "%s/state", d->dir);
+    snprintf(d->conf, sizeof d->conf, "%s/leashd.conf", d->dir);
+    snprintf(d->log, sizeof d->log, "%s/leashd.log", d->dir);
+}
+
+/* Starts leashd and returns once its control socket answers. */
+static void daemon_start(struct daemon *d)
+{
+    d->pid = fork();
+    assert_true(d->pid >= 0);
+    if (d->pid == 0) {
+        int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 2);
+        execl(LEASHD_BIN, "leashd", "--config", d->conf, "--agent-socket", d->agent,
+              "--control-socket", d->control, "--state-dir", d->state, (char *)NULL);
+        _exit(127);
+    }
+    track(d->pid);
+    int64_t until = now_ms() + 10000;
+    while (!connectable(d->control)) {
+        int st;
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid)
+            fail_msg("leashd exited at start; see %s", d->log);
+        if (now_ms() > until)
+            fail_msg("leashd never listened on %s", d->control);
+        pause_ms(10);
+    }
+}
+
+static void daemon_new(struct daemon *d, const char *conf)
+{
+    memset(d, 0, sizeof *d);
+    snprintf(d->dir, sizeof d->dir, "/tmp/leash-e2e-XXXXXX");
+    assert_non_null(mkdtemp(d->dir));
+    chmod(d->dir, 0755);
+    daemon_paths(d);
+    FILE *f = fopen(d->conf, "w");
+    fputs(conf ? conf : "", f);
+    fclose(f);
+    daemon_start(d);
+}
+
+static int daemon_stop(struct daemon *d)
+{
+    int st = 0;
+    if (d->pid > 0) {
+        kill(d->pid, SIGTERM);
+        waitpid(d->pid, &st, 0);
+        d->pid = 0;
+    }
+    return st;
+}
+
+static void daemon_cleanup(struct daemon *d)
+{
+    daemon_stop(d);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", d->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", d->dir);
+}
+
+/* Runs leashctl --socket ... args, as uid when uid >= 0. Returns the exit
+   status; out gets stdout and stderr. */
+static int ctl_as(const struct daemon *d, int uid, char *out, size_t outlen, ...)
+{
+    const char *argv[16] = { "leashctl", "--socket", d->control };
+    int n = 3;
+    va_list ap;
+    va_start(ap, outlen);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL && n < 15)
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[0]);
+        if (uid >= 0 && setuid((uid_t)uid) != 0)
+            _exit(126);
+        execv(LEASHCTL_BIN, (char *const *)argv);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t got = 0;
+    ssize_t r;
+    while ((r = read(p[0], out + got, outlen - 1 - got)) > 0)
+        got += (size_t)r;
+    out[got] = '\0';
+    close(p[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+#define ctl(d, out, ...) ctl_as((d), -1, (out), sizeof(out), __VA_ARGS__, (char *)NULL)
+
+/* Polls leashctl until its output holds needle (leashd is another
+   process: its state can only be watched). */
+static void wait_for_(const struct daemon *d, const char *needle, const char *what, ...)
+{
+    char out[65536];
+    const char *argv[8];
+    int n = 0;
+    va_list ap;
+    va_start(ap, what);
+    argv[n++] = what;
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL && n < 7)
+        argv[n++] = a;
+    va_end(ap);
+    int64_t until = now_ms() + 20000;
+    for (;;) {
+        ctl_as(d, -1, out, sizeof out, argv[0], n > 1 ? argv[1] : NULL, n > 2 ? argv[2] : NULL,
+               n > 3 ? argv[3] : NULL, (char *)NULL);
+        if (strstr(out, needle))
+            return;
+        if (now_ms() > until)
+            fail_msg("never saw '%s' in leashctl %s: %s", needle, what, out);
+        pause_ms(50);
+    }
+}
+
+#define wait_for(d, needle, ...) wait_for_((d), (needle), __VA_ARGS__, (char *)NULL)
+
+struct child {
+    pid_t pid;
+    int   out; /* its stdout */
+};
+
+static void read_line(int fd, char *buf, size_t len, int timeout_ms)
+{
+    size_t n = 0;
+    int64_t until = now_ms() + timeout_ms;
+    while (n + 1 < len) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int64_t left = until - now_ms();
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            break;
+        char c;
+        if (read(fd, &c, 1) != 1)
+            break;
+        if (c == '\n')
+            break;
+        buf[n++] = c;
+    }
+    buf[n] = '\0';
+}
+
+static struct child leashed(const struct daemon *d, const char *mode)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    struct child c = { .pid = fork() };
+    if (c.pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        setenv("LEASH_SOCKET", d->agent, 1);
+        setenv("LEASH_REPORT", "quiet", 1);
+        setenv("LEASH_NAME", mode, 1);
+        execl(LEASHED_BIN, "leashed", mode, (char *)NULL);
+        _exit(127);
+    }
+    track(c.pid);
+    close(p[1]);
+    c.out = p[0];
+    char line[128];
+    read_line(c.out, line, sizeof line, 10000);
+    assert_true(strncmp(line, "ready", 5) == 0);
+    return c;
+}
+
+static int reap(struct child *c, int timeout_ms)
+{
+    int st;
+    int64_t until = now_ms() + timeout_ms;
+    while (waitpid(c->pid, &st, WNOHANG) == 0) {
+        if (now_ms() > until) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, &st, 0);
+            fail_msg("leashed %d did not end in %d ms", (int)c->pid, timeout_ms);
+        }
+        pause_ms(10);
+    }
+    close(c->out);
+    c->pid = 0;
+    return st;
+}
+
+static void kill_child(struct child *c)
+{
+    if (c->pid > 0) {
+        kill(c->pid, SIGKILL);
+        reap(c, 5000);
+    }
+}
+
+static char pidstr_buf[16];
+static const char *pidstr(pid_t p)
+{
+    snprintf(pidstr_buf, sizeof pidstr_buf, "%d", (int)p);
+    return pidstr_buf;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void spinning_task_is_killed(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "policies = ( { match = \"spin\"; grace = \"50ms\"; kill_grace = \"300ms\";\n"
+                   "  escalate = [ \"report\", \"cancel\", \"kill@200ms\" ]; } );\n");
+    struct child c = leashed(&d, "spin");
+    int st = reap(&c, 15000);
+    assert_true(WIFSIGNALED(st));
+    assert_true(WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGKILL);
+    char out[65536];
+    assert_int_equal(ctl(&d, out, "incidents", "--json"), 0);
+    assert_non_null(strstr(out, "\"kind\":\"deadline_overrun\""));
+    assert_non_null(strstr(out, "\"kind\":\"killed\""));
+    assert_non_null(strstr(out, "\"process\":\"spin\""));
+    assert_non_null(strstr(out, "\"action\":\"cancel\""));
+    daemon_cleanup(&d);
+}
+
+static void foreign_read_is_interrupted(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "policies = ( { match = \"*\"; grace = \"50ms\";\n"
+                   "  escalate = [ \"report\", \"interrupt@100ms\" ]; } );\n");
+    struct child c = leashed(&d, "foreign");
+    char line[128];
+    read_line(c.out, line, sizeof line, 10000);
+    assert_string_equal(line, "read: EINTR");
+    int st = reap(&c, 10000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char out[65536];
+    assert_int_equal(ctl(&d, out, "incidents", "--json"), 0);
+    assert_non_null(strstr(out, "\"action\":\"interrupt\""));
+    daemon_cleanup(&d);
+}
+
+static void dump_shows_parked_tasks_in_every_format(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    struct child c = leashed(&d, "park");
+    const char *pid = strdup(pidstr(c.pid));
+    char out[65536];
+    /* the tasks may still be on their way to their blocking calls */
+    wait_for(&d, "\"op\":\"sleep\"", "dump", pid, "--format", "json");
+    wait_for(&d, "\"op\":\"mutex\"", "dump", pid, "--format", "json");
+    assert_int_equal(ctl(&d, out, "dump", pid, "--format", "json"), 0);
+    assert_non_null(strstr(out, "\"name\":\"park\""));
+    assert_non_null(strstr(out, "\"name\":\"parked\""));
+    assert_non_null(strstr(out, "\"op\":\"chan_recv\",\"object\":\"e2e.chan\",\"site\":\"tests/e2e/leashed.c:"));
+    assert_non_null(strstr(out, "\"op\":\"mutex\",\"object\":\"e2e.mutex\""));
+    assert_non_null(strstr(out, "\"fn\":\"recv_forever\""));
+    assert_non_null(strstr(out, "{\"id\":0,\"parent\":null,\"name\":\"root\""));
+    assert_int_equal(ctl(&d, out, "dump", pid), 0);
+    assert_non_null(strstr(out, "recv_forever [blocked on chan_recv \"e2e.chan\""));
+    assert_int_equal(ctl(&d, out, "dump", pid, "--format", "folded"), 0);
+    assert_non_null(strstr(out, "park;group parked;recv_forever;chan_recv e2e.chan 2\n"));
+    assert_non_null(strstr(out, "park;group parked;nap;sleep  1\n"));
+    assert_int_equal(ctl(&d, out, "dump", pid, "--format", "pprof"), 0);
+    assert_int_equal((unsigned char)out[0], 0x1f); /* gzip */
+    assert_int_equal((unsigned char)out[1], 0x8b);
+    /* and what leashd itself holds */
+    wait_for(&d, "\"fn\":\"nap\"", "tasks", pid, "--json");
+    assert_int_equal(ctl(&d, out, "ps", "--json"), 0);
+    char want[64];
+    snprintf(want, sizeof want, "{\"pid\":%s,\"name\":\"park\"", pid);
+    assert_non_null(strstr(out, want));
+    assert_int_equal(ctl(&d, out, "dump", "999999"), 1);
+    assert_non_null(strstr(out, "no leashed process 999999"));
+    kill_child(&c);
+    free((void *)pid);
+    daemon_cleanup(&d);
+}
+
+static void stuck_task_becomes_an_incident(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "stuck_after = \"300ms\";\n");
+    struct child c = leashed(&d, "stuck");
+    wait_for(&d, "\"kind\":\"stuck_task\"", "incidents", "--json", NULL);
+    char out[65536];
+    assert_int_equal(ctl(&d, out, "incidents", "--json"), 0);
+    assert_non_null(strstr(out, "blocked on chan_recv \\\"e2e.chan\\\""));
+    assert_int_equal(ctl(&d, out, "ps", "--json"), 0);
+    assert_non_null(strstr(out, "\"stuck\":1"));
+    kill_child(&c);
+    daemon_cleanup(&d);
+}
+
+static void cancel_reaches_the_group(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    struct child c = leashed(&d, "cancel");
+    char out[65536], group[32] = "";
+    wait_for(&d, "\"name\":\"cancel\"", "tasks", pidstr(c.pid), "--json");
+    assert_int_equal(ctl(&d, out, "tasks", pidstr(c.pid), "--json"), 0);
+    const char *g = strstr(out, "\"parent\":0,\"name\":\"cancel\"");
+    assert_non_null(g);
+    /* the group object starts with its id: {"id":N,"parent":0,"name":"cancel" */
+    const char *id = g;
+    while (id > out && strncmp(id, "{\"id\":", 6))
+        id--;
+    snprintf(group, sizeof group, "%lld", atoll(id + 6));
+    assert_int_equal(ctl(&d, out, "cancel", pidstr(c.pid), group), 0);
+    char line[128];
+    read_line(c.out, line, sizeof line, 10000);
+    assert_string_equal(line, "recv: ECANCELED");
+    assert_int_equal(ctl(&d, out, "cancel", pidstr(c.pid), "424242"), 1);
+    assert_non_null(strstr(out, "has no group 424242"));
+    kill_child(&c);
+    daemon_cleanup(&d);
+}
+
+static void leashd_killed_and_restarted_keeps_journal_and_agents(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "stuck_after = \"200ms\";\n");
+    struct child c = leashed(&d, "stuck");
+    wait_for(&d, "\"kind\":\"stuck_task\"", "incidents", "--json", NULL);
+    kill(d.pid, SIGKILL);
+    waitpid(d.pid, NULL, 0);
+    d.pid = 0;
+    daemon_start(&d); /* same socket (stale now) and state dir */
+    char out[65536];
+    assert_int_equal(ctl(&d, out, "incidents", "--json"), 0);
+    assert_non_null(strstr(out, "\"kind\":\"stuck_task\"")); /* from the journal */
+    char want[64];
+    snprintf(want, sizeof want, "{\"pid\":%d,\"name\":\"stuck\"", (int)c.pid);
+    wait_for(&d, want, "ps", "--json", NULL); /* the agent came back */
+    wait_for(&d, "\"fn\":\"recv_forever\"", "tasks", pidstr(c.pid), "--json");
+    kill_child(&c);
+    daemon_cleanup(&d);
+}
+
+static int raw_connect(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* True when leashd closes fd within a few seconds. */
+static bool closed_by_peer(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    if (poll(&p, 1, 5000) != 1)
+        return false;
+    char b[64];
+    return read(fd, b, sizeof b) == 0;
+}
+
+static void garbage_and_oversized_frames_drop_only_that_peer(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "max_frame = 4096;\n");
+    struct child c = leashed(&d, "park");
+    int g = raw_connect(d.agent);
+    const uint8_t junk[] = { 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff };
+    assert_int_equal(write(g, junk, sizeof junk), (ssize_t)sizeof junk);
+    assert_true(closed_by_peer(g));
+    close(g);
+    int o = raw_connect(d.agent);
+    const uint8_t big[] = { 0, 1, 0, 0 }; /* 65536 bytes announced */
+    assert_int_equal(write(o, big, sizeof big), (ssize_t)sizeof big);
+    assert_true(closed_by_peer(o));
+    close(o);
+    int h = raw_connect(d.agent); /* a valid frame of the wrong kind first */
+    const uint8_t beat[] = { 0, 0, 0, 4, 0x1a, 0x02, 0x08, 0x01 }; /* Heartbeat{seq=1} */
+    assert_int_equal(write(h, beat, sizeof beat), (ssize_t)sizeof beat);
+    assert_true(closed_by_peer(h));
+    close(h);
+    char out[65536];
+    char want[64];
+    snprintf(want, sizeof want, "{\"pid\":%d,\"name\":\"park\"", (int)c.pid);
+    assert_int_equal(ctl(&d, out, "ps", "--json"), 0);
+    assert_non_null(strstr(out, want)); /* the well-behaved agent is untouched */
+    FILE *f = fopen(d.log, "r");
+    char log[65536] = "";
+    size_t n = fread(log, 1, sizeof log - 1, f);
+    log[n] = '\0';
+    fclose(f);
+    assert_non_null(strstr(log, "over max_frame 4096"));
+    assert_non_null(strstr(log, "bad message"));
+    kill_child(&c);
+    daemon_cleanup(&d);
+}
+
+static void agent_killed_with_sigkill_is_agent_lost(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    struct child c = leashed(&d, "park");
+    wait_for(&d, "\"fn\":\"nap\"", "tasks", pidstr(c.pid), "--json");
+    kill_child(&c);
+    wait_for(&d, "\"kind\":\"agent_lost\"", "incidents", "--json", NULL);
+    char out[65536];
+    assert_int_equal(ctl(&d, out, "incidents", "--json"), 0);
+    assert_non_null(strstr(out, "process exited with 4 live tasks"));
+    daemon_cleanup(&d);
+}
+
+static void non_admin_sees_only_its_own_and_changes_nothing(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* needs to run leashctl as another uid */
+    struct daemon d;
+    daemon_new(&d, "admin_uids = [ 0 ];\n");
+    struct child c = leashed(&d, "park");
+    char out[65536];
+    assert_int_equal(ctl_as(&d, 65534, out, sizeof out, "kill", pidstr(c.pid), (char *)NULL), 1);
+    assert_non_null(strstr(out, "kill needs an admin uid"));
+    assert_int_equal(ctl_as(&d, 65534, out, sizeof out, "tasks", pidstr(c.pid), (char *)NULL), 1);
+    assert_non_null(strstr(out, "belongs to uid 0"));
+    assert_int_equal(ctl_as(&d, 65534, out, sizeof out, "reload", (char *)NULL), 1);
+    assert_non_null(strstr(out, "needs an admin uid"));
+    assert_int_equal(ctl_as(&d, 65534, out, sizeof out, "ps", "--json", (char *)NULL), 0);
+    assert_string_equal(out, "[]\n");
+    assert_int_equal(kill(c.pid, 0), 0); /* still alive */
+    kill_child(&c);
+    daemon_cleanup(&d);
+}
+
+static void bad_config_is_refused_with_file_line_and_key(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/leash-conf-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128], cmd[512];
+    snprintf(path, sizeof path, "%s/bad.conf", dir);
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        { "heartbeat_timeout = \"5x\";\n", ":1: key 'heartbeat_timeout': bad duration \"5x\"" },
+        { "\n\nfrobnicate = 1;\n", ":3: key 'frobnicate': unknown key" },
+        { "policies = ( { match = \"*\"; escalate = [ \"explode\" ]; } );\n",
+          "unknown action \"explode\"" },
+        { "max_frame = 12;\n", "key 'max_frame': 12 is out of range" },
+        { "agent_socket = \"relative\";\n", "key 'agent_socket': must be an absolute path" },
+        { "stuck_after = ;\n", ":1: syntax error" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        FILE *f = fopen(path, "w");
+        fputs(cases[i].text, f);
+        fclose(f);
+        snprintf(cmd, sizeof cmd, "%s --check-config --config %s 2>&1", LEASHD_BIN, path);
+        FILE *p = popen(cmd, "r");
+        char out[1024] = "";
+        size_t n = fread(out, 1, sizeof out - 1, p);
+        out[n] = '\0';
+        int st = pclose(p);
+        assert_int_equal(WEXITSTATUS(st), 1);
+        if (!strstr(out, cases[i].want) || !strstr(out, path))
+            fail_msg("case %zu: '%s' lacks '%s'", i, out, cases[i].want);
+    }
+    FILE *f = fopen(path, "w");
+    fputs("heartbeat_timeout = \"2s\";\npolicies = ( { match = \"web-*\"; grace = \"1s\";\n"
+          "  escalate = [ \"report\", \"kill@5s\" ]; } );\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s --check-config --config %s >/dev/null 2>&1", LEASHD_BIN, path);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 0);
+    snprintf(cmd, sizeof cmd, "%s --check-config --config %s/../config/leashd.conf >/dev/null 2>&1",
+             LEASHD_BIN, SOURCE_DIR "/tests");
+    assert_int_equal(WEXITSTATUS(system(cmd)), 0); /* the shipped example */
+    snprintf(cmd, sizeof cmd, "%s --bogus >/dev/null 2>&1", LEASHD_BIN);
+    assert_int_equal(WEXITSTATUS(system(cmd)), 2);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void leashctl_says_clearly_what_is_wrong(void **state)
+{
+    (void)state;
+    struct daemon d = { 0 };
+    snprintf(d.control, sizeof d.control, "/tmp/leash-none-%d/control.sock", (int)getpid());
+    char out[4096];
+    assert_int_equal(ctl(&d, out, "ps"), 1);
+    assert_non_null(strstr(out, "no leashd at /tmp/leash-none-"));
+    assert_int_equal(ctl(&d, out, "frobnicate"), 2);
+    assert_non_null(strstr(out, "unknown command 'frobnicate'"));
+    assert_int_equal(ctl(&d, out, "dump"), 2);
+    assert_int_equal(ctl(&d, out, "dump", "12", "--format", "svg"), 2);
+    assert_int_equal(ctl(&d, out, "cancel", "12", "x"), 2);
+    assert_int_equal(ctl(&d, out, "incidents", "--since", "yesterday"), 2);
+}
+
+static void sighup_reload_keeps_running_config_on_error(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "stuck_after = \"10s\";\n");
+    FILE *f = fopen(d.conf, "w");
+    fputs("stuck_after = \"ten\";\n", f);
+    fclose(f);
+    kill(d.pid, SIGHUP);
+    char out[65536];
+    int64_t until = now_ms() + 10000;
+    for (;;) { /* leashd says so in its log */
+        FILE *l = fopen(d.log, "r");
+        size_t n = fread(out, 1, sizeof out - 1, l);
+        out[n] = '\0';
+        fclose(l);
+        if (strstr(out, "reload failed, the running config stays"))
+            break;
+        assert_true(now_ms() < until);
+        pause_ms(20);
+    }
+    assert_int_equal(ctl(&d, out, "status", "--json"), 0); /* still serving */
+    assert_int_equal(ctl(&d, out, "reload"), 1);
+    assert_non_null(strstr(out, "bad duration \"ten\""));
+    f = fopen(d.conf, "w");
+    fputs("stuck_after = \"20s\";\n", f);
+    fclose(f);
+    assert_int_equal(ctl(&d, out, "reload"), 0);
+    assert_int_equal(WEXITSTATUS(daemon_stop(&d)), 0); /* SIGTERM: a clean exit */
+    assert_false(connectable(d.control));
+    struct stat st;
+    assert_int_not_equal(stat(d.control, &st), 0); /* socket removed */
+    daemon_cleanup(&d);
+}
+
+static void metrics_are_served_in_prometheus_text(void **state)
+{
+    (void)state;
+    struct daemon d;
+    int port = 20000 + (int)(getpid() % 20000);
+    char conf[128];
+    snprintf(conf, sizeof conf, "metrics_listen = \"127.0.0.1:%d\";\n", port);
+    daemon_new(&d, conf);
+    struct child c = leashed(&d, "park");
+    wait_for(&d, "\"fn\":\"nap\"", "tasks", pidstr(c.pid), "--json");
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    sa.sin_addr.s_addr = htonl(0x7f000001);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)sizeof req - 1);
+    char out[16384];
+    size_t got = 0;
+    ssize_t r;
+    while ((r = read(fd, out + got, sizeof out - 1 - got)) > 0)
+        got += (size_t)r;
+    out[got] = '\0';
+    close(fd);
+    assert_non_null(strstr(out, "200 OK"));
+    assert_non_null(strstr(out, "leashd_processes 1\n"));
+    assert_non_null(strstr(out, "# TYPE leashd_tasks gauge"));
+    assert_non_null(strstr(out, "leashd_incidents_total{kind=\"killed\"} 0"));
+    kill_child(&c);
+    daemon_cleanup(&d);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(spinning_task_is_killed, teardown),
+        cmocka_unit_test_teardown(foreign_read_is_interrupted, teardown),
+        cmocka_unit_test_teardown(dump_shows_parked_tasks_in_every_format, teardown),
+        cmocka_unit_test_teardown(stuck_task_becomes_an_incident, teardown),
+        cmocka_unit_test_teardown(cancel_reaches_the_group, teardown),
+        cmocka_unit_test_teardown(leashd_killed_and_restarted_keeps_journal_and_agents, teardown),
+        cmocka_unit_test_teardown(garbage_and_oversized_frames_drop_only_that_peer, teardown),
+        cmocka_unit_test_teardown(agent_killed_with_sigkill_is_agent_lost, teardown),
+        cmocka_unit_test_teardown(non_admin_sees_only_its_own_and_changes_nothing, teardown),
+        cmocka_unit_test_teardown(bad_config_is_refused_with_file_line_and_key, teardown),
+        cmocka_unit_test_teardown(leashctl_says_clearly_what_is_wrong, teardown),
+        cmocka_unit_test_teardown(sighup_reload_keeps_running_config_on_error, teardown),
+        cmocka_unit_test_teardown(metrics_are_served_in_prometheus_text, teardown),
+    };
+    return cmocka_run_group_tests_name("e2e", tests, NULL, NULL);
+}
