@@ -164,8 +164,10 @@ static int cmp_task(const void *a, const void *b)
 
 static void sort_tree(Leash__Agent__Snapshot *s)
 {
-    qsort(s->groups, s->n_groups, sizeof *s->groups, cmp_group);
-    qsort(s->tasks, s->n_tasks, sizeof *s->tasks, cmp_task);
+    if (s->n_groups > 1)
+        qsort(s->groups, s->n_groups, sizeof *s->groups, cmp_group);
+    if (s->n_tasks > 1)
+        qsort(s->tasks, s->n_tasks, sizeof *s->tasks, cmp_task);
 }
 
 static void print_json_tree(const Leash__Control__TaskTree *t)
@@ -293,6 +295,11 @@ static size_t frames(const Leash__Control__TaskTree *t, const Leash__Agent__Task
     return n;
 }
 
+static int cmp_line(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 static void print_folded(const Leash__Control__TaskTree *t)
 {
     const Leash__Agent__Snapshot *s = t->snapshot;
@@ -317,7 +324,8 @@ static void print_folded(const Leash__Control__TaskTree *t)
         fclose(m);
         lines[nl++] = line;
     }
-    qsort(lines, nl, sizeof *lines, (int (*)(const void *, const void *))strcmp);
+    if (nl > 1)
+        qsort(lines, nl, sizeof *lines, cmp_line);
     for (size_t i = 0; i < nl;) {
         size_t j = i;
         while (j < nl && !strcmp(lines[j], lines[i]))

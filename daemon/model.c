@@ -245,6 +245,26 @@ static bool process_exited(const struct proc *p)
     return p->pidfd >= 0 && poll(&pfd, 1, 0) == 1;
 }
 
+struct lost {
+    struct proc *p;
+    size_t       live, groups;
+    char         why[128];
+};
+
+/* Decided a moment after the connection ends: a killed process closes its
+   sockets before the kernel reports it exited through the pidfd. */
+static void lost_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct lost *l = arg;
+    incident(l->p, "agent_lost", 0, NULL, 0, "report", "%s with %zu live tasks in %zu groups (%s)",
+             process_exited(l->p) ? "process exited" : "agent connection lost", l->live, l->groups,
+             l->why);
+    proc_unref(l->p);
+    free(l);
+}
+
 void model_gone(struct proc *p, const char *why)
 {
     if (p->dead)
@@ -253,12 +273,19 @@ void model_gone(struct proc *p, const char *why)
     size_t live = p->tasks.n;
     /* root tasks (group 0) are threads, not leaked tasks */
     MAP_EACH(&p->tasks, i) if (((struct dtask *)p->tasks.vals[i])->group == 0) live--;
-    if (p->hello && live > 0)
-        incident(p, "agent_lost", 0, NULL, 0, "report", "%s with %zu live tasks in %zu groups (%s)",
-                 process_exited(p) ? "process exited" : "agent connection lost", live,
-                 p->groups.n, why);
-    else
+    struct lost *l = p->hello && live > 0 ? calloc(1, sizeof *l) : NULL;
+    if (l) {
+        l->p = p;
+        l->live = live;
+        l->groups = p->groups.n;
+        snprintf(l->why, sizeof l->why, "%s", why);
+        proc_ref(p);
+        struct timeval tv = { 0, 300000 };
+        if (event_base_once(base, -1, EV_TIMEOUT, lost_cb, l, &tv) != 0)
+            lost_cb(-1, 0, l);
+    } else {
         log_info("process %d (%s) disconnected: %s", (int)p->pid, p->name, why);
+    }
     MAP_EACH(&p->groups, i) model_group_free(p->groups.vals[i]);
     map_free(&p->groups);
     if (p->prev)

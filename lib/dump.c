@@ -122,8 +122,11 @@ int leash_snapshot_take(struct leash_snapshot *s)
         return err;
     }
     for (size_t i = 0; i < s->ngroups; i++)
-        qsort(s->tasks + s->groups[i].first, s->groups[i].count, sizeof *s->tasks, by_usefulness);
-    qsort(s->groups + 1, s->ngroups - 1, sizeof *s->groups, by_id);
+        if (s->groups[i].count > 1)
+            qsort(s->tasks + s->groups[i].first, s->groups[i].count, sizeof *s->tasks,
+                  by_usefulness);
+    if (s->ngroups > 2)
+        qsort(s->groups + 1, s->ngroups - 1, sizeof *s->groups, by_id);
     return 0;
 }
 
