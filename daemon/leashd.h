@@ -125,6 +125,7 @@ struct proc {
 };
 
 extern struct proc *procs;
+extern bool         leashd_stopping; /* connections ending now are not incidents */
 extern uint64_t     stat_events, stat_frames_rejected, stat_bad_messages;
 
 struct proc *proc_new(int fd, pid_t pid, uid_t uid, int pidfd);
@@ -174,6 +175,8 @@ int  agent_send(struct proc *p, const Leash__Agent__DaemonMessage *m);
 /* A DumpRequest on its way; the reply goes to cb(arg, snapshot or NULL). */
 int  agent_dump(struct proc *p, void (*cb)(void *arg, const Leash__Agent__Snapshot *s), void *arg);
 void agent_dump_cancel(void *arg);
+/* At shutdown: every connection closed, every process let go. */
+void agent_close_all(void);
 
 /* --------------------------------------------------------- control.c */
 

@@ -263,6 +263,8 @@ int main(int argc, char **argv)
 
     evconnlistener_free(al);
     evconnlistener_free(cl);
+    leashd_stopping = true;
+    agent_close_all();
     unlink(cfg.agent_socket);
     unlink(cfg.control_socket);
     metrics_stop();

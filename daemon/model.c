@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 struct proc *procs;
+bool         leashd_stopping;
 uint64_t     stat_events, stat_frames_rejected, stat_bad_messages;
 
 /* ------------------------------------------------------------------ map */
@@ -273,7 +274,7 @@ void model_gone(struct proc *p, const char *why)
     size_t live = p->tasks.n;
     /* root tasks (group 0) are threads, not leaked tasks */
     MAP_EACH(&p->tasks, i) if (((struct dtask *)p->tasks.vals[i])->group == 0) live--;
-    struct lost *l = p->hello && live > 0 ? calloc(1, sizeof *l) : NULL;
+    struct lost *l = p->hello && live > 0 && !leashd_stopping ? calloc(1, sizeof *l) : NULL;
     if (l) {
         l->p = p;
         l->live = live;

@@ -284,3 +284,16 @@ int agent_accept(struct event_base *b, int fd)
     bufferevent_enable(p->bev, EV_READ | EV_WRITE);
     return 0;
 }
+
+void agent_close_all(void)
+{
+    while (procs) {
+        struct proc *p = procs;
+        if (p->bev) {
+            bufferevent_free(p->bev);
+            p->bev = NULL;
+        }
+        model_gone(p, "leashd stopping");
+        proc_unref(p);
+    }
+}

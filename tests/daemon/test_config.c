@@ -1,0 +1,141 @@
+/* test_config.c: leashd's configuration table, defaults and errors. */
+#include "stubs.h"
+
+static void defaults_hold_without_a_file(void **state)
+{
+    (void)state;
+    char err[256];
+    struct config c;
+    assert_int_equal(config_load(&c, NULL, err, sizeof err), 0);
+    assert_int_equal(c.heartbeat_timeout_ms, 5000);
+    assert_int_equal(c.stuck_after_ms, 120000);
+    assert_int_equal(c.max_frame, 1048576);
+    assert_null(c.metrics_listen);
+    assert_int_equal(c.npolicies, 1);
+    assert_string_equal(c.policies[0].match, "*");
+    assert_int_equal(c.policies[0].grace_ms, 500);
+    assert_int_equal(c.policies[0].kill_grace_ms, 3000);
+    assert_int_equal(c.policies[0].nsteps, 4);
+    assert_int_equal(c.policies[0].steps[2].action, ACT_INTERRUPT);
+    assert_int_equal(c.policies[0].steps[2].at_ms, 2000);
+    assert_int_equal(c.policies[0].steps[3].action, ACT_KILL);
+    assert_int_equal(c.policies[0].steps[3].at_ms, 10000);
+    assert_true(config_is_admin(&c, 0));
+    assert_false(config_is_admin(&c, 1000));
+    config_free(&c);
+}
+
+static void every_key_is_read(void **state)
+{
+    (void)state;
+    load_conf("agent_socket = \"/a/agent.sock\";\n"
+              "control_socket = \"/a/control.sock\";\n"
+              "state_dir = \"/a/state\";\n"
+              "max_frame = 65536;\n"
+              "admin_uids = [ 0, 1000 ];\n"
+              "heartbeat_timeout = \"2s\";\n"
+              "stuck_after = \"1m\";\n"
+              "metrics_listen = \"127.0.0.1:9464\";\n"
+              "policies = (\n"
+              "  { match = \"web-*\"; grace = \"250ms\"; kill_grace = \"1s\";\n"
+              "    escalate = [ \"report\", \"kill@1h\" ]; },\n"
+              "  { match = \"*\"; escalate = [ \"cancel\" ]; }\n"
+              ");\n");
+    assert_string_equal(cfg.agent_socket, "/a/agent.sock");
+    assert_string_equal(cfg.control_socket, "/a/control.sock");
+    assert_string_equal(cfg.state_dir, "/a/state");
+    assert_int_equal(cfg.max_frame, 65536);
+    assert_true(config_is_admin(&cfg, 1000));
+    assert_int_equal(cfg.heartbeat_timeout_ms, 2000);
+    assert_int_equal(cfg.stuck_after_ms, 60000);
+    assert_string_equal(cfg.metrics_listen, "127.0.0.1:9464");
+    assert_int_equal(cfg.npolicies, 2);
+    const struct policy *p = config_policy(&cfg, "web-7");
+    assert_string_equal(p->match, "web-*");
+    assert_int_equal(p->grace_ms, 250);
+    assert_int_equal(p->steps[1].at_ms, 3600000);
+    p = config_policy(&cfg, "batch");
+    assert_string_equal(p->match, "*"); /* the first match wins, in order */
+    assert_int_equal(p->nsteps, 1);
+    assert_int_equal(p->steps[0].action, ACT_CANCEL);
+}
+
+static void durations_need_a_unit(void **state)
+{
+    (void)state;
+    assert_int_equal(config_duration("500ms"), 500);
+    assert_int_equal(config_duration("3s"), 3000);
+    assert_int_equal(config_duration("2m"), 120000);
+    assert_int_equal(config_duration("1h"), 3600000);
+    assert_int_equal(config_duration("0s"), 0);
+    assert_int_equal(config_duration("5"), -1);
+    assert_int_equal(config_duration("5x"), -1);
+    assert_int_equal(config_duration("-5s"), -1);
+    assert_int_equal(config_duration("s"), -1);
+    assert_int_equal(config_duration(""), -1);
+    assert_int_equal(config_duration("1.5s"), -1);
+    assert_int_equal(config_duration("99999999999999s"), -1);
+}
+
+static void bad_input_names_file_line_and_key(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        { "\nnope = 1;\n", "test.conf:2: key 'nope': unknown key" },
+        { "heartbeat_timeout = 5;\n", "key 'heartbeat_timeout': must be a duration" },
+        { "heartbeat_timeout = \"50ms\";\n", "must be at least 100ms" },
+        { "stuck_after = \"soon\";\n", "key 'stuck_after': bad duration \"soon\"" },
+        { "max_frame = \"big\";\n", "key 'max_frame': must be a whole number" },
+        { "max_frame = 999999999;\n", "out of range" },
+        { "admin_uids = 0;\n", "key 'admin_uids': must be an array" },
+        { "admin_uids = [ -1 ];\n", "element 0 is not a uid" },
+        { "state_dir = \"\";\n", "must not be empty" },
+        { "control_socket = 7;\n", "must be a string" },
+        { "metrics_listen = \"localhost\";\n", "is not HOST:PORT" },
+        { "metrics_listen = \"127.0.0.1:99999\";\n", "is not HOST:PORT" },
+        { "policies = { match = \"*\"; };\n", "must be a list" },
+        { "policies = ( { grace = \"1s\"; } );\n", "every policy needs a match" },
+        { "policies = ( { match = \"*\"; color = \"red\"; } );\n", "key 'color': unknown key" },
+        { "policies = ( { match = \"*\"; escalate = [ \"kill@soon\" ]; } );\n",
+          "bad duration in \"kill@soon\"" },
+        { "policies = ( { match = \"*\"; escalate = [ \"kill@2s\", \"report@1s\" ]; } );\n",
+          "steps must come in time order" },
+        { "policies = ( { match = \"*\"; escalate = \"kill\"; } );\n", "must be an array" },
+        { "stuck_after = \"1s\";\nx = = 2;\n", "test.conf:2: syntax error" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[512];
+        struct config c;
+        if (config_load_string(&c, cases[i].text, "test.conf", err, sizeof err) == 0) {
+            config_free(&c);
+            fail_msg("case %zu accepted: %s", i, cases[i].text);
+        }
+        if (!strstr(err, cases[i].want))
+            fail_msg("case %zu: '%s' lacks '%s'", i, err, cases[i].want);
+    }
+}
+
+static void missing_file_is_named(void **state)
+{
+    (void)state;
+    char err[512];
+    struct config c;
+    assert_int_equal(config_load(&c, "/nonexistent/leashd.conf", err, sizeof err), -1);
+    assert_non_null(strstr(err, "/nonexistent/leashd.conf: No such file"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults_hold_without_a_file),
+        cmocka_unit_test(every_key_is_read),
+        cmocka_unit_test(durations_need_a_unit),
+        cmocka_unit_test(bad_input_names_file_line_and_key),
+        cmocka_unit_test(missing_file_is_named),
+    };
+    int rc = cmocka_run_group_tests_name("config", tests, NULL, NULL);
+    config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,245 @@
+/* test_model.c: the model, the escalation policy and the incident journal. */
+#include "stubs.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+static char dir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "/tmp/leash-model-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    base = event_base_new();
+    load_conf("");
+    return incidents_open(dir);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    incidents_close();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static size_t count_kind(const char *kind)
+{
+    Leash__Control__Incident **l;
+    size_t n = incidents_list(0, &l), k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += strcmp(l[i]->kind, kind) == 0;
+    free(l);
+    return k;
+}
+
+static struct proc *hello(const char *name)
+{
+    struct proc *p = proc_new(-1, 4242, 1000, -1);
+    Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
+    h.version = 1;
+    h.name = (char *)name;
+    model_hello(p, &h);
+    return p;
+}
+
+static void ev(struct proc *p, int kind, uint64_t group, uint64_t task, int64_t deadline)
+{
+    Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
+    e.kind = kind;
+    e.group = group;
+    e.task = task;
+    e.deadline_ms_left = deadline;
+    e.name = "g";
+    e.fn = "f";
+    e.site = "x.c:1";
+    model_event(p, &e);
+}
+
+/* Ends p as a lost connection does, and runs the loop until the
+   agent_lost verdict (due a moment later) is in. */
+static void gone(struct proc *p)
+{
+    model_gone(p, "test");
+    proc_unref(p);
+    event_base_dispatch(base);
+}
+
+static void events_build_and_unbuild_the_tree(void **state)
+{
+    (void)state;
+    struct proc *p = hello("svc");
+    ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, -1);
+    ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0);
+    ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0); /* the snapshot's and the queue's: once */
+    ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 4, 0);
+    uint64_t g, t, s;
+    proc_counts(&g, &t, &s);
+    assert_int_equal(g, 1);
+    assert_int_equal(t, 2);
+    ev(p, LEASH__AGENT__EVENT__KIND__TASK_END, 2, 3, 0);
+    ev(p, LEASH__AGENT__EVENT__KIND__TASK_END, 2, 99, 0); /* unknown: ignored */
+    proc_counts(&g, &t, &s);
+    assert_int_equal(t, 1);
+    Leash__Agent__Snapshot *snap = model_snapshot(p);
+    assert_int_equal(snap->n_groups, 1);
+    assert_int_equal(snap->n_tasks, 1);
+    assert_int_equal(snap->tasks[0]->id, 4);
+    assert_string_equal(snap->tasks[0]->fn, "f");
+    snapshot_free(snap);
+    ev(p, LEASH__AGENT__EVENT__KIND__TASK_END, 2, 4, 0);
+    ev(p, LEASH__AGENT__EVENT__KIND__GROUP_END, 2, 0, 0);
+    proc_counts(&g, &t, &s);
+    assert_int_equal(g + t, 0);
+    assert_ptr_equal(proc_by_pid(4242), p);
+    gone(p);
+    assert_null(proc_by_pid(4242));
+}
+
+static void stuck_without_deadline_is_an_incident_once(void **state)
+{
+    (void)state;
+    size_t before = count_kind("stuck_task");
+    struct proc *p = hello("svc");
+    ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, -1);
+    ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 5, 1, 60000);
+    Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
+    e.kind = LEASH__AGENT__EVENT__KIND__STUCK;
+    e.group = 2;
+    e.task = 3;
+    e.op = LEASH__AGENT__OP__OP_CHAN_RECV;
+    e.object = "jobs";
+    e.since_ms = 200000;
+    model_event(p, &e);
+    model_event(p, &e); /* the same task again: not a second incident */
+    e.group = 5;        /* a task in a group with a deadline is the deadline's business */
+    e.task = 6;
+    model_event(p, &e);
+    assert_int_equal(count_kind("stuck_task"), before + 1);
+    assert_int_equal(p->stuck, 2);
+    gone(p);
+}
+
+static void library_reports_become_incidents(void **state)
+{
+    (void)state;
+    size_t before = count_kind("lock_cycle");
+    struct proc *p = hello("svc");
+    Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
+    e.kind = LEASH__AGENT__EVENT__KIND__REPORT;
+    e.report_kind = "lock_cycle";
+    e.detail = "task 3 waits for task 4";
+    model_event(p, &e);
+    assert_int_equal(count_kind("lock_cycle"), before + 1);
+    gone(p);
+}
+
+static void overrun_escalates_step_by_step(void **state)
+{
+    (void)state;
+    load_conf("policies = ( { match = \"svc\"; grace = \"10ms\"; kill_grace = \"50ms\";\n"
+              "  escalate = [ \"report\", \"cancel@20ms\", \"kill@40ms\" ]; } );\n");
+    pid_t child = fork();
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+    assert_true(pidfd >= 0);
+    size_t over = count_kind("deadline_overrun"), killed = count_kind("killed");
+    struct proc *p = proc_new(-1, child, 1000, pidfd);
+    Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
+    h.version = 1;
+    h.name = "svc";
+    model_hello(p, &h);
+    ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, 5); /* deadline in 5 ms */
+    ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0);
+    int st;
+    int64_t until = mono_ms() + 5000;
+    while (waitpid(child, &st, WNOHANG) == 0 && mono_ms() < until)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
+    assert_int_equal(count_kind("deadline_overrun"), over + 2); /* report, cancel */
+    assert_int_equal(count_kind("killed"), killed + 1);
+    gone(p);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    load_conf("");
+}
+
+static void silent_agent_is_a_lost_heartbeat(void **state)
+{
+    (void)state;
+    load_conf("heartbeat_timeout = \"100ms\";\n"
+              "policies = ( { match = \"*\"; escalate = [ \"report\" ]; } );\n");
+    size_t before = count_kind("heartbeat_lost");
+    struct proc *p = hello("svc");
+    policy_heartbeat_check();
+    assert_int_equal(count_kind("heartbeat_lost"), before);
+    p->last_msg_mono = mono_ms() - 1000;
+    policy_heartbeat_check();
+    policy_heartbeat_check(); /* once per silence */
+    assert_int_equal(count_kind("heartbeat_lost"), before + 1);
+    assert_true(p->hb_lost);
+    p->last_msg_mono = mono_ms();
+    policy_heartbeat_check();
+    assert_false(p->hb_lost);
+    gone(p);
+    load_conf("");
+}
+
+static void journal_survives_and_tolerates_a_torn_record(void **state)
+{
+    (void)state;
+    struct proc *p = hello("journaled");
+    incident(p, "killed", 0, NULL, 0, "kill", "first");
+    incident(p, "agent_lost", 0, NULL, 0, "report", "second");
+    size_t n_before = count_kind("killed") + count_kind("agent_lost");
+    gone(p);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    incidents_close();
+    char path[128];
+    snprintf(path, sizeof path, "%s/incidents.journal", dir);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    off_t good = st.st_size;
+    int fd = open(path, O_WRONLY | O_APPEND);
+    const uint8_t torn[] = { 0, 0, 1, 0, 0x08, 0x07 }; /* announces 256 bytes, has 2 */
+    assert_int_equal(write(fd, torn, sizeof torn), (ssize_t)sizeof torn);
+    close(fd);
+    assert_int_equal(incidents_open(dir), 0);
+    assert_int_equal(count_kind("killed") + count_kind("agent_lost"), n_before);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, good); /* cut back to the last whole record */
+    Leash__Control__Incident **l;
+    size_t n = incidents_list(0, &l);
+    assert_string_equal(l[n - 1]->detail, "second");
+    assert_string_equal(l[n - 1]->process, "journaled");
+    uint64_t last = l[n - 1]->id;
+    free(l);
+    incident(NULL, "killed", 0, NULL, 0, "kill", "third");
+    n = incidents_list(0, &l);
+    assert_int_equal(l[n - 1]->id, last + 1); /* ids go on from the journal */
+    free(l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(events_build_and_unbuild_the_tree),
+        cmocka_unit_test(stuck_without_deadline_is_an_incident_once),
+        cmocka_unit_test(library_reports_become_incidents),
+        cmocka_unit_test(overrun_escalates_step_by_step),
+        cmocka_unit_test(silent_agent_is_a_lost_heartbeat),
+        cmocka_unit_test(journal_survives_and_tolerates_a_torn_record),
+    };
+    int rc = cmocka_run_group_tests_name("model", tests, setup, teardown);
+    config_free(&cfg);
+    event_base_free(base);
+    return rc;
+}
