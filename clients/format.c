@@ -280,7 +280,9 @@ static size_t frames(const Leash__Control__TaskTree *t, const Leash__Agent__Task
 {
     size_t n = 0;
     char *f;
-    if (x->op && n < max && asprintf(&f, "%s %s", op_name(x->op), x->object ? x->object : "") >= 0)
+    if (x->op && n < max &&
+        asprintf(&f, "%s%s%s", op_name(x->op), x->object && *x->object ? " " : "",
+                 x->object ? x->object : "") >= 0)
         out[n++] = f;
     if (n < max && (f = strdup(x->fn)) != NULL)
         out[n++] = f;

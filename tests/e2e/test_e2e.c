@@ -348,7 +348,7 @@ static void dump_shows_parked_tasks_in_every_format(void **state)
     assert_non_null(strstr(out, "recv_forever [blocked on chan_recv \"e2e.chan\""));
     assert_int_equal(ctl(&d, out, "dump", pid, "--format", "folded"), 0);
     assert_non_null(strstr(out, "park;group parked;recv_forever;chan_recv e2e.chan 2\n"));
-    assert_non_null(strstr(out, "park;group parked;nap;sleep  1\n"));
+    assert_non_null(strstr(out, "park;group parked;nap;sleep 1\n"));
     assert_int_equal(ctl(&d, out, "dump", pid, "--format", "pprof"), 0);
     assert_int_equal((unsigned char)out[0], 0x1f); /* gzip */
     assert_int_equal((unsigned char)out[1], 0x8b);
