@@ -1,0 +1,232 @@
+// bench-go: the Go peers of bench/bench.c, one figure a line:
+//   RESULT <name> <value> <unit>
+// Each figure is the median of the same number of repetitions.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+var quick bool
+
+func reps() int {
+	if quick {
+		return 3
+	}
+	return 7
+}
+
+func result(name string, v float64, unit string) {
+	fmt.Printf("RESULT %s %.3f %s\n", name, v, unit)
+}
+
+func measure(name string, fn func(n int) float64, n int, unit string) {
+	fn(n/10 + 1)
+	v := make([]float64, reps())
+	for i := range v {
+		v[i] = fn(n)
+	}
+	sort.Float64s(v)
+	result(name, v[len(v)/2], unit)
+}
+
+func perOp(t0 time.Time, n int) float64 {
+	return float64(time.Since(t0).Nanoseconds()) / float64(n)
+}
+
+func spawnWaitGroup(n int) float64 {
+	t0 := time.Now()
+	for done := 0; done < n; done += 1000 {
+		var wg sync.WaitGroup
+		for i := 0; i < 1000; i++ {
+			wg.Add(1)
+			go func() { wg.Done() }()
+		}
+		wg.Wait()
+	}
+	return perOp(t0, n)
+}
+
+func spawnErrgroup(n int) float64 {
+	t0 := time.Now()
+	for done := 0; done < n; done += 1000 {
+		g, _ := errgroup.WithContext(context.Background())
+		for i := 0; i < 1000; i++ {
+			g.Go(func() error { return nil })
+		}
+		g.Wait()
+	}
+	return perOp(t0, n)
+}
+
+func roundtrip(n int) float64 {
+	ping, pong := make(chan int), make(chan int)
+	go func() {
+		for i := 0; i < n; i++ {
+			v := <-ping
+			pong <- v
+		}
+	}()
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		ping <- 1
+		<-pong
+	}
+	return perOp(t0, n)
+}
+
+func buffered(n int) float64 {
+	c := make(chan int, 1024)
+	t0 := time.Now()
+	go func() {
+		for i := 0; i < n; i++ {
+			c <- i
+		}
+	}()
+	for i := 0; i < n; i++ {
+		<-c
+	}
+	return perOp(t0, n)
+}
+
+func select2(n int) float64 {
+	a, b := make(chan int), make(chan int)
+	t0 := time.Now()
+	go func() {
+		for i := 0; i < n/2; i++ {
+			a <- i
+		}
+	}()
+	go func() {
+		for i := 0; i < n-n/2; i++ {
+			b <- i
+		}
+	}()
+	for i := 0; i < n; i++ {
+		select {
+		case <-a:
+		case <-b:
+		}
+	}
+	return perOp(t0, n)
+}
+
+var mu sync.Mutex
+var counter int64
+
+func mutexUncontended(n int) float64 {
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		mu.Lock()
+		counter++
+		mu.Unlock()
+	}
+	return perOp(t0, n)
+}
+
+func mutexContended(n int) float64 {
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for k := 0; k < 2; k++ {
+		wg.Add(1)
+		go func() {
+			for i := 0; i < n/2; i++ {
+				mu.Lock()
+				counter++
+				mu.Unlock()
+			}
+			wg.Done()
+		}()
+	}
+	wg.Wait()
+	return perOp(t0, n)
+}
+
+func cancellation() {
+	runs := 200
+	if quick {
+		runs = 20
+	}
+	never := make(chan int)
+	v := make([]float64, runs)
+	for r := 0; r < runs; r++ {
+		var last int64
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		for i := 0; i < 100; i++ {
+			wg.Add(1)
+			go func() {
+				select {
+				case <-never:
+				case <-ctx.Done():
+				}
+				t := time.Since(t0).Nanoseconds()
+				for {
+					p := atomic.LoadInt64(&last)
+					if t <= p || atomic.CompareAndSwapInt64(&last, p, t) {
+						break
+					}
+				}
+				wg.Done()
+			}()
+		}
+		wg.Wait()
+		cancel()
+		v[r] = float64(atomic.LoadInt64(&last)-20*1000000) / 1000.0
+	}
+	sort.Float64s(v)
+	result("cancel_latency_p50_go", v[runs/2], "us")
+	result("cancel_latency_p99_go", v[runs*99/100], "us")
+}
+
+func wanted(name string) bool {
+	any := false
+	for _, a := range os.Args[1:] {
+		if strings.HasPrefix(a, "-") {
+			continue
+		}
+		any = true
+		if strings.Contains(name, a) {
+			return true
+		}
+	}
+	return !any
+}
+
+func main() {
+	k := 1
+	for _, a := range os.Args[1:] {
+		if a == "--quick" {
+			quick = true
+			k = 10
+		}
+	}
+	if wanted("spawn") {
+		measure("spawn_join_go_waitgroup", spawnWaitGroup, 200000/k, "ns/task")
+		measure("spawn_join_go_errgroup", spawnErrgroup, 200000/k, "ns/task")
+	}
+	if wanted("chan") {
+		measure("chan_roundtrip_go", roundtrip, 200000/k, "ns/roundtrip")
+		measure("chan_buffered_go", buffered, 2000000/k, "ns/elem")
+	}
+	if wanted("select") {
+		measure("select2_go", select2, 400000/k, "ns/op")
+	}
+	if wanted("mutex") {
+		measure("mutex_uncontended_go", mutexUncontended, 10000000/k, "ns/op")
+		measure("mutex_contended_go", mutexContended, 4000000/k, "ns/op")
+	}
+	if wanted("cancel") {
+		cancellation()
+	}
+}
