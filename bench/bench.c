@@ -47,9 +47,29 @@ static void result(const char *name, double value, const char *unit)
     fflush(stdout);
 }
 
+static int    g_argc;
+static char **g_argv;
+
+/* Whether the command line asks for this figure (any argument that is part
+   of its name; no argument: every figure). */
+static bool wanted(const char *name)
+{
+    bool any = false;
+    for (int i = 1; i < g_argc; i++) {
+        if (g_argv[i][0] == '-')
+            continue;
+        any = true;
+        if (strstr(name, g_argv[i]))
+            return true;
+    }
+    return !any;
+}
+
 /* Runs fn REPS times; fn returns ns per operation. */
 static void measure(const char *name, double (*fn)(long), long n, const char *unit)
 {
+    if (!wanted(name))
+        return;
     double v[16];
     fn(n / 10 + 1); /* warm up: threads, caches, pools */
     for (int i = 0; i < REPS; i++)
@@ -301,43 +321,25 @@ static void cancellation_latency(void)
     free(v);
 }
 
-static bool wanted(int argc, char **argv, const char *name)
-{
-    bool any = false;
-    for (int i = 1; i < argc; i++) {
-        if (argv[i][0] == '-')
-            continue;
-        any = true;
-        if (strstr(name, argv[i]))
-            return true;
-    }
-    return !any;
-}
-
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--quick"))
             quick = 1;
+    g_argc = argc;
+    g_argv = argv;
     long k = quick ? 10 : 1;
     leash_mutex_init(&lm, "bench");
-    if (wanted(argc, argv, "spawn")) {
-        measure("spawn_join_leash", leash_spawn, 200000 / k, "ns/task");
-        measure("spawn_join_pthread", pthread_spawn, 20000 / k, "ns/task");
-    }
-    if (wanted(argc, argv, "chan")) {
-        measure("chan_roundtrip_leash", leash_roundtrip, 200000 / k, "ns/roundtrip");
-        measure("chan_buffered_leash", leash_buffered, 2000000 / k, "ns/elem");
-    }
-    if (wanted(argc, argv, "select"))
-        measure("select2_leash", leash_select2, 400000 / k, "ns/op");
-    if (wanted(argc, argv, "mutex")) {
-        measure("mutex_uncontended_leash", leash_mutex_uncontended, 10000000 / k, "ns/op");
-        measure("mutex_uncontended_pthread", pthread_mutex_uncontended, 10000000 / k, "ns/op");
-        measure("mutex_contended_leash", leash_mutex_contended, 4000000 / k, "ns/op");
-        measure("mutex_contended_pthread", pthread_mutex_contended, 4000000 / k, "ns/op");
-    }
-    if (wanted(argc, argv, "cancel"))
+    measure("spawn_join_leash", leash_spawn, 200000 / k, "ns/task");
+    measure("spawn_join_pthread", pthread_spawn, 20000 / k, "ns/task");
+    measure("chan_roundtrip_leash", leash_roundtrip, 200000 / k, "ns/roundtrip");
+    measure("chan_buffered_leash", leash_buffered, 2000000 / k, "ns/elem");
+    measure("select2_leash", leash_select2, 400000 / k, "ns/op");
+    measure("mutex_uncontended_leash", leash_mutex_uncontended, 10000000 / k, "ns/op");
+    measure("mutex_uncontended_pthread", pthread_mutex_uncontended, 10000000 / k, "ns/op");
+    measure("mutex_contended_leash", leash_mutex_contended, 4000000 / k, "ns/op");
+    measure("mutex_contended_pthread", pthread_mutex_contended, 4000000 / k, "ns/op");
+    if (wanted("cancel_latency"))
         cancellation_latency();
     return 0;
 }

@@ -455,7 +455,8 @@ static int send_heartbeat(struct session *s)
 {
     Leash__Agent__Heartbeat h = LEASH__AGENT__HEARTBEAT__INIT;
     h.seq = ++s->hb_seq;
-    h.tasks_live = atomic_load_explicit(&leash__tasks_live, memory_order_relaxed);
+    h.tasks_live = atomic_load_explicit(&leash__tasks_started, memory_order_relaxed) -
+                   atomic_load_explicit(&leash__tasks_ended, memory_order_relaxed);
     h.groups_live = atomic_load_explicit(&leash__groups_live, memory_order_relaxed);
     h.dropped = atomic_load_explicit(&dropped, memory_order_relaxed);
     Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;

@@ -148,7 +148,7 @@ static int try_send(leash_chan *c, const void *elem, int *err)
     }
     if (c->count < c->cap) {
         memcpy(slot(c, c->count), elem, c->elem_size);
-        c->count++;
+        __atomic_store_n(&c->count, c->count + 1, __ATOMIC_RELAXED);
         *err = 0;
         return 1;
     }
@@ -161,12 +161,12 @@ static int try_recv(leash_chan *c, void *elem, int *err)
     if (c->count) {
         memcpy(elem, slot(c, 0), c->elem_size);
         c->head = (c->head + 1) % c->cap;
-        c->count--;
+        __atomic_store_n(&c->count, c->count - 1, __ATOMIC_RELAXED);
         /* a blocked sender's element moves into the freed slot */
         struct sudog *s = q_claim(&c->sendq);
         if (s) {
             memcpy(slot(c, c->count), s->elem, c->elem_size);
-            c->count++;
+            __atomic_store_n(&c->count, c->count + 1, __ATOMIC_RELAXED);
             finish(s, 0);
         }
         *err = 0;

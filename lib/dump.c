@@ -41,6 +41,17 @@ static int snap_task(struct leash_snapshot *s, leash_task *t, int64_t now)
     return 0;
 }
 
+struct queued_ctx {
+    struct leash_snapshot *s;
+    int64_t                now;
+};
+
+static int snap_queued(void *ctx, leash_task *t)
+{
+    struct queued_ctx *q = ctx;
+    return snap_task(q->s, t, q->now);
+}
+
 static int snap_group(struct leash_snapshot *s)
 {
     if (s->ngroups == s->gcap) {
@@ -76,7 +87,7 @@ static int by_id(const void *a, const void *b)
 int leash_snapshot_take(struct leash_snapshot *s)
 {
     memset(s, 0, sizeof *s);
-    int64_t now = leash__now_ns();
+    int64_t now = leash__coarse_ns(); /* the clock tasks' `since` are read with */
     s->pid = getpid();
     s->name = leash__process_name();
     int err = snap_group(s);
@@ -114,6 +125,10 @@ int leash_snapshot_take(struct leash_snapshot *s)
         for (leash_task *t = g->tasks; t && !err; t = t->gnext)
             err = snap_task(s, t, now);
         leash__unlock(&g->mu);
+        if (!err) {
+            struct queued_ctx q = { s, now };
+            err = leash__pool_each_queued(g, snap_queued, &q);
+        }
         x->count = s->ntasks - x->first;
     }
     leash__unlock(&leash__groups_mu);
@@ -289,8 +304,9 @@ int leash_stats(struct leash_stats *out)
 {
     if (!out)
         return -EINVAL;
-    out->tasks_live = atomic_load_explicit(&leash__tasks_live, memory_order_relaxed);
-    out->tasks_started = atomic_load_explicit(&leash__tasks_started, memory_order_relaxed);
+    uint64_t ended = atomic_load_explicit(&leash__tasks_ended, memory_order_acquire);
+    out->tasks_started = atomic_load_explicit(&leash__tasks_started, memory_order_acquire);
+    out->tasks_live = out->tasks_started - ended;
     out->groups_live = atomic_load_explicit(&leash__groups_live, memory_order_relaxed);
     out->threads = atomic_load_explicit(&leash__threads, memory_order_relaxed);
     out->reports = atomic_load_explicit(&leash__reports, memory_order_relaxed);

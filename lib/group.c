@@ -19,8 +19,9 @@
 leash__lock_t       leash__groups_mu = LEASH__LOCK_INIT;
 struct leash_group *leash__groups;
 _Atomic uint64_t    leash__groups_live;
-_Atomic uint64_t    leash__tasks_live;
-_Atomic uint64_t    leash__tasks_started;
+/* apart, so spawners and workers do not share a cache line for them */
+_Alignas(64) _Atomic uint64_t leash__tasks_started;
+_Alignas(64) _Atomic uint64_t leash__tasks_ended;
 
 int leash__scope_err(leash_task *t, bool check_clock)
 {
@@ -32,8 +33,11 @@ int leash__scope_err(leash_task *t, bool check_clock)
     if (c)
         return -c;
     if (check_clock && g->deadline_ns != INT64_MAX && leash__now_ns() >= g->deadline_ns) {
-        /* the timer thread may not have fired yet: do its work */
-        leash__cancel(g->deadline_owner, ETIMEDOUT);
+        /* the timer thread may not have fired yet: do its work, so that
+           what this task returns next is seen as the deadline's doing */
+        struct leash_group *o = g->deadline_owner;
+        if (!atomic_load_explicit(&o->cancel_cause, memory_order_relaxed))
+            leash__cancel(o, ETIMEDOUT);
         return -atomic_load_explicit(&g->cancel_cause, memory_order_seq_cst);
     }
     return 0;
@@ -174,7 +178,8 @@ int leash_group_open_at(leash_group **gp, const leash_group_opts *opts, const ch
     return 0;
 }
 
-/* Takes t out of g (g->mu held). Returns the task to wake, if any. */
+/* Takes t out of g (g->mu held) and counts it out. Returns the waiter to
+   wake, if any, and in *slot a task waiting for a slot. */
 static leash_task *unlink_task_locked(struct leash_group *g, leash_task *t, leash_task **slot)
 {
     if (t->gprev)
@@ -183,46 +188,41 @@ static leash_task *unlink_task_locked(struct leash_group *g, leash_task *t, leas
         g->tasks = t->gnext;
     if (t->gnext)
         t->gnext->gprev = t->gprev;
-    unsigned left = atomic_load_explicit(&g->running, memory_order_relaxed) - 1;
-    atomic_store_explicit(&g->running, left, memory_order_release);
+    unsigned left = atomic_fetch_sub_explicit(&g->running, 1, memory_order_acq_rel) - 1;
     *slot = g->slotwait ? g->slotwait->task : NULL;
     return left == 0 ? g->waiter : NULL;
 }
 
-int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
-                const char *file, int line)
+/* A child counted in but never queued (no memory for its record). */
+void leash__task_uncount(struct leash_group *g)
 {
-    if (!g || !fn)
-        return -EINVAL;
-    leash_task *self = leash__self();
-    if (!self)
-        return -ENOMEM;
-    leash_task *t = leash__task_alloc();
-    if (!t)
-        return -ENOMEM;
-    t->fn = fn;
-    t->arg = arg;
-    t->fn_name = fn_name ? fn_name : "?";
-    t->spawn_file = file;
-    t->spawn_line = line;
-    t->group = g;
-
     leash__lock(&g->mu);
+    unsigned left = atomic_fetch_sub_explicit(&g->running, 1, memory_order_acq_rel) - 1;
+    leash_task *w = left == 0 ? g->waiter : NULL;
+    leash_task *slot = g->slotwait ? g->slotwait->task : NULL;
+    leash__unlock(&g->mu);
+    if (w)
+        leash__wake(w);
+    if (slot)
+        leash__wake(slot);
+}
+
+/* Waits, cancellably, until g has a free slot, and takes it (g->mu held on
+   entry and return). */
+static int wait_slot(struct leash_group *g, leash_task *self, const char *file, int line)
+{
     for (;;) {
-        if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed)) {
-            leash__unlock(&g->mu);
-            leash__task_free(t);
+        if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
             return -ECANCELED;
+        unsigned n = atomic_load_explicit(&g->running, memory_order_relaxed);
+        if (n < g->limit) {
+            atomic_fetch_add_explicit(&g->running, 1, memory_order_relaxed);
+            return 0;
         }
-        if (!g->limit || atomic_load_explicit(&g->running, memory_order_relaxed) < g->limit)
-            break;
-        /* wait for a slot: a cancellation point of the caller's own scope */
+        /* waiting for a slot is a cancellation point of the caller's own scope */
         int err = leash__scope_err(self, true);
-        if (err) {
-            leash__unlock(&g->mu);
-            leash__task_free(t);
+        if (err)
             return err;
-        }
         struct leash_slotwait sw = { .task = self, .next = g->slotwait };
         if (g->slotwait)
             g->slotwait->prev = &sw;
@@ -240,36 +240,63 @@ int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_nam
         if (sw.next)
             sw.next->prev = sw.prev;
     }
-    t->gprev = NULL;
-    t->gnext = g->tasks;
-    if (g->tasks)
-        g->tasks->gprev = t;
-    g->tasks = t;
-    atomic_store_explicit(&g->running, atomic_load_explicit(&g->running, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    leash__unlock(&g->mu);
-    atomic_fetch_add_explicit(&leash__tasks_live, 1, memory_order_relaxed);
+}
+
+/*
+ * The spawner only counts the child in (an atomic add) and queues it: the
+ * group's lock and task list are the worker's business, taken when the
+ * child starts and ends. A cancel that races with the spawn cannot wake a
+ * child not yet on the list, and need not: cancellation is level-triggered,
+ * so the child sees it at its first cancellation point.
+ */
+int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
+                const char *file, int line)
+{
+    if (!g || !fn)
+        return -EINVAL;
+    leash_task *self = leash__self();
+    if (!self)
+        return -ENOMEM;
+    if (g->limit) {
+        leash__lock(&g->mu);
+        int err = wait_slot(g, self, file, line);
+        leash__unlock(&g->mu);
+        if (err)
+            return err;
+    } else {
+        if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
+            return -ECANCELED;
+        atomic_fetch_add_explicit(&g->running, 1, memory_order_relaxed);
+    }
+    leash_task *t = leash__task_alloc();
+    if (!t) {
+        leash__task_uncount(g);
+        return -ENOMEM;
+    }
+    t->fn = fn;
+    t->arg = arg;
+    t->fn_name = fn_name ? fn_name : "?";
+    t->spawn_file = file;
+    t->spawn_line = line;
+    t->group = g;
     atomic_fetch_add_explicit(&leash__tasks_started, 1, memory_order_relaxed);
     if (leash__agent_wants())
         leash__agent_push(&(struct leash__aevent){ .kind = LEASH_EV_TASK_START, .task = t->id,
                                                    .group = g->id, .fn = t->fn_name,
                                                    .file = file, .line = line });
+    return leash__pool_submit(t, self->root);
+}
 
-    int err = leash__pool_submit(t);
-    if (err) {
-        leash_task *slot;
-        leash__lock(&g->mu);
-        leash_task *w = unlink_task_locked(g, t, &slot);
-        leash__unlock(&g->mu);
-        if (w)
-            leash__wake(w);
-        if (slot)
-            leash__wake(slot);
-        atomic_fetch_sub_explicit(&leash__tasks_live, 1, memory_order_relaxed);
-        leash__task_free(t);
-        return err;
-    }
-    return 0;
+void leash__task_begin(leash_task *t)
+{
+    struct leash_group *g = t->group;
+    leash__lock(&g->mu);
+    t->gprev = NULL;
+    t->gnext = g->tasks;
+    if (g->tasks)
+        g->tasks->gprev = t;
+    g->tasks = t;
+    leash__unlock(&g->mu);
 }
 
 void leash__task_done(leash_task *t, int rc)
@@ -287,7 +314,7 @@ void leash__task_done(leash_task *t, int rc)
             cancel_locked(g, ECANCELED, &kick);
     }
     /* counted out before the waiter can see the group empty */
-    atomic_fetch_sub_explicit(&leash__tasks_live, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&leash__tasks_ended, 1, memory_order_relaxed);
     leash_task *w = unlink_task_locked(g, t, &slot);
     leash__unlock(&g->mu);
     /* from here g may be freed by its waiter: touch only tasks */
@@ -302,19 +329,14 @@ void leash__task_done(leash_task *t, int rc)
 
 int leash__group_wait(struct leash_group *g, leash_task *self, const char *file, int line)
 {
-    int spin = leash__spin_budget();
     leash__blocked(self, LEASH_OP_GROUP_WAIT, g->name, file, line);
     leash__lock(&g->mu);
     while (atomic_load_explicit(&g->running, memory_order_relaxed) > 0) {
         g->waiter = self;
         uint32_t seq = atomic_load_explicit(&self->wake, memory_order_seq_cst);
+        /* no spinning: the waiter would take a CPU from the very children
+           it waits for */
         leash__unlock(&g->mu);
-        for (int i = 0; i < spin; i++) {
-            if (atomic_load_explicit(&g->running, memory_order_acquire) == 0 ||
-                atomic_load_explicit(&self->wake, memory_order_relaxed) != seq)
-                break;
-            leash__cpu_relax();
-        }
         /* never cut short: a passed deadline (ours or the group's) cancels
            the group, which then still has to be joined */
         (void)leash__scope_err(self, true);
@@ -468,7 +490,9 @@ int leash_fdwait_at(int fd, short events, int64_t timeout_ms, const char *file, 
     for (;;) {
         if ((rc = leash__scope_err(self, true)) != 0)
             break;
+        leash__pool_park_begin(self);
         int n = poll(pfd, 2, ms_until(until));
+        leash__pool_park_end(self);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

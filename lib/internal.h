@@ -17,6 +17,7 @@
 /* ------------------------------------------------------------ sys.c */
 
 int64_t leash__now_ns(void);            /* CLOCK_MONOTONIC */
+int64_t leash__coarse_ns(void);         /* CLOCK_MONOTONIC_COARSE: cheap, a few ms of resolution */
 int64_t leash__deadline_after(int64_t ms); /* now + ms in ns, saturating; ms < 0: INT64_MAX */
 /* Waits while *word == val, until woken or abs_ns (CLOCK_MONOTONIC; INT64_MAX:
    none) passes. Returns 0, or -ETIMEDOUT; spurious returns are allowed. */
@@ -123,6 +124,7 @@ typedef struct leash_task {
     struct leash_group  *opened;      /* groups it opened and has not waited */
     struct leash_hold   *holds;       /* locks it holds, newest first */
     struct leash_hold   *hold_free;
+    unsigned             hold_cache_used;
     struct leash_hold    hold_cache[4];
 
     /* the lock it waits for (guarded by the lock graph mutex) */
@@ -141,6 +143,7 @@ static inline leash_task *leash__self(void)
 }
 leash_task *leash__task_alloc(void);
 void        leash__task_free(leash_task *t);
+void        leash__task_cache_flush(void); /* a thread that ends gives its cached records back */
 /* Called when a task's function has returned, or a root thread exits:
    abandons held locks, cancels and waits unwaited groups. */
 void        leash__task_exit(leash_task *t);
@@ -158,7 +161,7 @@ static inline void leash__blocked(leash_task *t, int op, const char *obj, const 
     atomic_store_explicit(&t->obj, obj, memory_order_relaxed);
     atomic_store_explicit(&t->bfile, file, memory_order_relaxed);
     atomic_store_explicit(&t->bline, line, memory_order_relaxed);
-    atomic_store_explicit(&t->since_ns, leash__now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&t->since_ns, leash__coarse_ns(), memory_order_relaxed);
     atomic_store_explicit(&t->op, op, memory_order_release);
 }
 static inline void leash__unblocked(leash_task *t)
@@ -231,13 +234,28 @@ int  leash__group_wait(struct leash_group *g, leash_task *self, const char *file
 extern leash__lock_t       leash__groups_mu;
 extern struct leash_group *leash__groups;
 extern _Atomic uint64_t    leash__groups_live;
-extern _Atomic uint64_t    leash__tasks_live;
 extern _Atomic uint64_t    leash__tasks_started;
+extern _Atomic uint64_t    leash__tasks_ended;
+/* A worker puts t on its group's list as it starts running it. */
+void leash__task_begin(leash_task *t);
+void leash__task_uncount(struct leash_group *g);
 
 /* ----------------------------------------------------------- pool.c */
 
-int  leash__pool_submit(leash_task *t); /* 0 or -EAGAIN */
+/* Queues t; caller_root: the caller is an application thread, busy on a CPU. */
+int  leash__pool_submit(leash_task *t, bool caller_root);
 extern _Atomic uint64_t leash__threads;
+/* A pooled task is about to sleep in leash (futex or poll), and is back. */
+void leash__pool_park_begin(leash_task *t);
+void leash__pool_park_end(leash_task *t);
+/* Calls fn for each task of g still waiting in the queue (for dumps: a
+   task is on its group's list only once it runs). */
+int leash__pool_each_queued(const struct leash_group *g, int (*fn)(void *ctx, leash_task *t),
+                            void *ctx);
+/* How often the timer thread checks that queued tasks move. */
+#define LEASH__MONITOR_NS (5LL * 1000 * 1000)
+/* The timer thread's check; returns when it wants to run again. */
+int64_t leash__pool_monitor(int64_t now);
 
 /* ---------------------------------------------------------- timer.c */
 
@@ -246,6 +264,7 @@ void leash__timer_remove(struct leash_group *g);
 void leash__intr_register(struct leash_group *g);
 void leash__intr_unregister(struct leash_group *g);
 void leash__intr_kick(void);                     /* an interrupt group was cancelled */
+void leash__monitor_kick(void);                  /* queued tasks wait: start watching */
 int  leash__intr_signal(void);
 
 /* --------------------------------------------------------- report.c */

@@ -79,8 +79,8 @@ LEASH_API int leash_group_open_at(leash_group **g, const leash_group_opts *opts,
  * siblings to the group they run in. With a limit, waits (cancellably) for a
  * slot. Errors: -EINVAL (g or fn NULL), -ECANCELED (g is cancelled, for
  * whatever cause: the child was not started), -ETIMEDOUT / -ECANCELED (the
- * caller's own scope ended while it waited for a slot), -EAGAIN (no thread
- * could be made), -ENOMEM.
+ * caller's own scope ended while it waited for a slot), -ENOMEM. When no
+ * thread can be made, the child waits in the pool's queue for a free one.
  */
 LEASH_API int leash_go_at(leash_group *g, int (*fn)(void *), void *arg,
                           const char *fn_name, const char *file, int line);

@@ -1,13 +1,20 @@
 /*
  * pool.c: the cached pool of worker threads that run tasks.
  *
- * Tasks wait in one FIFO queue. The invariant that keeps every queued task
- * from waiting behind tasks that block for ever: the queue never holds more
- * tasks than there are idle, awake workers (`awake`), each of which will pop
- * one. submit() restores it by waking a parked worker, or by making a thread
- * when none is parked; in the steady state a spawn costs a queue push and no
- * syscall while a worker is spinning. Idle workers spin a little, then park
- * on their own futex word; a parked worker retires after RETIRE_NS.
+ * Tasks wait in one FIFO queue. Workers that are idle and awake (`awake`:
+ * spinning on the queue, or woken and on their way) pop from it; a spawn
+ * wakes a parked worker, or makes a thread, only when no worker is awake and
+ * fewer workers run tasks than there are CPUs. So a burst of spawns is
+ * drained by the workers already running, with no syscall per task.
+ *
+ * A queued task must never wait for ever behind tasks that block, so:
+ * - a task that parks inside leash (leash__park) stops counting as running,
+ *   and wakes a worker if the queue needs one;
+ * - the timer thread, while the queue is not empty, checks every
+ *   MONITOR_NS that it moves; if it has not, it adds a worker (a task can
+ *   spin, or block in a foreign call, without leash knowing).
+ * Idle workers spin a little, then park on their own futex word; a parked
+ * worker retires after RETIRE_NS.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -27,13 +34,26 @@ struct worker {
 static struct {
     leash__lock_t    mu;
     leash_task      *head, *tail;
-    _Atomic unsigned qlen;    /* read unlocked by spinning workers */
-    unsigned         awake;   /* idle workers not parked */
+    _Atomic unsigned qlen;     /* read unlocked by spinning workers and the monitor */
+    _Atomic unsigned awake;    /* idle workers not parked (written under mu) */
+    _Atomic unsigned running;  /* workers running a task that is not parked in leash */
     _Atomic unsigned spinning;
-    struct worker   *parked;  /* most recently parked first: its cache is warm */
+    _Atomic uint64_t pops;     /* progress, for the monitor */
+    _Atomic int      monitoring; /* the timer thread checks the queue every MONITOR_NS */
+    struct worker   *parked;   /* most recently parked first: its cache is warm */
 } pool = { .mu = LEASH__LOCK_INIT };
 
 _Atomic uint64_t leash__threads;
+
+static unsigned rd(_Atomic unsigned *v)
+{
+    return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+static void add(_Atomic unsigned *v, int d)
+{
+    atomic_fetch_add_explicit(v, (unsigned)d, memory_order_relaxed);
+}
 
 static leash_task *pop_locked(void)
 {
@@ -42,17 +62,63 @@ static leash_task *pop_locked(void)
         pool.head = t->qnext;
         if (!pool.head)
             pool.tail = NULL;
-        atomic_store_explicit(&pool.qlen, atomic_load_explicit(&pool.qlen, memory_order_relaxed) - 1,
-                              memory_order_relaxed);
-        pool.awake--;
+        add(&pool.qlen, -1);
+        atomic_fetch_add_explicit(&pool.pops, 1, memory_order_relaxed);
     }
     return t;
+}
+
+static void *worker_main(void *arg);
+
+/* Makes one more worker available: wakes a parked one or makes a thread.
+   Called with mu held; returns with it released. */
+static void add_worker_unlock(void)
+{
+    add(&pool.awake, 1);
+    struct worker *w = pool.parked;
+    if (w) {
+        pool.parked = w->next;
+        if (w->next)
+            w->next->prev = NULL;
+        /* w frees itself only when its word is still 0 under mu */
+        atomic_store_explicit(&w->word, 1, memory_order_release);
+        leash__unlock(&pool.mu);
+        leash__futex_wake(&w->word, 1);
+        return;
+    }
+    leash__unlock(&pool.mu);
+    w = calloc(1, sizeof *w);
+    int err = w ? 0 : ENOMEM;
+    if (!err) {
+        pthread_attr_t attr;
+        pthread_t th;
+        sigset_t all, old;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        /* every signal blocked but the interrupt one, so the application's
+           signals land on its own threads */
+        sigfillset(&all);
+        sigdelset(&all, leash__intr_signal());
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        err = pthread_create(&th, &attr, worker_main, w);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+        if (!err)
+            atomic_fetch_add_explicit(&leash__threads, 1, memory_order_relaxed);
+    }
+    if (err) {
+        /* no new thread: the tasks already queued wait for the workers
+           there are, and the monitor tries again */
+        free(w);
+        add(&pool.awake, -1);
+    }
 }
 
 static void run(leash_task *t)
 {
     t->thread = pthread_self();
     atomic_store_explicit(&t->started, true, memory_order_release);
+    leash__task_begin(t);
     leash__self_tls = t;
     int rc = t->fn(t->arg);
     leash__task_exit(t);
@@ -62,38 +128,44 @@ static void run(leash_task *t)
 
 static void *worker_main(void *arg)
 {
-    struct worker *w = arg; /* on this thread's stack would do, but the waker
-                               may still touch it after we retire */
+    struct worker *w = arg; /* heap, not stack: a waker may touch it after we park */
     int spin_max = leash__spin_budget();
+    pthread_setname_np(pthread_self(), "leash-worker");
     leash__lock(&pool.mu);
     for (;;) {
         leash_task *t = pop_locked();
         if (t) {
+            add(&pool.awake, -1);
+            add(&pool.running, 1);
             leash__unlock(&pool.mu);
             run(t);
+            /* from running to awake in one step under mu: a spawn in
+               between must not see neither and make a thread */
             leash__lock(&pool.mu);
-            pool.awake++;
+            add(&pool.running, -1);
+            add(&pool.awake, 1);
             continue;
         }
         leash__unlock(&pool.mu);
 
-        /* Spin for new work, but let no more workers spin than there are
-           other CPUs: spinners steal time from the tasks. */
-        if (spin_max && atomic_fetch_add_explicit(&pool.spinning, 1, memory_order_relaxed) <
+        /* spin for new work, but let no more workers spin than there are
+           other CPUs: spinners steal time from the tasks */
+        if (spin_max && atomic_fetch_add_explicit(&pool.spinning, 1, memory_order_relaxed) +
+                                rd(&pool.running) <
                             (unsigned)leash__ncpu() - 1) {
             for (int i = 0; i < spin_max; i++) {
-                if (atomic_load_explicit(&pool.qlen, memory_order_relaxed))
+                if (rd(&pool.qlen))
                     break;
                 leash__cpu_relax();
             }
         }
         if (spin_max)
-            atomic_fetch_sub_explicit(&pool.spinning, 1, memory_order_relaxed);
+            add(&pool.spinning, -1);
 
         leash__lock(&pool.mu);
         if (pool.head)
             continue;
-        pool.awake--;
+        add(&pool.awake, -1);
         atomic_store_explicit(&w->word, 0, memory_order_relaxed);
         w->prev = NULL;
         w->next = pool.parked;
@@ -118,6 +190,7 @@ static void *worker_main(void *arg)
                 w->next->prev = w->prev;
             leash__unlock(&pool.mu);
             free(w);
+            leash__task_cache_flush();
             atomic_fetch_sub_explicit(&leash__threads, 1, memory_order_relaxed);
             return NULL;
         }
@@ -125,7 +198,15 @@ static void *worker_main(void *arg)
     }
 }
 
-int leash__pool_submit(leash_task *t)
+/* Whether queued tasks need one more worker (mu held). busy counts a CPU
+   the caller itself keeps busy: a root thread spawning uses one. */
+static bool short_handed(unsigned busy)
+{
+    return pool.head && rd(&pool.awake) == 0 &&
+           rd(&pool.running) + busy < (unsigned)leash__ncpu();
+}
+
+int leash__pool_submit(leash_task *t, bool caller_root)
 {
     t->qnext = NULL;
     leash__lock(&pool.mu);
@@ -134,67 +215,79 @@ int leash__pool_submit(leash_task *t)
     else
         pool.head = t;
     pool.tail = t;
-    unsigned qlen = atomic_load_explicit(&pool.qlen, memory_order_relaxed) + 1;
-    atomic_store_explicit(&pool.qlen, qlen, memory_order_relaxed);
-    if (qlen <= pool.awake) {
-        leash__unlock(&pool.mu);
-        return 0;
-    }
-    pool.awake++;
-    struct worker *w = pool.parked;
-    if (w) {
-        pool.parked = w->next;
-        if (w->next)
-            w->next->prev = NULL;
-        atomic_store_explicit(&w->word, 1, memory_order_release);
-        /* w may not free itself before we wake it: it frees only when its
-           word is still 0 under the lock, and we set it under the lock. */
-        leash__unlock(&pool.mu);
-        leash__futex_wake(&w->word, 1);
+    atomic_fetch_add_explicit(&pool.qlen, 1, memory_order_seq_cst);
+    if (short_handed(caller_root)) {
+        add_worker_unlock();
         return 0;
     }
     leash__unlock(&pool.mu);
-
-    w = calloc(1, sizeof *w);
-    int err = w ? 0 : ENOMEM;
-    if (!err) {
-        pthread_attr_t attr;
-        pthread_t th;
-        sigset_t all, old;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        /* workers start with every signal blocked but the interrupt one,
-           so the application's signals land on its own threads */
-        sigfillset(&all);
-        sigdelset(&all, leash__intr_signal());
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        err = pthread_create(&th, &attr, worker_main, w);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        pthread_attr_destroy(&attr);
-        if (!err)
-            atomic_fetch_add_explicit(&leash__threads, 1, memory_order_relaxed);
-    }
-    if (err) {
-        free(w);
-        /* take t back out of the queue, unless a worker already has it */
-        leash__lock(&pool.mu);
-        pool.awake--;
-        leash_task **pp = &pool.head, *prev = NULL;
-        while (*pp && *pp != t) {
-            prev = *pp;
-            pp = &(*pp)->qnext;
-        }
-        if (*pp) {
-            *pp = t->qnext;
-            if (pool.tail == t)
-                pool.tail = prev;
-            atomic_store_explicit(&pool.qlen,
-                                  atomic_load_explicit(&pool.qlen, memory_order_relaxed) - 1,
-                                  memory_order_relaxed);
-            leash__unlock(&pool.mu);
-            return -EAGAIN;
-        }
-        leash__unlock(&pool.mu);
-    }
+    /* Every CPU is busy: make sure the monitor watches the queue. seq_cst
+       pairs with the monitor's clearing `monitoring` then reading qlen. */
+    if (!atomic_load_explicit(&pool.monitoring, memory_order_seq_cst))
+        leash__monitor_kick();
     return 0;
+}
+
+void leash__pool_park_begin(leash_task *t)
+{
+    if (t->root)
+        return;
+    add(&pool.running, -1);
+    if (!rd(&pool.qlen))
+        return;
+    /* this worker's CPU is free now: if tasks wait and nobody is awake to
+       take them, wake somebody */
+    leash__lock(&pool.mu);
+    if (short_handed(0))
+        add_worker_unlock();
+    else
+        leash__unlock(&pool.mu);
+}
+
+void leash__pool_park_end(leash_task *t)
+{
+    if (!t->root)
+        add(&pool.running, 1);
+}
+
+int64_t leash__pool_monitor(int64_t now)
+{
+    static uint64_t last_pops;
+    static int64_t  last_change;
+    uint64_t pops = atomic_load_explicit(&pool.pops, memory_order_relaxed);
+    if (!atomic_load_explicit(&pool.qlen, memory_order_seq_cst)) {
+        atomic_store_explicit(&pool.monitoring, 0, memory_order_seq_cst);
+        if (!atomic_load_explicit(&pool.qlen, memory_order_seq_cst)) {
+            last_pops = pops;
+            last_change = now;
+            return INT64_MAX;
+        }
+    }
+    atomic_store_explicit(&pool.monitoring, 1, memory_order_relaxed);
+    if (pops != last_pops) {
+        last_pops = pops;
+        last_change = now;
+    } else if (now - last_change >= LEASH__MONITOR_NS) {
+        /* the queue has not moved: every worker is busy or blocked outside
+           leash; one more makes progress */
+        leash__lock(&pool.mu);
+        if (pool.head)
+            add_worker_unlock();
+        else
+            leash__unlock(&pool.mu);
+        last_change = now;
+    }
+    return last_change + LEASH__MONITOR_NS;
+}
+
+int leash__pool_each_queued(const struct leash_group *g, int (*fn)(void *ctx, leash_task *t),
+                            void *ctx)
+{
+    int err = 0;
+    leash__lock(&pool.mu);
+    for (leash_task *t = pool.head; t && !err; t = t->qnext)
+        if (t->group == g)
+            err = fn(ctx, t);
+    leash__unlock(&pool.mu);
+    return err;
 }

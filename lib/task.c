@@ -17,18 +17,50 @@ uint64_t leash__next_id(void)
     return atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
 }
 
-/* Task records are recycled through this list and never freed (see internal.h). */
+/*
+ * Task records are recycled, never freed (see internal.h). Each thread keeps
+ * a small cache; whole batches move to and from one global list, so a
+ * spawner that only allocates and a worker that only frees meet on the
+ * global lock once per BATCH tasks rather than once per task.
+ */
+#define BATCH 32
+
 static leash__lock_t free_mu = LEASH__LOCK_INIT;
-static leash_task   *free_list;
+static leash_task   *free_batches; /* lists of BATCH records, chained by gprev */
+
+static _Thread_local leash_task *cache;
+static _Thread_local int         ncache;
+
+static leash_task *take_batch(void)
+{
+    leash__lock(&free_mu);
+    leash_task *b = free_batches;
+    if (b)
+        free_batches = b->gprev;
+    leash__unlock(&free_mu);
+    return b;
+}
+
+static void give_batch(leash_task *b)
+{
+    leash__lock(&free_mu);
+    b->gprev = free_batches;
+    free_batches = b;
+    leash__unlock(&free_mu);
+}
 
 leash_task *leash__task_alloc(void)
 {
-    leash__lock(&free_mu);
-    leash_task *t = free_list;
-    if (t)
-        free_list = t->qnext;
-    leash__unlock(&free_mu);
-    if (!t) {
+    leash_task *t = cache;
+    if (!t && (t = cache = take_batch()) != NULL) {
+        ncache = 0;
+        for (leash_task *x = t; x; x = x->qnext)
+            ncache++;
+    }
+    if (t) {
+        cache = t->qnext;
+        ncache--;
+    } else {
         t = calloc(1, sizeof *t);
         if (!t)
             return NULL;
@@ -45,15 +77,13 @@ leash_task *leash__task_alloc(void)
     t->gnext = t->gprev = t->qnext = NULL;
     t->root = false;
     atomic_store_explicit(&t->started, false, memory_order_relaxed);
-    t->start_ns = leash__now_ns();
+    t->start_ns = leash__coarse_ns();
     atomic_store_explicit(&t->op, LEASH_OP_NONE, memory_order_relaxed);
     t->opened = NULL;
     t->holds = NULL;
     t->hold_free = NULL;
-    for (size_t i = 0; i < sizeof t->hold_cache / sizeof t->hold_cache[0]; i++) {
-        t->hold_cache[i].tnext = t->hold_free;
-        t->hold_free = &t->hold_cache[i];
-    }
+    t->hold_cache_used = 0; /* the cache's nodes are handed out as needed: a
+                               task that takes no lock never touches them */
     atomic_store_explicit(&t->waiting_for, NULL, memory_order_relaxed);
     return t;
 }
@@ -67,10 +97,26 @@ void leash__task_free(leash_task *t)
             free(h);
     }
     t->hold_free = NULL;
-    leash__lock(&free_mu);
-    t->qnext = free_list;
-    free_list = t;
-    leash__unlock(&free_mu);
+    t->qnext = cache;
+    cache = t;
+    if (++ncache == 2 * BATCH) {
+        /* keep one batch here, hand the older one on */
+        leash_task *b = cache;
+        for (int i = 1; i < BATCH; i++)
+            b = b->qnext;
+        leash_task *rest = b->qnext;
+        b->qnext = NULL;
+        give_batch(rest);
+        ncache = BATCH;
+    }
+}
+
+void leash__task_cache_flush(void)
+{
+    if (cache)
+        give_batch(cache);
+    cache = NULL;
+    ncache = 0;
 }
 
 /* ------------------------------------------------------------ root tasks */
@@ -96,6 +142,7 @@ static void root_exit(void *p)
     leash__unlock(&leash__roots_mu);
     leash__self_tls = NULL;
     leash__task_free(t);
+    leash__task_cache_flush(); /* the thread is going: its cache too */
 }
 
 static void root_key_init(void)
@@ -173,8 +220,11 @@ void leash__wake(leash_task *t)
 void leash__park(leash_task *t, uint32_t seq, int64_t abs_ns)
 {
     atomic_store_explicit(&t->sleeping, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&t->wake, memory_order_seq_cst) == seq)
+    if (atomic_load_explicit(&t->wake, memory_order_seq_cst) == seq) {
+        leash__pool_park_begin(t);
         leash__futex_wait(&t->wake, seq, abs_ns);
+        leash__pool_park_end(t);
+    }
     atomic_store_explicit(&t->sleeping, 0, memory_order_relaxed);
 }
 
@@ -190,6 +240,8 @@ struct leash_hold *leash__hold_push(leash_task *t, void *lock, int kind, const c
     struct leash_hold *h = t->hold_free;
     if (likely(h != NULL)) {
         t->hold_free = h->tnext;
+    } else if (t->hold_cache_used < sizeof t->hold_cache / sizeof t->hold_cache[0]) {
+        h = &t->hold_cache[t->hold_cache_used++];
     } else {
         h = malloc(sizeof *h);
         if (!h)

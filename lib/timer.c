@@ -135,6 +135,9 @@ static void *timer_main(void *arg)
         }
         int64_t next = tm.n ? tm.heap[0]->deadline_ns : INT64_MAX;
         leash__unlock(&tm.mu);
+        int64_t mon = leash__pool_monitor(now);
+        if (mon < next)
+            next = mon;
 
         intr_sweep(&interrupting);
         if (interrupting && next > now + INTR_PERIOD_NS)
@@ -239,5 +242,13 @@ void leash__intr_unregister(struct leash_group *g)
 
 void leash__intr_kick(void)
 {
+    kick();
+}
+
+void leash__monitor_kick(void)
+{
+    leash__lock(&tm.mu);
+    start_locked();
+    leash__unlock(&tm.mu);
     kick();
 }

@@ -388,7 +388,8 @@ static void cancel_reaches_the_group(void **state)
     daemon_new(&d, NULL);
     struct child c = leashed(&d, "cancel");
     char out[65536], group[32] = "";
-    wait_for(&d, "\"name\":\"cancel\"", "tasks", pidstr(c.pid), "--json");
+    /* the group, not the process (which is called "cancel" too) */
+    wait_for(&d, "\"parent\":0,\"name\":\"cancel\"", "tasks", pidstr(c.pid), "--json");
     assert_int_equal(ctl(&d, out, "tasks", pidstr(c.pid), "--json"), 0);
     const char *g = strstr(out, "\"parent\":0,\"name\":\"cancel\"");
     assert_non_null(g);
