@@ -4,6 +4,7 @@
 
 #define _GNU_SOURCE
 #include <leash.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,14 @@ static inline long tasks_live(void)
     struct leash_stats st;
     leash_stats(&st);
     return (long)st.tasks_live;
+}
+
+/* Starts a plain detached thread: the leaky half of each example. */
+static inline void spawn_plain(void *(*fn)(void *), long i)
+{
+    pthread_t th;
+    pthread_create(&th, NULL, fn, (void *)(intptr_t)i);
+    pthread_detach(th);
 }
 
 static inline void pause_ms(long ms)

@@ -35,11 +35,8 @@ int main(void)
 {
     printf("plain threads: 3 loops\n");
     int before = threads_now();
-    for (long i = 1; i <= 3; i++) {
-        pthread_t th;
-        pthread_create(&th, NULL, plain_loop, (void *)(intptr_t)i);
-        pthread_detach(th);
-    }
+    for (long i = 1; i <= 3; i++)
+        spawn_plain(plain_loop, i);
     pause_ms(200);
     printf("  200 ms later %d loops still run, and will until exit\n\n", threads_now() - before);
 

@@ -39,11 +39,8 @@ int main(void)
         return 1;
     printf("plain threads: 3 calls with no timeout\n");
     int before = threads_now();
-    for (long i = 1; i <= 3; i++) {
-        pthread_t th;
-        pthread_create(&th, NULL, plain_call, (void *)(intptr_t)i);
-        pthread_detach(th);
-    }
+    for (long i = 1; i <= 3; i++)
+        spawn_plain(plain_call, i);
     pause_ms(200);
     printf("  200 ms later %d threads are blocked in read(2)\n\n", threads_now() - before);
 

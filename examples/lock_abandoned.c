@@ -38,11 +38,8 @@ int main(void)
 {
     printf("plain threads: 3 threads lock, the first never unlocks\n");
     int before = threads_now();
-    for (long i = 1; i <= 3; i++) {
-        pthread_t th;
-        pthread_create(&th, NULL, plain_worker, (void *)(intptr_t)i);
-        pthread_detach(th);
-    }
+    for (long i = 1; i <= 3; i++)
+        spawn_plain(plain_worker, i);
     pause_ms(200);
     printf("  200 ms later %d threads are still waiting for the lock\n\n", threads_now() - before);
 

@@ -47,11 +47,8 @@ int main(void)
     pthread_rwlock_init(&plain, &a);
     printf("plain threads: 3 threads read-lock, then ask for the write lock\n");
     int before = threads_now();
-    for (long i = 1; i <= 3; i++) {
-        pthread_t th;
-        pthread_create(&th, NULL, plain_worker, (void *)(intptr_t)i);
-        pthread_detach(th);
-    }
+    for (long i = 1; i <= 3; i++)
+        spawn_plain(plain_worker, i);
     pause_ms(200);
     printf("  200 ms later %d threads are stuck\n\n", threads_now() - before);
 

@@ -665,19 +665,8 @@ static void agent_start(void)
         return;
     for (size_t i = 0; i < RING_SIZE; i++)
         atomic_store_explicit(&ring[i].seq, i, memory_order_relaxed);
-    pthread_t th;
-    pthread_attr_t attr;
-    sigset_t all, old;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    if (pthread_create(&th, &attr, agent_main, NULL) == 0) {
-        pthread_setname_np(th, "leash-agent");
+    if (leash__thread_start(agent_main, NULL, "leash-agent", 0) == 0)
         atexit(flush_at_exit);
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
 }
 
 void leash__agent_init(void)

@@ -45,6 +45,10 @@ static inline void leash__unlock(leash__lock_t *l)
         leash__futex_wake(&l->v, 1);
 }
 
+/* Starts a detached library thread with every signal blocked but allow_sig
+   (0: none). 0 or -errno. */
+int  leash__thread_start(void *(*fn)(void *), void *arg, const char *name, int allow_sig);
+
 /* Copies a name into a fixed buffer, truncating; NULL gives "". */
 void leash__copy_name(char *dst, size_t size, const char *src);
 /* Appends to a growable buffer; the dump's writer. */

@@ -88,24 +88,11 @@ static void add_worker_unlock(void)
     }
     leash__unlock(&pool.mu);
     w = calloc(1, sizeof *w);
-    int err = w ? 0 : ENOMEM;
-    if (!err) {
-        pthread_attr_t attr;
-        pthread_t th;
-        sigset_t all, old;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        /* every signal blocked but the interrupt one, so the application's
-           signals land on its own threads */
-        sigfillset(&all);
-        sigdelset(&all, leash__intr_signal());
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        err = pthread_create(&th, &attr, worker_main, w);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        pthread_attr_destroy(&attr);
-        if (!err)
-            atomic_fetch_add_explicit(&leash__threads, 1, memory_order_relaxed);
-    }
+    /* the interrupt signal is the one a worker must take */
+    int err = w ? leash__thread_start(worker_main, w, "leash-worker", leash__intr_signal())
+                : -ENOMEM;
+    if (!err)
+        atomic_fetch_add_explicit(&leash__threads, 1, memory_order_relaxed);
     if (err) {
         /* no new thread: the tasks already queued wait for the workers
            there are, and the monitor tries again */
@@ -130,7 +117,6 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg; /* heap, not stack: a waker may touch it after we park */
     int spin_max = leash__spin_budget();
-    pthread_setname_np(pthread_self(), "leash-worker");
     leash__lock(&pool.mu);
     for (;;) {
         leash_task *t = pop_locked();

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,26 @@ void leash__lock_slow(leash__lock_t *l)
     }
     while (atomic_exchange_explicit(&l->v, 2, memory_order_acquire) != 0)
         leash__futex_wait(&l->v, 2, INT64_MAX);
+}
+
+int leash__thread_start(void *(*fn)(void *), void *arg, const char *name, int allow_sig)
+{
+    pthread_t th;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* the library's threads take none of the application's signals */
+    sigfillset(&all);
+    if (allow_sig)
+        sigdelset(&all, allow_sig);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = pthread_create(&th, &attr, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (!err)
+        pthread_setname_np(th, name);
+    return -err;
 }
 
 void leash__copy_name(char *dst, size_t size, const char *src)

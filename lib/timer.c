@@ -152,19 +152,7 @@ static void start_locked(void)
 {
     if (tm.started)
         return;
-    pthread_t th;
-    pthread_attr_t attr;
-    sigset_t all, old;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    if (pthread_create(&th, &attr, timer_main, NULL) == 0) {
-        tm.started = true;
-        pthread_setname_np(th, "leash-timer");
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
+    tm.started = leash__thread_start(timer_main, NULL, "leash-timer", 0) == 0;
 }
 
 static void kick(void)
