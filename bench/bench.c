@@ -106,7 +106,7 @@ static void *pempty(void *arg)
 static double pthread_spawn(long n)
 {
     pthread_t th[1000];
-    int64_t t0 = now_ns();
+    int64_t   t0 = now_ns();
     for (long done = 0; done < n; done += 1000) {
         for (int i = 0; i < 1000; i++)
             pthread_create(&th[i], NULL, pempty, NULL);
@@ -126,7 +126,7 @@ struct pingpong {
 static int ponger(void *arg)
 {
     struct pingpong *p = arg;
-    int v;
+    int              v;
     for (long i = 0; i < p->n; i++) {
         leash_chan_recv(p->ping, &v);
         leash_chan_send(p->pong, &v);
@@ -136,13 +136,13 @@ static int ponger(void *arg)
 
 static double leash_roundtrip(long n)
 {
-    struct pingpong p = { .n = n };
+    struct pingpong p = {.n = n};
     leash_chan_open(&p.ping, "ping", sizeof(int), 0);
     leash_chan_open(&p.pong, "pong", sizeof(int), 0);
     leash_group *g;
     leash_group_open(&g, NULL);
     leash_go(g, ponger, &p);
-    int v = 1;
+    int     v = 1;
     int64_t t0 = now_ns();
     for (long i = 0; i < n; i++) {
         leash_chan_send(p.ping, &v);
@@ -170,7 +170,7 @@ static int producer(void *arg)
 
 static double leash_buffered(long n)
 {
-    struct stream s = { .n = n };
+    struct stream s = {.n = n};
     leash_chan_open(&s.c, "stream", sizeof(long), 1024);
     leash_group *g;
     leash_group_open(&g, NULL);
@@ -187,7 +187,7 @@ static double leash_buffered(long n)
 
 static double leash_select2(long n)
 {
-    struct stream a = { .n = n / 2 }, b = { .n = n - n / 2 };
+    struct stream a = {.n = n / 2}, b = {.n = n - n / 2};
     leash_chan_open(&a.c, "a", sizeof(long), 0);
     leash_chan_open(&b.c, "b", sizeof(long), 0);
     leash_group *g;
@@ -195,10 +195,10 @@ static double leash_select2(long n)
     int64_t t0 = now_ns();
     leash_go(g, producer, &a);
     leash_go(g, producer, &b);
-    long va, vb;
+    long              va, vb;
     struct leash_case cs[2] = {
-        { .chan = a.c, .op = LEASH_RECV, .elem = &va },
-        { .chan = b.c, .op = LEASH_RECV, .elem = &vb },
+        {.chan = a.c, .op = LEASH_RECV, .elem = &va},
+        {.chan = b.c, .op = LEASH_RECV, .elem = &vb},
     };
     for (long i = 0; i < n; i++)
         leash_select(cs, 2, -1);
@@ -273,7 +273,7 @@ static void *pthread_locker(void *arg)
 static double pthread_mutex_contended(long n)
 {
     pthread_t a, b;
-    int64_t t0 = now_ns();
+    int64_t   t0 = now_ns();
     pthread_create(&a, NULL, pthread_locker, (void *)(intptr_t)(n / 2));
     pthread_create(&b, NULL, pthread_locker, (void *)(intptr_t)(n / 2));
     pthread_join(a, NULL);
@@ -301,14 +301,14 @@ static int blocked(void *arg)
    until the last one has returned. Median and p99 over runs. */
 static void cancellation_latency(void)
 {
-    int runs = quick ? 20 : 200;
+    int     runs = quick ? 20 : 200;
     double *v = calloc((size_t)runs, sizeof *v);
     leash_chan_open(&never, "never", sizeof(int), 0);
     for (int r = 0; r < runs; r++) {
         atomic_store(&last_return, 0);
         leash_group *g;
-        int64_t opened = now_ns(); /* before the open: the deadline is no earlier */
-        leash_group_open(&g, &(leash_group_opts){ .timeout_ms = 20 });
+        int64_t      opened = now_ns(); /* before the open: the deadline is no earlier */
+        leash_group_open(&g, &(leash_group_opts){.timeout_ms = 20});
         for (int i = 0; i < 100; i++)
             leash_go(g, blocked, NULL);
         leash_group_wait(g);

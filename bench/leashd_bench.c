@@ -47,8 +47,8 @@ static void result(const char *name, double v, const char *unit)
 
 static int connect_to(const char *path)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    size_t len = strlen(path);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t             len = strlen(path);
     if (len >= sizeof sa.sun_path)
         return -1;
     memcpy(sa.sun_path, path, len + 1);
@@ -77,7 +77,7 @@ static void send_all(int fd, const uint8_t *p, size_t n)
 
 static uint8_t *frame_msg(const Leash__Agent__AgentMessage *m, size_t *len)
 {
-    size_t n = leash__agent__agent_message__get_packed_size(m);
+    size_t   n = leash__agent__agent_message__get_packed_size(m);
     uint8_t *b = malloc(n + 4);
     leash_frame_put_len(b, (uint32_t)n);
     leash__agent__agent_message__pack(m, b + 4);
@@ -99,7 +99,7 @@ static int agent(const char *name)
     Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
     m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO;
     m.hello = &h;
-    size_t n;
+    size_t   n;
     uint8_t *b = frame_msg(&m, &n);
     send_all(fd, b, n);
     free(b);
@@ -110,12 +110,13 @@ static int agent(const char *name)
    their ends when ends is set. */
 static uint8_t *events_frame(uint64_t first, int count, bool ends, size_t *len)
 {
-    Leash__Agent__Event *e = calloc((size_t)count, sizeof *e);
+    Leash__Agent__Event  *e = calloc((size_t)count, sizeof *e);
     Leash__Agent__Event **ep = calloc((size_t)count, sizeof *ep);
     for (int i = 0; i < count; i++) {
         leash__agent__event__init(&e[i]);
         bool end = ends && (i & 1);
-        e[i].kind = end ? LEASH__AGENT__EVENT__KIND__TASK_END : LEASH__AGENT__EVENT__KIND__TASK_START;
+        e[i].kind =
+            end ? LEASH__AGENT__EVENT__KIND__TASK_END : LEASH__AGENT__EVENT__KIND__TASK_START;
         e[i].group = 1;
         e[i].task = first + (uint64_t)(ends ? i / 2 : i);
         if (!end) {
@@ -149,7 +150,7 @@ static void group_open(int fd)
     Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
     m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_EVENTS;
     m.events = &es;
-    size_t n;
+    size_t   n;
     uint8_t *b = frame_msg(&m, &n);
     send_all(fd, b, n);
     free(b);
@@ -158,23 +159,24 @@ static void group_open(int fd)
 /* leashd's status over the control socket: events received, tasks tracked. */
 static void status(uint64_t *events, uint64_t *tasks)
 {
-    int fd = connect_to(control_sock);
-    Leash__Control__Request r = LEASH__CONTROL__REQUEST__INIT;
+    int                           fd = connect_to(control_sock);
+    Leash__Control__Request       r = LEASH__CONTROL__REQUEST__INIT;
     Leash__Control__StatusRequest s = LEASH__CONTROL__STATUS_REQUEST__INIT;
     r.version = 1;
     r.req_case = LEASH__CONTROL__REQUEST__REQ_STATUS;
     r.status = &s;
     uint8_t buf[64];
-    size_t n = leash__control__request__pack(&r, buf + 4);
+    size_t  n = leash__control__request__pack(&r, buf + 4);
     leash_frame_put_len(buf, (uint32_t)n);
     send_all(fd, buf, n + 4);
     uint8_t in[4096];
-    size_t got = 0;
+    size_t  got = 0;
     ssize_t k;
     while ((k = read(fd, in + got, sizeof in - got)) > 0)
         got += (size_t)k;
     close(fd);
-    Leash__Control__Response *resp = got > 4 ? leash__control__response__unpack(NULL, got - 4, in + 4) : NULL;
+    Leash__Control__Response *resp =
+        got > 4 ? leash__control__response__unpack(NULL, got - 4, in + 4) : NULL;
     if (!resp || resp->resp_case != LEASH__CONTROL__RESPONSE__RESP_STATUS) {
         fprintf(stderr, "leashd_bench: no status from leashd\n");
         exit(1);
@@ -188,11 +190,11 @@ static double cpu_s(void)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)leashd_pid);
-    int fd = open(path, O_RDONLY);
+    int     fd = open(path, O_RDONLY);
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     buf[n > 0 ? n : 0] = '\0';
-    const char *p = strrchr(buf, ')');
+    const char   *p = strrchr(buf, ')');
     unsigned long ut = 0, st = 0;
     /* fields after the command: state is 3rd; utime 14th, stime 15th */
     sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st);
@@ -204,7 +206,7 @@ static long rss_kb(void)
     char path[64], line[256];
     snprintf(path, sizeof path, "/proc/%d/status", (int)leashd_pid);
     FILE *f = fopen(path, "r");
-    long kb = -1;
+    long  kb = -1;
     while (f && fgets(line, sizeof line, f))
         if (sscanf(line, "VmRSS: %ld", &kb) == 1)
             break;
@@ -284,8 +286,8 @@ static void ingest(int agents, uint64_t total)
 {
     enum { PER_FRAME = 4096 };
     struct sender *s = calloc((size_t)agents, sizeof *s);
-    pthread_t *th = calloc((size_t)agents, sizeof *th);
-    uint64_t ev0, tasks;
+    pthread_t     *th = calloc((size_t)agents, sizeof *th);
+    uint64_t       ev0, tasks;
     for (int a = 0; a < agents; a++) {
         char name[32];
         snprintf(name, sizeof name, "agent-%d", a);
@@ -296,7 +298,7 @@ static void ingest(int agents, uint64_t total)
     }
     uint64_t sent = (uint64_t)agents * (uint64_t)s[0].frames * PER_FRAME;
     status(&ev0, &tasks);
-    double c0 = cpu_s();
+    double  c0 = cpu_s();
     int64_t t0 = now_ns();
     for (int a = 0; a < agents; a++)
         pthread_create(&th[a], NULL, send_frames, &s[a]);
@@ -305,7 +307,7 @@ static void ingest(int agents, uint64_t total)
     wait_events(ev0 + sent);
     double secs = (double)(now_ns() - t0) / 1e9;
     double cpu = cpu_s() - c0;
-    char name[64];
+    char   name[64];
     snprintf(name, sizeof name, "leashd_events_%d_agents", agents);
     result(name, (double)sent / secs, "events/s");
     snprintf(name, sizeof name, "leashd_events_per_cpu_s_%d_agents", agents);
@@ -326,12 +328,12 @@ static int track(uint64_t n, const char *label)
     uint64_t ev0, tasks;
     status(&ev0, &tasks);
     long before = rss_kb();
-    int fd = agent(label);
+    int  fd = agent(label);
     group_open(fd);
     enum { PER_FRAME = 8192 };
     for (uint64_t first = 1; first <= n; first += PER_FRAME) {
-        int count = (int)(n - first + 1 < PER_FRAME ? n - first + 1 : PER_FRAME);
-        size_t len;
+        int      count = (int)(n - first + 1 < PER_FRAME ? n - first + 1 : PER_FRAME);
+        size_t   len;
         uint8_t *b = events_frame(first, count, false, &len);
         send_all(fd, b, len);
         free(b);
@@ -347,7 +349,7 @@ static int track(uint64_t n, const char *label)
 static double run_ctl(const char *what)
 {
     int64_t t0 = now_ns();
-    pid_t p = fork();
+    pid_t   p = fork();
     if (p == 0) {
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 1);
@@ -368,7 +370,7 @@ static int cmp_d(const void *a, const void *b)
 static void ctl_latency(const char *what)
 {
     double v[21];
-    int n = quick ? 5 : 21;
+    int    n = quick ? 5 : 21;
     for (int i = 0; i < n; i++)
         v[i] = run_ctl(what);
     qsort(v, (size_t)n, sizeof *v, cmp_d);

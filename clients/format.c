@@ -13,7 +13,7 @@
 
 int format_parse(const char *s, enum fmt *out)
 {
-    static const char *const names[] = { "text", "json", "folded", "pprof" };
+    static const char *const names[] = {"text", "json", "folded", "pprof"};
     for (int i = 0; i < 4; i++) {
         if (!strcmp(s, names[i])) {
             *out = (enum fmt)i;
@@ -47,7 +47,7 @@ static void jstr(FILE *f, const char *s)
 
 static void rfc3339(int64_t ms, char *buf, size_t len)
 {
-    time_t t = (time_t)(ms / 1000);
+    time_t    t = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
     size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
@@ -56,9 +56,9 @@ static void rfc3339(int64_t ms, char *buf, size_t len)
 
 static const char *op_name(int op)
 {
-    static const char *const n[] = { "running", "chan_send", "chan_recv", "select",
-                                     "mutex", "rwlock_rd", "rwlock_wr", "sleep",
-                                     "fdwait", "group_wait", "go" };
+    static const char *const n[] = {"running", "chan_send",  "chan_recv", "select",
+                                    "mutex",   "rwlock_rd",  "rwlock_wr", "sleep",
+                                    "fdwait",  "group_wait", "go"};
     return op >= 0 && op < (int)(sizeof n / sizeof n[0]) ? n[op] : "?";
 }
 
@@ -130,7 +130,7 @@ void print_ps(const Leash__Control__Ps *ps, bool json)
            "STUCK", "CONNECTED");
     for (size_t i = 0; i < ps->n_processes; i++) {
         const Leash__Control__Process *p = ps->processes[i];
-        char up[32];
+        char                           up[32];
         duration(p->connected_s, up, sizeof up);
         printf("%7d  %-*s  %6u  %6llu  %7llu  %6llu  %9s\n", p->pid, w, p->name, p->uid,
                (unsigned long long)p->groups, (unsigned long long)p->tasks,
@@ -179,7 +179,7 @@ static void print_json_tree(const Leash__Control__TaskTree *t)
     size_t ng = s ? s->n_groups : 0;
     for (size_t gi = 0; gi <= ng; gi++) {
         const Leash__Agent__Group *g = gi ? s->groups[gi - 1] : NULL;
-        uint64_t id = g ? g->id : 0;
+        uint64_t                   id = g ? g->id : 0;
         if (g) {
             printf(",{\"id\":%llu,\"parent\":%llu,\"name\":", (unsigned long long)g->id,
                    (unsigned long long)g->parent);
@@ -226,13 +226,13 @@ static void print_json_tree(const Leash__Control__TaskTree *t)
 static void print_text_tree(const Leash__Control__TaskTree *t)
 {
     const Leash__Agent__Snapshot *s = t->snapshot;
-    size_t ng = s ? s->n_groups : 0, nt = s ? s->n_tasks : 0, blocked = 0;
+    size_t                        ng = s ? s->n_groups : 0, nt = s ? s->n_tasks : 0, blocked = 0;
     for (size_t i = 0; i < nt; i++)
         blocked += s->tasks[i]->op != 0;
     printf("pid %d (%s): %zu groups, %zu tasks, %zu blocked\n", t->pid, t->name, ng, nt, blocked);
     for (size_t gi = 0; gi <= ng; gi++) {
         const Leash__Agent__Group *g = gi ? s->groups[gi - 1] : NULL;
-        uint64_t id = g ? g->id : 0;
+        uint64_t                   id = g ? g->id : 0;
         if (g) {
             printf("\ngroup %llu \"%s\" (parent %llu), opened at %s", (unsigned long long)g->id,
                    g->name, (unsigned long long)g->parent, g->site);
@@ -275,11 +275,11 @@ static const Leash__Agent__Group *find_group(const Leash__Agent__Snapshot *s, ui
 
 /* The frames of one task, leaf first: what it blocks on, its function,
    its groups up to the root, the process. */
-static size_t frames(const Leash__Control__TaskTree *t, const Leash__Agent__Task *x,
-                     char **out, size_t max)
+static size_t frames(const Leash__Control__TaskTree *t, const Leash__Agent__Task *x, char **out,
+                     size_t max)
 {
     size_t n = 0;
-    char *f;
+    char  *f;
     if (x->op && n < max &&
         asprintf(&f, "%s%s%s", op_name(x->op), x->object && *x->object ? " " : "",
                  x->object ? x->object : "") >= 0)
@@ -310,11 +310,11 @@ static void print_folded(const Leash__Control__TaskTree *t)
     char **lines = calloc(nt + 1, sizeof *lines);
     size_t nl = 0;
     for (size_t i = 0; lines && i < nt; i++) {
-        char *fr[80];
+        char  *fr[80];
         size_t n = frames(t, s->tasks[i], fr, 80);
-        char *line = NULL;
+        char  *line = NULL;
         size_t len = 0;
-        FILE *m = open_memstream(&line, &len);
+        FILE  *m = open_memstream(&line, &len);
         for (size_t k = n; k-- > 0;) {
             /* ';' separates frames and ' ' ends them in folded stacks */
             for (char *c = fr[k]; *c; c++)
@@ -343,8 +343,8 @@ static void print_folded(const Leash__Control__TaskTree *t)
 /* ---------------------------------------------------------------- pprof */
 
 struct strtab {
-    char  **s;
-    size_t  n, cap;
+    char **s;
+    size_t n, cap;
 };
 
 static int64_t str_idx(struct strtab *t, const char *s)
@@ -376,26 +376,26 @@ static void split_site(const char *site, char *file, size_t len, int64_t *line)
 static int print_pprof(const Leash__Control__TaskTree *t)
 {
     const Leash__Agent__Snapshot *s = t->snapshot;
-    size_t nt = s ? s->n_tasks : 0;
-    struct strtab st = { 0 };
+    size_t                        nt = s ? s->n_tasks : 0;
+    struct strtab                 st = {0};
     str_idx(&st, "");
     /* one function and one location per distinct frame */
-    size_t cap = nt * 80 + 1;
+    size_t                         cap = nt * 80 + 1;
     Perftools__Profiles__Function *fn = calloc(cap, sizeof *fn);
     Perftools__Profiles__Location *loc = calloc(cap, sizeof *loc);
-    Perftools__Profiles__Line *ln = calloc(cap, sizeof *ln);
-    Perftools__Profiles__Line **lnp = calloc(cap, sizeof *lnp);
-    Perftools__Profiles__Sample *sm = calloc(nt + 1, sizeof *sm);
-    uint64_t *ids = calloc(cap, sizeof *ids);
-    int64_t *vals = calloc(nt + 1, sizeof *vals);
-    char **keys = calloc(cap, sizeof *keys);
+    Perftools__Profiles__Line     *ln = calloc(cap, sizeof *ln);
+    Perftools__Profiles__Line    **lnp = calloc(cap, sizeof *lnp);
+    Perftools__Profiles__Sample   *sm = calloc(nt + 1, sizeof *sm);
+    uint64_t                      *ids = calloc(cap, sizeof *ids);
+    int64_t                       *vals = calloc(nt + 1, sizeof *vals);
+    char                         **keys = calloc(cap, sizeof *keys);
     if (!fn || !loc || !ln || !lnp || !sm || !ids || !vals || !keys)
         return -1;
     size_t nf = 0, nids = 0;
     for (size_t i = 0; i < nt; i++) {
         const Leash__Agent__Task *x = s->tasks[i];
-        char *fr[80];
-        size_t n = frames(t, x, fr, 80);
+        char                     *fr[80];
+        size_t                    n = frames(t, x, fr, 80);
         sm[i] = (Perftools__Profiles__Sample)PERFTOOLS__PROFILES__SAMPLE__INIT;
         sm[i].location_id = &ids[nids];
         vals[i] = 1;
@@ -403,8 +403,9 @@ static int print_pprof(const Leash__Control__TaskTree *t)
         sm[i].value = &vals[i];
         for (size_t k = 0; k < n; k++) {
             /* the leaf frame carries where it blocked; the function frame where it was spawned */
-            const char *site = x->op && k == 0 ? x->blocked_site : (k == (x->op ? 1u : 0u) ? x->site : "");
-            char key[1024], file[512];
+            const char *site =
+                x->op && k == 0 ? x->blocked_site : (k == (x->op ? 1u : 0u) ? x->site : "");
+            char    key[1024], file[512];
             int64_t line;
             split_site(site, file, sizeof file, &line);
             snprintf(key, sizeof key, "%s\n%s\n%lld", fr[k], file, (long long)line);
@@ -435,7 +436,7 @@ static int print_pprof(const Leash__Control__TaskTree *t)
     }
     Perftools__Profiles__Function **fnp = calloc(nf + 1, sizeof *fnp);
     Perftools__Profiles__Location **locp = calloc(nf + 1, sizeof *locp);
-    Perftools__Profiles__Sample **smp = calloc(nt + 1, sizeof *smp);
+    Perftools__Profiles__Sample   **smp = calloc(nt + 1, sizeof *smp);
     for (size_t i = 0; i < nf; i++) {
         fnp[i] = &fn[i];
         locp[i] = &loc[i];
@@ -446,7 +447,7 @@ static int print_pprof(const Leash__Control__TaskTree *t)
     vt.type = str_idx(&st, "tasks");
     vt.unit = str_idx(&st, "count");
     Perftools__Profiles__ValueType *vtp = &vt;
-    Perftools__Profiles__Profile p = PERFTOOLS__PROFILES__PROFILE__INIT;
+    Perftools__Profiles__Profile    p = PERFTOOLS__PROFILES__PROFILE__INIT;
     p.n_sample_type = 1;
     p.sample_type = &vtp;
     p.period_type = &vt;
@@ -462,16 +463,17 @@ static int print_pprof(const Leash__Control__TaskTree *t)
     p.time_nanos = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
     p.n_string_table = st.n;
     p.string_table = st.s;
-    size_t n = perftools__profiles__profile__get_packed_size(&p);
+    size_t   n = perftools__profiles__profile__get_packed_size(&p);
     uint8_t *raw = malloc(n + 1);
     perftools__profiles__profile__pack(&p, raw);
 
     /* gzip it, as go tool pprof expects */
-    int rc = 0;
-    z_stream z = { 0 };
-    uLong bound = compressBound((uLong)n) + 64;
+    int      rc = 0;
+    z_stream z = {0};
+    uLong    bound = compressBound((uLong)n) + 64;
     uint8_t *gz = malloc(bound);
-    if (!gz || deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+    if (!gz ||
+        deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
         rc = -1;
     } else {
         z.next_in = raw;

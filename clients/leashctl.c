@@ -68,7 +68,7 @@ static const char *default_socket(char *buf, size_t len)
 
 static int conn(const char *path)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path) {
         fprintf(stderr, "leashctl: socket path too long: %s\n", path);
         return -1;
@@ -87,7 +87,7 @@ static int conn(const char *path)
 static int send_req(int fd, Leash__Control__Request *r)
 {
     r->version = LEASH__CONTROL__VERSION__VERSION_CURRENT;
-    size_t n = leash__control__request__get_packed_size(r);
+    size_t   n = leash__control__request__get_packed_size(r);
     uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
     if (!buf)
         return -1;
@@ -187,7 +187,7 @@ struct args {
 
 int main(int argc, char **argv)
 {
-    struct args a = { 0 };
+    struct args a = {0};
     const char *cmd = NULL;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
@@ -202,8 +202,8 @@ int main(int argc, char **argv)
             if (i + 1 >= argc)
                 return usage("%s needs a value", s);
             const char **dst = s[2] == 's' && s[3] == 'o' ? &a.socket
-                               : s[2] == 'f'             ? &a.format
-                                                         : &a.since;
+                               : s[2] == 'f'              ? &a.format
+                                                          : &a.since;
             *dst = argv[++i];
         } else if (s[0] == '-' && s[1]) {
             return usage("unknown option %s", s);
@@ -218,17 +218,17 @@ int main(int argc, char **argv)
     if (!cmd)
         return usage(NULL);
 
-    Leash__Control__Request req = LEASH__CONTROL__REQUEST__INIT;
-    Leash__Control__StatusRequest st = LEASH__CONTROL__STATUS_REQUEST__INIT;
-    Leash__Control__PsRequest ps = LEASH__CONTROL__PS_REQUEST__INIT;
-    Leash__Control__TasksRequest tk = LEASH__CONTROL__TASKS_REQUEST__INIT;
-    Leash__Control__DumpRequest dp = LEASH__CONTROL__DUMP_REQUEST__INIT;
+    Leash__Control__Request          req = LEASH__CONTROL__REQUEST__INIT;
+    Leash__Control__StatusRequest    st = LEASH__CONTROL__STATUS_REQUEST__INIT;
+    Leash__Control__PsRequest        ps = LEASH__CONTROL__PS_REQUEST__INIT;
+    Leash__Control__TasksRequest     tk = LEASH__CONTROL__TASKS_REQUEST__INIT;
+    Leash__Control__DumpRequest      dp = LEASH__CONTROL__DUMP_REQUEST__INIT;
     Leash__Control__IncidentsRequest in = LEASH__CONTROL__INCIDENTS_REQUEST__INIT;
-    Leash__Control__CancelRequest cn = LEASH__CONTROL__CANCEL_REQUEST__INIT;
-    Leash__Control__KillRequest kl = LEASH__CONTROL__KILL_REQUEST__INIT;
-    Leash__Control__ReloadRequest rl = LEASH__CONTROL__RELOAD_REQUEST__INIT;
-    int want_pos = 0;
-    enum fmt fmt = a.json ? FMT_JSON : FMT_TEXT;
+    Leash__Control__CancelRequest    cn = LEASH__CONTROL__CANCEL_REQUEST__INIT;
+    Leash__Control__KillRequest      kl = LEASH__CONTROL__KILL_REQUEST__INIT;
+    Leash__Control__ReloadRequest    rl = LEASH__CONTROL__RELOAD_REQUEST__INIT;
+    int                              want_pos = 0;
+    enum fmt                         fmt = a.json ? FMT_JSON : FMT_TEXT;
     if (!strcmp(cmd, "status")) {
         req.req_case = LEASH__CONTROL__REQUEST__REQ_STATUS;
         req.status = &st;
@@ -297,29 +297,23 @@ int main(int argc, char **argv)
     if (a.since && strcmp(cmd, "incidents"))
         return usage("--since goes with incidents");
 
-    char buf[256];
+    char        buf[256];
     const char *path = a.socket ? a.socket : default_socket(buf, sizeof buf);
-    int fd = conn(path);
+    int         fd = conn(path);
     if (fd < 0 || send_req(fd, &req))
         return 1;
-    int rc = 0;
+    int                       rc = 0;
     Leash__Control__Response *r;
-    bool first = true;
+    bool                      first = true;
     while ((r = recv_resp(fd)) != NULL) {
         switch (r->resp_case) {
         case LEASH__CONTROL__RESPONSE__RESP_ERROR:
             fprintf(stderr, "leashctl: %s\n", r->error->message);
             rc = 1;
             break;
-        case LEASH__CONTROL__RESPONSE__RESP_DONE:
-            printf("%s\n", r->done->message);
-            break;
-        case LEASH__CONTROL__RESPONSE__RESP_STATUS:
-            print_status(r->status, a.json);
-            break;
-        case LEASH__CONTROL__RESPONSE__RESP_PS:
-            print_ps(r->ps, a.json);
-            break;
+        case LEASH__CONTROL__RESPONSE__RESP_DONE: printf("%s\n", r->done->message); break;
+        case LEASH__CONTROL__RESPONSE__RESP_STATUS: print_status(r->status, a.json); break;
+        case LEASH__CONTROL__RESPONSE__RESP_PS: print_ps(r->ps, a.json); break;
         case LEASH__CONTROL__RESPONSE__RESP_TASKS:
             if (print_tree(r->tasks, fmt)) {
                 fprintf(stderr, "leashctl: cannot write the dump\n");
@@ -332,9 +326,7 @@ int main(int argc, char **argv)
         case LEASH__CONTROL__RESPONSE__RESP_INCIDENT:
             print_incident_followed(r->incident, a.json);
             break;
-        default:
-            fprintf(stderr, "leashctl: unexpected response from leashd\n");
-            rc = 1;
+        default: fprintf(stderr, "leashctl: unexpected response from leashd\n"); rc = 1;
         }
         fflush(stdout);
         first = false;

@@ -17,7 +17,7 @@
 
 const char *action_name(enum action a)
 {
-    static const char *const n[] = { "report", "cancel", "interrupt", "kill" };
+    static const char *const n[] = {"report", "cancel", "interrupt", "kill"};
     return n[a];
 }
 
@@ -26,7 +26,7 @@ int64_t config_duration(const char *s)
     if (!s || !isdigit((unsigned char)*s))
         return -1;
     errno = 0;
-    char *end;
+    char              *end;
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || v > 1000000000ULL)
         return -1;
@@ -54,7 +54,7 @@ static int bad(struct ctx *x, const config_setting_t *s, const char *key, const 
     __attribute__((format(printf, 4, 5)));
 static int bad(struct ctx *x, const config_setting_t *s, const char *key, const char *fmt, ...)
 {
-    char what[256];
+    char    what[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
@@ -81,7 +81,7 @@ static int get_dur(struct ctx *x, const config_setting_t *s, const char *key, in
     if (config_setting_type(s) != CONFIG_TYPE_STRING)
         return bad(x, s, key, "must be a duration string such as \"500ms\", \"3s\", \"2m\"");
     const char *v = config_setting_get_string(s);
-    int64_t d = config_duration(v);
+    int64_t     d = config_duration(v);
     if (d < 0)
         return bad(x, s, key, "bad duration \"%s\" (a whole number then ms, s, m or h)", v);
     *out = d;
@@ -130,7 +130,7 @@ static int k_admin_uids(struct ctx *x, const config_setting_t *s, struct config 
 {
     if (!config_setting_is_aggregate(s) || config_setting_type(s) == CONFIG_TYPE_GROUP)
         return bad(x, s, "admin_uids", "must be an array of uids, such as [ 0, 1000 ]");
-    int n = config_setting_length(s);
+    int    n = config_setting_length(s);
     uid_t *u = calloc((size_t)n + 1, sizeof *u);
     if (!u)
         return bad(x, s, "admin_uids", "out of memory");
@@ -171,8 +171,8 @@ static int k_metrics_listen(struct ctx *x, const config_setting_t *s, struct con
     if (get_str(x, s, "metrics_listen", &c->metrics_listen))
         return -1;
     const char *colon = strrchr(c->metrics_listen, ':');
-    char *end;
-    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    char       *end;
+    long        port = colon ? strtol(colon + 1, &end, 10) : -1;
     if (!colon || colon == c->metrics_listen || !colon[1] || *end || port < 1 || port > 65535)
         return bad(x, s, "metrics_listen", "\"%s\" is not HOST:PORT", c->metrics_listen);
     return 0;
@@ -183,9 +183,9 @@ static int parse_step(struct ctx *x, const config_setting_t *e, struct step *st)
     if (config_setting_type(e) != CONFIG_TYPE_STRING)
         return bad(x, e, "policies.escalate", "steps are strings such as \"kill@10s\"");
     const char *v = config_setting_get_string(e);
-    char name[32];
+    char        name[32];
     const char *at = strchr(v, '@');
-    size_t n = at ? (size_t)(at - v) : strlen(v);
+    size_t      n = at ? (size_t)(at - v) : strlen(v);
     if (n >= sizeof name)
         return bad(x, e, "policies.escalate", "unknown action in \"%s\"", v);
     memcpy(name, v, n);
@@ -214,7 +214,7 @@ static int parse_policy(struct ctx *x, const config_setting_t *s, struct policy 
     bool matched = false;
     for (int i = 0; i < config_setting_length(s); i++) {
         const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
-        const char *k = config_setting_name(e);
+        const char             *k = config_setting_name(e);
         if (strcmp(k, "match") == 0) {
             if (get_str(x, e, "policies.match", &p->match))
                 return -1;
@@ -257,7 +257,7 @@ static int k_policies(struct ctx *x, const config_setting_t *s, struct config *c
 {
     if (config_setting_type(s) != CONFIG_TYPE_LIST)
         return bad(x, s, "policies", "must be a list ( { ... }, { ... } )");
-    int n = config_setting_length(s);
+    int            n = config_setting_length(s);
     struct policy *ps = calloc((size_t)n + 1, sizeof *ps);
     if (!ps)
         return bad(x, s, "policies", "out of memory");
@@ -281,22 +281,18 @@ static const struct key {
     const char *name;
     int (*parse)(struct ctx *, const config_setting_t *, struct config *);
 } keys[] = {
-    { "agent_socket", k_agent_socket },
-    { "control_socket", k_control_socket },
-    { "state_dir", k_state_dir },
-    { "max_frame", k_max_frame },
-    { "admin_uids", k_admin_uids },
-    { "heartbeat_timeout", k_heartbeat_timeout },
-    { "stuck_after", k_stuck_after },
-    { "metrics_listen", k_metrics_listen },
-    { "policies", k_policies },
+    {"agent_socket", k_agent_socket}, {"control_socket", k_control_socket},
+    {"state_dir", k_state_dir},       {"max_frame", k_max_frame},
+    {"admin_uids", k_admin_uids},     {"heartbeat_timeout", k_heartbeat_timeout},
+    {"stuck_after", k_stuck_after},   {"metrics_listen", k_metrics_listen},
+    {"policies", k_policies},
 };
 
 static const struct policy builtin_policy = {
     .match = "*",
     .grace_ms = 500,
     .kill_grace_ms = 3000,
-    .steps = { { ACT_REPORT, 0 }, { ACT_CANCEL, 0 }, { ACT_INTERRUPT, 2000 }, { ACT_KILL, 10000 } },
+    .steps = {{ACT_REPORT, 0}, {ACT_CANCEL, 0}, {ACT_INTERRUPT, 2000}, {ACT_KILL, 10000}},
     .nsteps = 4,
 };
 
@@ -326,8 +322,7 @@ static int defaults(struct config *c)
     c->heartbeat_timeout_ms = 5000;
     c->stuck_after_ms = 120000;
     c->policies = calloc(1, sizeof *c->policies);
-    if (!c->agent_socket || !c->control_socket || !c->state_dir || !c->admin_uids ||
-        !c->policies)
+    if (!c->agent_socket || !c->control_socket || !c->state_dir || !c->admin_uids || !c->policies)
         return -1;
     c->policies[0] = builtin_policy;
     c->policies[0].match = strdup("*");
@@ -340,7 +335,7 @@ static int apply(struct config *c, config_t *cf, struct ctx *x)
     config_setting_t *root = config_root_setting(cf);
     for (int i = 0; i < config_setting_length(root); i++) {
         config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
-        const char *name = config_setting_name(s);
+        const char       *name = config_setting_name(s);
         const struct key *k = NULL;
         for (size_t j = 0; j < sizeof keys / sizeof keys[0]; j++)
             if (strcmp(keys[j].name, name) == 0)
@@ -362,8 +357,8 @@ int config_load_string(struct config *c, const char *text, const char *name, cha
     }
     config_t cf;
     config_init(&cf);
-    struct ctx x = { .file = name, .err = err, .errlen = errlen };
-    int rc = 0;
+    struct ctx x = {.file = name, .err = err, .errlen = errlen};
+    int        rc = 0;
     if (config_read_string(&cf, text) != CONFIG_TRUE) {
         snprintf(err, errlen, "%s:%d: %s", name, config_error_line(&cf), config_error_text(&cf));
         rc = -1;
@@ -385,10 +380,10 @@ int config_load(struct config *c, const char *file, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", file, strerror(errno));
         return -1;
     }
-    char *text = NULL;
+    char  *text = NULL;
     size_t n = 0;
-    FILE *m = open_memstream(&text, &n);
-    char buf[4096];
+    FILE  *m = open_memstream(&text, &n);
+    char   buf[4096];
     size_t r;
     while (m && (r = fread(buf, 1, sizeof buf, f)) > 0)
         fwrite(buf, 1, r, m);

@@ -61,7 +61,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void respond(struct client *c, const Leash__Control__Response *r, bool last)
 {
-    size_t n = leash__control__response__get_packed_size(r);
+    size_t   n = leash__control__response__get_packed_size(r);
     uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
     if (buf) {
         leash_frame_put_len(buf, (uint32_t)n);
@@ -80,7 +80,7 @@ static void fail(struct client *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fail(struct client *c, int code, const char *fmt, ...)
 {
-    char msg[512];
+    char    msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -97,7 +97,7 @@ static void fail(struct client *c, int code, const char *fmt, ...)
 static void done(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void done(struct client *c, const char *fmt, ...)
 {
-    char msg[512];
+    char    msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -124,8 +124,8 @@ static struct proc *target(struct client *c, pid_t pid)
         return NULL;
     }
     if (!may_see(c, p->uid)) {
-        fail(c, EPERM, "process %d belongs to uid %u; uid %u sees only its own processes",
-             (int)pid, (unsigned)p->uid, (unsigned)c->uid);
+        fail(c, EPERM, "process %d belongs to uid %u; uid %u sees only its own processes", (int)pid,
+             (unsigned)p->uid, (unsigned)c->uid);
         return NULL;
     }
     return p;
@@ -135,8 +135,8 @@ static bool admin_only(struct client *c, const char *what)
 {
     if (c->admin)
         return true;
-    fail(c, EPERM, "%s needs an admin uid (admin_uids in the config); uid %u may only look",
-         what, (unsigned)c->uid);
+    fail(c, EPERM, "%s needs an admin uid (admin_uids in the config); uid %u may only look", what,
+         (unsigned)c->uid);
     return false;
 }
 
@@ -170,7 +170,7 @@ static void do_ps(struct client *c)
     size_t n = 0;
     for (struct proc *p = procs; p; p = p->next)
         n++;
-    Leash__Control__Process *ps = calloc(n + 1, sizeof *ps);
+    Leash__Control__Process  *ps = calloc(n + 1, sizeof *ps);
     Leash__Control__Process **pp = calloc(n + 1, sizeof *pp);
     if (!ps || !pp) {
         free(ps);
@@ -178,7 +178,7 @@ static void do_ps(struct client *c)
         fail(c, ENOMEM, "out of memory");
         return;
     }
-    size_t k = 0;
+    size_t  k = 0;
     int64_t now = wall_ms();
     for (struct proc *p = procs; p; p = p->next) {
         if (!p->hello || !may_see(c, p->uid))
@@ -235,7 +235,7 @@ static void do_tasks(struct client *c, pid_t pid)
 static void dump_done(void *arg, const Leash__Agent__Snapshot *s)
 {
     struct client *c = arg;
-    struct proc *p = proc_by_pid(c->pid);
+    struct proc   *p = proc_by_pid(c->pid);
     if (!s)
         fail(c, ETIMEDOUT, "process %d did not answer the dump request within 3 s", (int)c->pid);
     else
@@ -261,8 +261,8 @@ static bool incident_visible(const struct client *c, const Leash__Control__Incid
 static void do_incidents(struct client *c, const Leash__Control__IncidentsRequest *q)
 {
     Leash__Control__Incident **all;
-    size_t n = incidents_list(q->since_ms, &all);
-    size_t k = 0;
+    size_t                     n = incidents_list(q->since_ms, &all);
+    size_t                     k = 0;
     for (size_t i = 0; i < n; i++)
         if (incident_visible(c, all[i]))
             all[k++] = all[i];
@@ -364,7 +364,7 @@ static void handle(struct client *c, const Leash__Control__Request *q)
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
-    struct client *c = arg;
+    struct client   *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     if (c->follow || c->done) {
         evbuffer_drain(in, evbuffer_get_length(in));
@@ -381,8 +381,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
     }
     if (evbuffer_get_length(in) < sizeof hdr + n)
         return;
-    const uint8_t *msg = evbuffer_pullup(in, (ssize_t)(sizeof hdr + n));
-    char why[256];
+    const uint8_t           *msg = evbuffer_pullup(in, (ssize_t)(sizeof hdr + n));
+    char                     why[256];
     Leash__Control__Request *q = control_decode(msg + sizeof hdr, n, why, sizeof why);
     evbuffer_drain(in, sizeof hdr + n);
     if (!q) {
@@ -396,7 +396,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 int control_accept(struct event_base *b, int fd)
 {
     struct ucred cred;
-    socklen_t len = sizeof cred;
+    socklen_t    len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
         close(fd);
         return -errno;

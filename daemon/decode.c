@@ -32,8 +32,8 @@ static bool op_ok(int op)
 
 bool report_kind_ok(const char *k)
 {
-    static const char *const kinds[] = { "lock_abandoned", "self_deadlock", "lock_cycle",
-                                         "unwaited_group", NULL };
+    static const char *const kinds[] = {"lock_abandoned", "self_deadlock", "lock_cycle",
+                                        "unwaited_group", NULL};
     for (int i = 0; k && kinds[i]; i++)
         if (strcmp(k, kinds[i]) == 0)
             return true;
@@ -97,15 +97,13 @@ static const char *check_event(const Leash__Agent__Event *e)
         return e->since_ms >= 0 ? NULL : "stuck with negative since_ms";
     case LEASH__AGENT__EVENT__KIND__REPORT:
         return report_kind_ok(e->report_kind) ? NULL : "report of an unknown kind";
-    default:
-        return "unknown event kind";
+    default: return "unknown event kind";
     }
 }
 
-Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, char *why,
-                                         size_t whylen)
+Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, char *why, size_t whylen)
 {
-    const char *bad = NULL;
+    const char                 *bad = NULL;
     Leash__Agent__AgentMessage *m = leash__agent__agent_message__unpack(NULL, len, msg);
     if (!m) {
         bad = "not an AgentMessage";
@@ -126,17 +124,14 @@ Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, char *w
         for (size_t i = 0; !bad && i < m->events->n_events; i++)
             bad = check_event(m->events->events[i]);
         break;
-    case LEASH__AGENT__AGENT_MESSAGE__MSG_HEARTBEAT:
-        break;
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_HEARTBEAT: break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_DUMP:
         if (!m->dump->request)
             bad = "dump reply without a request id";
         else
             bad = check_snapshot(m->dump->snapshot);
         break;
-    default:
-        bad = "empty AgentMessage";
-        break;
+    default: bad = "empty AgentMessage"; break;
     }
     if (bad)
         goto bad;
@@ -150,7 +145,7 @@ bad:
 
 Leash__Control__Request *control_decode(const uint8_t *msg, size_t len, char *why, size_t whylen)
 {
-    const char *bad = NULL;
+    const char              *bad = NULL;
     Leash__Control__Request *r = leash__control__request__unpack(NULL, len, msg);
     if (!r) {
         bad = "not a Request";
@@ -183,11 +178,8 @@ Leash__Control__Request *control_decode(const uint8_t *msg, size_t len, char *wh
         break;
     case LEASH__CONTROL__REQUEST__REQ_STATUS:
     case LEASH__CONTROL__REQUEST__REQ_PS:
-    case LEASH__CONTROL__REQUEST__REQ_RELOAD:
-        break;
-    default:
-        bad = "empty Request";
-        break;
+    case LEASH__CONTROL__REQUEST__REQ_RELOAD: break;
+    default: bad = "empty Request"; break;
     }
     if (bad)
         goto bad;

@@ -11,8 +11,7 @@
 
 /* A checked message (free with its free_unpacked), or NULL with the reason in why. */
 Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, char *why, size_t whylen);
-Leash__Control__Request    *control_decode(const uint8_t *msg, size_t len, char *why,
-                                           size_t whylen);
-bool report_kind_ok(const char *k);
+Leash__Control__Request *control_decode(const uint8_t *msg, size_t len, char *why, size_t whylen);
+bool                     report_kind_ok(const char *k);
 
 #endif

@@ -20,8 +20,8 @@
 #define KEEP 10000 /* incidents kept in memory */
 
 const char *const incident_kinds[] = {
-    "deadline_overrun", "stuck_task", "lock_abandoned", "self_deadlock", "lock_cycle",
-    "unwaited_group",   "heartbeat_lost", "agent_lost", "killed", NULL,
+    "deadline_overrun", "stuck_task",     "lock_abandoned", "self_deadlock", "lock_cycle",
+    "unwaited_group",   "heartbeat_lost", "agent_lost",     "killed",        NULL,
 };
 
 static Leash__Control__Incident **ring;
@@ -69,7 +69,7 @@ static int journal_load(const char *path)
         return -e;
     }
     uint8_t *buf = malloc((size_t)st.st_size + 1);
-    ssize_t n = buf ? read(fd, buf, (size_t)st.st_size) : -1;
+    ssize_t  n = buf ? read(fd, buf, (size_t)st.st_size) : -1;
     close(fd);
     if (n < 0) {
         free(buf);
@@ -78,8 +78,8 @@ static int journal_load(const char *path)
     size_t off = 0, loaded = 0;
     while (off < (size_t)n) {
         const uint8_t *msg;
-        size_t len;
-        long r = leash_frame_parse(buf + off, (size_t)n - off, 1 << 20, &msg, &len);
+        size_t         len;
+        long           r = leash_frame_parse(buf + off, (size_t)n - off, 1 << 20, &msg, &len);
         Leash__Control__Incident *i =
             r > 0 ? leash__control__incident__unpack(NULL, len, msg) : NULL;
         if (!i) {
@@ -145,7 +145,7 @@ static char *dup_or_empty(const char *s)
 void incident(struct proc *p, const char *kind, uint64_t group, const char *group_name,
               uint64_t task, const char *action, const char *fmt, ...)
 {
-    char detail[1024];
+    char    detail[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
@@ -167,10 +167,10 @@ void incident(struct proc *p, const char *kind, uint64_t group, const char *grou
     i->task = task;
     i->detail = dup_or_empty(detail);
     i->action = dup_or_empty(action);
-    log_warn("incident %llu: %s: process %d (%s): %s [%s]", (unsigned long long)i->id, kind,
-             i->pid, i->process, detail, action);
+    log_warn("incident %llu: %s: process %d (%s): %s [%s]", (unsigned long long)i->id, kind, i->pid,
+             i->process, detail, action);
     if (journal >= 0) {
-        size_t n = leash__control__incident__get_packed_size(i);
+        size_t   n = leash__control__incident__get_packed_size(i);
         uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
         if (buf) {
             leash_frame_put_len(buf, (uint32_t)n);

@@ -17,8 +17,8 @@ struct event;
 
 /* ------------------------------------------------------------- log.c */
 
-void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void    log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void    log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int64_t mono_ms(void);
 int64_t wall_ms(void);
 
@@ -40,7 +40,7 @@ struct policy {
 };
 
 struct config {
-    char          *file;           /* NULL: built-in defaults */
+    char          *file; /* NULL: built-in defaults */
     char          *agent_socket, *control_socket, *state_dir;
     size_t         max_frame;
     uid_t         *admin_uids;
@@ -53,7 +53,7 @@ struct config {
 
 /* Loads file (NULL: defaults only) into c. On error returns -1 with a
    message naming the file, the line and the key in err. */
-int  config_load(struct config *c, const char *file, char *err, size_t errlen);
+int config_load(struct config *c, const char *file, char *err, size_t errlen);
 /* The same from text; name is what errors call it. */
 int  config_load_string(struct config *c, const char *text, const char *name, char *err,
                         size_t errlen);
@@ -62,7 +62,7 @@ void config_free(struct config *c);
 int64_t config_duration(const char *s);
 /* The first policy whose glob matches name (the built-in one if none). */
 const struct policy *config_policy(const struct config *c, const char *name);
-bool config_is_admin(const struct config *c, uid_t uid);
+bool                 config_is_admin(const struct config *c, uid_t uid);
 
 /* ------------------------------------------------------------ model.c */
 
@@ -76,10 +76,12 @@ void *map_get(const struct map *m, uint64_t k);
 int   map_put(struct map *m, uint64_t k, void *v);
 void *map_del(struct map *m, uint64_t k);
 void  map_free(struct map *m);
-#define MAP_EACH(m, i) for (size_t i = 0; i < (m)->cap; i++) if ((m)->keys && (m)->keys[i])
+#define MAP_EACH(m, i)                                                                             \
+    for (size_t i = 0; i < (m)->cap; i++)                                                          \
+        if ((m)->keys && (m)->keys[i])
 
-const char *intern(const char *s); /* one copy of each string, kept */
-const char *leashd_op_name(int op);  /* chan_send, mutex, ... as the dump names them */
+const char *intern(const char *s);  /* one copy of each string, kept */
+const char *leashd_op_name(int op); /* chan_send, mutex, ... as the dump names them */
 
 struct dtask {
     uint64_t    id, group;
@@ -95,7 +97,7 @@ struct dgroup {
     const char   *name, *site;
     int64_t       deadline_mono; /* INT64_MAX: none */
     bool          cancelled;
-    int           next_step;     /* escalation */
+    int           next_step; /* escalation */
     struct event *timer;
     struct proc  *proc;
 };
@@ -160,9 +162,9 @@ void incidents_close(void);
 void incident(struct proc *p, const char *kind, uint64_t group, const char *group_name,
               uint64_t task, const char *action, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
-size_t incidents_list(int64_t since_wall, Leash__Control__Incident ***out);
-uint64_t incidents_total(void);
-uint64_t incidents_by_kind(const char *kind);
+size_t                   incidents_list(int64_t since_wall, Leash__Control__Incident ***out);
+uint64_t                 incidents_total(void);
+uint64_t                 incidents_by_kind(const char *kind);
 extern const char *const incident_kinds[];
 /* Called for each new incident (leashctl incidents --follow). */
 void control_incident_hook(const Leash__Control__Incident *i);
@@ -170,8 +172,8 @@ void control_incident_hook(const Leash__Control__Incident *i);
 /* ------------------------------------------------------------ peer.c */
 
 /* Starts reading frames from a connected agent. */
-int  agent_accept(struct event_base *base, int fd);
-int  agent_send(struct proc *p, const Leash__Agent__DaemonMessage *m);
+int agent_accept(struct event_base *base, int fd);
+int agent_send(struct proc *p, const Leash__Agent__DaemonMessage *m);
 /* A DumpRequest on its way; the reply goes to cb(arg, snapshot or NULL). */
 int  agent_dump(struct proc *p, void (*cb)(void *arg, const Leash__Agent__Snapshot *s), void *arg);
 void agent_dump_cancel(void *arg);
@@ -189,13 +191,13 @@ void metrics_stop(void);
 
 /* ---------------------------------------------------------- sockets.c */
 
-int  socket_listen(const char *path, mode_t mode, char *err, size_t errlen);
-int  mkdir_p(const char *dir, mode_t mode);
+int socket_listen(const char *path, mode_t mode, char *err, size_t errlen);
+int mkdir_p(const char *dir, mode_t mode);
 
 /* ----------------------------------------------------------- main.c */
 
 /* Reads the config file again; on error keeps the running one and says why. */
-int daemon_reload(char *err, size_t errlen);
+int                       daemon_reload(char *err, size_t errlen);
 extern struct config      cfg;
 extern struct event_base *base;
 extern int64_t            started_wall;

@@ -8,7 +8,7 @@
 static void vlog(const char *prio, const char *fmt, va_list ap)
 {
     char line[1024];
-    int n = vsnprintf(line, sizeof line, fmt, ap);
+    int  n = vsnprintf(line, sizeof line, fmt, ap);
     if (n < 0)
         return;
     /* <N> prefixes let journald set the priority */

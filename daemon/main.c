@@ -66,10 +66,10 @@ int daemon_reload(char *err, size_t errlen)
     struct config next;
     if (load(&next, err, errlen))
         return -1;
-    if (strcmp(next.agent_socket, cfg.agent_socket) || strcmp(next.control_socket, cfg.control_socket) ||
-        strcmp(next.state_dir, cfg.state_dir))
+    if (strcmp(next.agent_socket, cfg.agent_socket) ||
+        strcmp(next.control_socket, cfg.control_socket) || strcmp(next.state_dir, cfg.state_dir))
         log_warn("reload: socket and state_dir changes take effect at the next start");
-    char *keep[3] = { next.agent_socket, next.control_socket, next.state_dir };
+    char *keep[3] = {next.agent_socket, next.control_socket, next.state_dir};
     next.agent_socket = cfg.agent_socket;
     next.control_socket = cfg.control_socket;
     next.state_dir = cfg.state_dir;
@@ -91,8 +91,8 @@ static void notify(const char *msg)
     const char *path = getenv("NOTIFY_SOCKET");
     if (!path || !*path)
         return;
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    size_t n = strlen(path);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t             n = strlen(path);
     if (n >= sizeof sa.sun_path)
         return;
     memcpy(sa.sun_path, path, n);
@@ -169,17 +169,17 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        { "config", required_argument, NULL, 'c' },
-        { "check-config", no_argument, NULL, 'k' },
-        { "agent-socket", required_argument, NULL, 'a' },
-        { "control-socket", required_argument, NULL, 'C' },
-        { "state-dir", required_argument, NULL, 's' },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { NULL, 0, NULL, 0 },
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, 'k'},
+        {"agent-socket", required_argument, NULL, 'a'},
+        {"control-socket", required_argument, NULL, 'C'},
+        {"state-dir", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
     };
     bool check = false;
-    int ch;
+    int  ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': opt.config = optarg; break;
@@ -225,7 +225,8 @@ int main(int argc, char **argv)
         return 1;
     }
     base = event_base_new();
-    struct evconnlistener *al = evconnlistener_new(base, on_agent, NULL, LEV_OPT_CLOSE_ON_FREE, -1, afd);
+    struct evconnlistener *al =
+        evconnlistener_new(base, on_agent, NULL, LEV_OPT_CLOSE_ON_FREE, -1, afd);
     struct evconnlistener *cl =
         evconnlistener_new(base, on_control, NULL, LEV_OPT_CLOSE_ON_FREE, -1, cfd);
     if (!base || !al || !cl) {
@@ -237,19 +238,19 @@ int main(int argc, char **argv)
         return 1;
     }
     struct event *sigs[4];
-    int signums[] = { SIGHUP, SIGTERM, SIGINT };
+    int           signums[] = {SIGHUP, SIGTERM, SIGINT};
     for (int i = 0; i < 3; i++) {
         sigs[i] = evsignal_new(base, signums[i], on_signal, NULL);
         event_add(sigs[i], NULL);
     }
-    struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
-    struct timeval tv = { 0, 250000 };
+    struct event  *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
+    struct timeval tv = {0, 250000};
     event_add(tick, &tv);
     struct event *wd = NULL;
-    const char *wusec = getenv("WATCHDOG_USEC");
+    const char   *wusec = getenv("WATCHDOG_USEC");
     if (wusec && atoll(wusec) > 0) {
-        long long half = atoll(wusec) / 2;
-        struct timeval wtv = { half / 1000000, half % 1000000 };
+        long long      half = atoll(wusec) / 2;
+        struct timeval wtv = {half / 1000000, half % 1000000};
         wd = event_new(base, -1, EV_PERSIST, watchdog_cb, NULL);
         event_add(wd, &wtv);
     }

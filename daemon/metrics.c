@@ -27,35 +27,34 @@ static void serve(struct evhttp_request *req, void *arg)
         nproc += p->hello;
         dropped += p->dropped;
     }
-    evbuffer_add_printf(b,
-                        "# HELP leashd_processes Leashed processes connected.\n"
-                        "# TYPE leashd_processes gauge\nleashd_processes %llu\n"
-                        "# HELP leashd_groups Live groups across processes.\n"
-                        "# TYPE leashd_groups gauge\nleashd_groups %llu\n"
-                        "# HELP leashd_tasks Live tasks across processes.\n"
-                        "# TYPE leashd_tasks gauge\nleashd_tasks %llu\n"
-                        "# HELP leashd_stuck_tasks Tasks reported blocked past stuck_after.\n"
-                        "# TYPE leashd_stuck_tasks gauge\nleashd_stuck_tasks %llu\n"
-                        "# HELP leashd_events_total Lifecycle events received.\n"
-                        "# TYPE leashd_events_total counter\nleashd_events_total %llu\n"
-                        "# HELP leashd_agent_events_dropped Events agents dropped (queue full).\n"
-                        "# TYPE leashd_agent_events_dropped gauge\nleashd_agent_events_dropped %llu\n"
-                        "# HELP leashd_frames_rejected_total Oversized frames refused.\n"
-                        "# TYPE leashd_frames_rejected_total counter\n"
-                        "leashd_frames_rejected_total %llu\n"
-                        "# HELP leashd_bad_messages_total Messages that failed decoding.\n"
-                        "# TYPE leashd_bad_messages_total counter\n"
-                        "leashd_bad_messages_total %llu\n"
-                        "# HELP leashd_uptime_seconds Seconds since leashd started.\n"
-                        "# TYPE leashd_uptime_seconds gauge\nleashd_uptime_seconds %lld\n"
-                        "# HELP leashd_incidents_total Incidents recorded, by kind.\n"
-                        "# TYPE leashd_incidents_total counter\n",
-                        (unsigned long long)nproc, (unsigned long long)groups,
-                        (unsigned long long)tasks, (unsigned long long)stuck,
-                        (unsigned long long)stat_events, (unsigned long long)dropped,
-                        (unsigned long long)stat_frames_rejected,
-                        (unsigned long long)stat_bad_messages,
-                        (long long)((wall_ms() - started_wall) / 1000));
+    evbuffer_add_printf(
+        b,
+        "# HELP leashd_processes Leashed processes connected.\n"
+        "# TYPE leashd_processes gauge\nleashd_processes %llu\n"
+        "# HELP leashd_groups Live groups across processes.\n"
+        "# TYPE leashd_groups gauge\nleashd_groups %llu\n"
+        "# HELP leashd_tasks Live tasks across processes.\n"
+        "# TYPE leashd_tasks gauge\nleashd_tasks %llu\n"
+        "# HELP leashd_stuck_tasks Tasks reported blocked past stuck_after.\n"
+        "# TYPE leashd_stuck_tasks gauge\nleashd_stuck_tasks %llu\n"
+        "# HELP leashd_events_total Lifecycle events received.\n"
+        "# TYPE leashd_events_total counter\nleashd_events_total %llu\n"
+        "# HELP leashd_agent_events_dropped Events agents dropped (queue full).\n"
+        "# TYPE leashd_agent_events_dropped gauge\nleashd_agent_events_dropped %llu\n"
+        "# HELP leashd_frames_rejected_total Oversized frames refused.\n"
+        "# TYPE leashd_frames_rejected_total counter\n"
+        "leashd_frames_rejected_total %llu\n"
+        "# HELP leashd_bad_messages_total Messages that failed decoding.\n"
+        "# TYPE leashd_bad_messages_total counter\n"
+        "leashd_bad_messages_total %llu\n"
+        "# HELP leashd_uptime_seconds Seconds since leashd started.\n"
+        "# TYPE leashd_uptime_seconds gauge\nleashd_uptime_seconds %lld\n"
+        "# HELP leashd_incidents_total Incidents recorded, by kind.\n"
+        "# TYPE leashd_incidents_total counter\n",
+        (unsigned long long)nproc, (unsigned long long)groups, (unsigned long long)tasks,
+        (unsigned long long)stuck, (unsigned long long)stat_events, (unsigned long long)dropped,
+        (unsigned long long)stat_frames_rejected, (unsigned long long)stat_bad_messages,
+        (long long)((wall_ms() - started_wall) / 1000));
     for (int i = 0; incident_kinds[i]; i++)
         evbuffer_add_printf(b, "leashd_incidents_total{kind=\"%s\"} %llu\n", incident_kinds[i],
                             (unsigned long long)incidents_by_kind(incident_kinds[i]));
@@ -67,9 +66,9 @@ static void serve(struct evhttp_request *req, void *arg)
 
 int metrics_start(struct event_base *b, const char *listen, char *err, size_t errlen)
 {
-    char host[256];
+    char        host[256];
     const char *colon = strrchr(listen, ':');
-    size_t hl = (size_t)(colon - listen);
+    size_t      hl = (size_t)(colon - listen);
     if (hl >= sizeof host) {
         snprintf(err, errlen, "metrics_listen \"%s\": host too long", listen);
         return -1;

@@ -41,9 +41,9 @@ void *map_get(const struct map *m, uint64_t k)
 
 static int map_grow(struct map *m)
 {
-    size_t cap = m->cap ? m->cap * 2 : 16;
+    size_t    cap = m->cap ? m->cap * 2 : 16;
     uint64_t *keys = calloc(cap, sizeof *keys);
-    void **vals = calloc(cap, sizeof *vals);
+    void    **vals = calloc(cap, sizeof *vals);
     if (!keys || !vals) {
         free(keys);
         free(vals);
@@ -118,8 +118,8 @@ void map_free(struct map *m)
 /* --------------------------------------------------------------- intern */
 
 static struct {
-    char  **s;
-    size_t  cap, n;
+    char **s;
+    size_t cap, n;
 } strs;
 
 static uint64_t fnv(const char *s)
@@ -167,9 +167,9 @@ const char *intern(const char *s)
 
 const char *leashd_op_name(int op)
 {
-    static const char *const n[] = { "running", "chan_send", "chan_recv", "select",
-                                     "mutex", "rwlock_rd", "rwlock_wr", "sleep",
-                                     "fdwait", "group_wait", "go" };
+    static const char *const n[] = {"running", "chan_send",  "chan_recv", "select",
+                                    "mutex",   "rwlock_rd",  "rwlock_wr", "sleep",
+                                    "fdwait",  "group_wait", "go"};
     return op >= 0 && op < (int)(sizeof n / sizeof n[0]) ? n[op] : "?";
 }
 
@@ -242,7 +242,7 @@ void proc_counts(uint64_t *groups, uint64_t *tasks, uint64_t *stuck)
 
 static bool process_exited(const struct proc *p)
 {
-    struct pollfd pfd = { .fd = p->pidfd, .events = POLLIN };
+    struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
     return p->pidfd >= 0 && poll(&pfd, 1, 0) == 1;
 }
 
@@ -281,7 +281,7 @@ void model_gone(struct proc *p, const char *why)
         l->groups = p->groups.n;
         snprintf(l->why, sizeof l->why, "%s", why);
         proc_ref(p);
-        struct timeval tv = { 0, 300000 };
+        struct timeval tv = {0, 300000};
         if (event_base_once(base, -1, EV_TIMEOUT, lost_cb, l, &tv) != 0)
             lost_cb(-1, 0, l);
     } else {
@@ -311,7 +311,7 @@ static struct dgroup *group_put(struct proc *p, uint64_t id, uint64_t parent, co
                                 const char *site, int64_t deadline_ms_left, uint64_t opener)
 {
     struct dgroup *g = map_get(&p->groups, id);
-    bool fresh = !g;
+    bool           fresh = !g;
     if (fresh) {
         if (!(g = calloc(1, sizeof *g)))
             return NULL;
@@ -368,17 +368,17 @@ void model_hello(struct proc *p, const Leash__Agent__Hello *h)
     p->hello = true;
     p->dropped = h->dropped;
     const Leash__Agent__Snapshot *s = h->snapshot;
-    size_t ng = s ? s->n_groups : 0, nt = s ? s->n_tasks : 0;
+    size_t                        ng = s ? s->n_groups : 0, nt = s ? s->n_tasks : 0;
     for (size_t i = 0; i < ng; i++) {
         const Leash__Agent__Group *g = s->groups[i];
-        struct dgroup *d =
+        struct dgroup             *d =
             group_put(p, g->id, g->parent, g->name, g->site, g->deadline_ms_left, g->opener);
         if (d)
             d->cancelled = g->cancelled;
     }
     for (size_t i = 0; i < nt; i++) {
         const Leash__Agent__Task *x = s->tasks[i];
-        struct dtask *t = task_put(p, x->id, x->group);
+        struct dtask             *t = task_put(p, x->id, x->group);
         if (!t)
             continue;
         t->fn = intern(x->fn);
@@ -388,8 +388,8 @@ void model_hello(struct proc *p, const Leash__Agent__Hello *h)
         t->bsite = intern(x->blocked_site);
         t->since_mono = mono_ms() - x->since_ms;
     }
-    log_info("process %d (%s, uid %u) connected: %zu groups, %zu tasks, policy \"%s\"",
-             (int)p->pid, p->name, (unsigned)p->uid, p->groups.n, p->tasks.n, p->policy->match);
+    log_info("process %d (%s, uid %u) connected: %zu groups, %zu tasks, policy \"%s\"", (int)p->pid,
+             p->name, (unsigned)p->uid, p->groups.n, p->tasks.n, p->policy->match);
 }
 
 void model_event(struct proc *p, const Leash__Agent__Event *e)
@@ -413,9 +413,7 @@ void model_event(struct proc *p, const Leash__Agent__Event *e)
         }
         break;
     }
-    case LEASH__AGENT__EVENT__KIND__TASK_END:
-        task_del(p, e->task);
-        break;
+    case LEASH__AGENT__EVENT__KIND__TASK_END: task_del(p, e->task); break;
     case LEASH__AGENT__EVENT__KIND__STUCK: {
         struct dtask *t = task_put(p, e->task, e->group);
         if (!t)
@@ -442,8 +440,7 @@ void model_event(struct proc *p, const Leash__Agent__Event *e)
     case LEASH__AGENT__EVENT__KIND__REPORT:
         incident(p, e->report_kind, e->group, e->name, e->task, "report", "%s", e->detail);
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -481,8 +478,8 @@ Leash__Agent__Snapshot *model_snapshot(struct proc *p)
         x->opener = g->opener;
         x->cancelled = g->cancelled;
         x->deadline_ms_left = g->deadline_mono == INT64_MAX ? -1
-                              : g->deadline_mono > now     ? g->deadline_mono - now
-                                                           : 0;
+                              : g->deadline_mono > now      ? g->deadline_mono - now
+                                                            : 0;
         s->groups[s->n_groups++] = x;
     }
     MAP_EACH(&p->tasks, i)

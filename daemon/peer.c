@@ -23,9 +23,9 @@
 #define DUMP_TIMEOUT_MS 3000
 
 struct pending_dump {
-    uint64_t             id;
-    struct proc         *proc;
-    void               (*cb)(void *arg, const Leash__Agent__Snapshot *s);
+    uint64_t     id;
+    struct proc *proc;
+    void (*cb)(void *arg, const Leash__Agent__Snapshot *s);
     void                *arg;
     struct event        *timer;
     struct pending_dump *next;
@@ -78,7 +78,7 @@ int agent_dump(struct proc *p, void (*cb)(void *arg, const Leash__Agent__Snapsho
         return err;
     }
     proc_ref(p);
-    struct timeval tv = { DUMP_TIMEOUT_MS / 1000, 0 };
+    struct timeval tv = {DUMP_TIMEOUT_MS / 1000, 0};
     evtimer_add(d->timer, &tv);
     d->next = pending;
     pending = d;
@@ -104,7 +104,7 @@ int agent_send(struct proc *p, const Leash__Agent__DaemonMessage *m)
 {
     if (p->dead || !p->bev)
         return -ENOTCONN;
-    size_t n = leash__agent__daemon_message__get_packed_size(m);
+    size_t   n = leash__agent__daemon_message__get_packed_size(m);
     uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
     if (!buf)
         return -ENOMEM;
@@ -136,7 +136,7 @@ static void peer_close(struct proc *p, const char *why)
             dump_finish(d, NULL);
     }
     model_gone(p, why);
-    struct timeval now = { 0, 0 };
+    struct timeval now = {0, 0};
     event_base_once(base, -1, EV_TIMEOUT, deferred_unref, p, &now);
 }
 
@@ -173,8 +173,8 @@ static const char *on_message(struct proc *p, const uint8_t *msg, size_t len, ch
     switch (m->msg_case) {
     case LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO:
         if (m->hello->version != LEASH__AGENT__VERSION__VERSION_CURRENT) {
-            snprintf(why, whylen, "agent protocol version %u (leashd speaks %d)",
-                     m->hello->version, LEASH__AGENT__VERSION__VERSION_CURRENT);
+            snprintf(why, whylen, "agent protocol version %u (leashd speaks %d)", m->hello->version,
+                     LEASH__AGENT__VERSION__VERSION_CURRENT);
             hello_reply(p, false, why);
             drop = why;
             break;
@@ -192,9 +192,7 @@ static const char *on_message(struct proc *p, const uint8_t *msg, size_t len, ch
         for (size_t i = 0; i < m->events->n_events; i++)
             model_event(p, m->events->events[i]);
         break;
-    case LEASH__AGENT__AGENT_MESSAGE__MSG_HEARTBEAT:
-        model_heartbeat(p, m->heartbeat);
-        break;
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_HEARTBEAT: model_heartbeat(p, m->heartbeat); break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_DUMP:
         for (struct pending_dump *d = pending; d; d = d->next) {
             if (d->id == m->dump->request && d->proc == p) {
@@ -203,8 +201,7 @@ static const char *on_message(struct proc *p, const uint8_t *msg, size_t len, ch
             }
         }
         break;
-    default:
-        break;
+    default: break;
     }
 out:
     leash__agent__agent_message__free_unpacked(m, NULL);
@@ -213,11 +210,11 @@ out:
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
-    struct proc *p = arg;
+    struct proc     *p = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    char why[256];
+    char             why[256];
     while (!p->dead) {
-        size_t have = evbuffer_get_length(in);
+        size_t  have = evbuffer_get_length(in);
         uint8_t hdr[LEASH_FRAME_HEADER];
         if (have < sizeof hdr)
             return;
@@ -233,7 +230,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
         if (have < sizeof hdr + n)
             return;
         const uint8_t *msg = evbuffer_pullup(in, (ssize_t)(sizeof hdr + n));
-        const char *drop = on_message(p, msg + sizeof hdr, n, why, sizeof why);
+        const char    *drop = on_message(p, msg + sizeof hdr, n, why, sizeof why);
         evbuffer_drain(in, sizeof hdr + n);
         if (drop) {
             log_warn("process %d (%s): bad message: %s: connection closed", (int)p->pid, p->name,
@@ -255,7 +252,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 int agent_accept(struct event_base *b, int fd)
 {
     struct ucred cred;
-    socklen_t len = sizeof cred;
+    socklen_t    len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
         close(fd);
         return -errno;

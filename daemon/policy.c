@@ -64,7 +64,7 @@ int policy_kill(struct proc *p, const char *why, const char *by)
     incident(p, "killed", 0, NULL, 0, "kill", "SIGTERM (SIGKILL after %lld ms): %s, by %s",
              (long long)p->policy->kill_grace_ms, why, by);
     proc_ref(p); /* the timer holds it: the connection may go first */
-    struct timeval tv = { p->kill_grace_ms / 1000, (p->kill_grace_ms % 1000) * 1000 };
+    struct timeval tv = {p->kill_grace_ms / 1000, (p->kill_grace_ms % 1000) * 1000};
     p->kill_timer = evtimer_new(base, kill_cb, p);
     if (p->kill_timer)
         evtimer_add(p->kill_timer, &tv);
@@ -79,14 +79,14 @@ static void step_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct dgroup *g = arg;
-    struct proc *p = g->proc;
+    struct dgroup       *g = arg;
+    struct proc         *p = g->proc;
     const struct policy *pol = p->policy;
     if (g->next_step >= pol->nsteps)
         return;
     const struct step *st = &pol->steps[g->next_step++];
-    int64_t over = mono_ms() - g->deadline_mono;
-    size_t live = 0;
+    int64_t            over = mono_ms() - g->deadline_mono;
+    size_t             live = 0;
     MAP_EACH(&p->tasks, i) if (((struct dtask *)p->tasks.vals[i])->group == g->id) live++;
     if (st->action == ACT_KILL) {
         char why[200];
@@ -116,7 +116,7 @@ static void schedule(struct dgroup *g)
         in = 0;
     if (!g->timer && !(g->timer = evtimer_new(base, step_cb, g)))
         return;
-    struct timeval tv = { in / 1000, (in % 1000) * 1000 };
+    struct timeval tv = {in / 1000, (in % 1000) * 1000};
     evtimer_add(g->timer, &tv);
 }
 

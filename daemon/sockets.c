@@ -32,7 +32,7 @@ int mkdir_p(const char *dir, mode_t mode)
 
 int socket_listen(const char *path, mode_t mode, char *err, size_t errlen)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path) {
         snprintf(err, errlen, "%s: path too long for a socket (%zu bytes at most)", path,
                  sizeof sa.sun_path - 1);
@@ -76,7 +76,7 @@ int socket_listen(const char *path, mode_t mode, char *err, size_t errlen)
         unlink(path);
     }
     mode_t old = umask(0777 & ~mode);
-    int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    int    rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
     umask(old);
     if (rc != 0 || chmod(path, mode) != 0 || listen(fd, 128) != 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));

@@ -36,8 +36,8 @@ static void *plain_worker(void *arg)
 static void plain_search(void)
 {
     static struct plain_chan c[3];
-    static int n;
-    struct plain_chan *mine = &c[n++];
+    static int               n;
+    struct plain_chan       *mine = &c[n++];
     pthread_mutex_init(&mine->mu, NULL);
     pthread_cond_init(&mine->taken, NULL);
     pthread_t th;
@@ -50,7 +50,7 @@ static void plain_search(void)
 static int search_worker(void *arg)
 {
     const char *name = "result";
-    int err = leash_chan_send((leash_chan *)arg, &name);
+    int         err = leash_chan_send((leash_chan *)arg, &name);
     printf("  worker: send -> %s\n", err == -ETIMEDOUT ? "-ETIMEDOUT (deadline)" : strerror(-err));
     return err;
 }
@@ -66,10 +66,10 @@ int main(void)
            threads_now() - before);
 
     printf("leash: 3 searches in a group with a 100 ms deadline\n");
-    leash_chan *c;
+    leash_chan  *c;
     leash_group *g;
     leash_chan_open(&c, "search.result", sizeof(const char *), 0);
-    leash_group_open(&g, &(leash_group_opts){ .name = "search", .timeout_ms = 100 });
+    leash_group_open(&g, &(leash_group_opts){.name = "search", .timeout_ms = 100});
     for (int i = 0; i < 3; i++)
         leash_go(g, search_worker, c);
     pause_ms(20);

@@ -15,8 +15,8 @@
 static inline int threads_now(void)
 {
     FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    int n = -1;
+    char  line[256];
+    int   n = -1;
     while (f && fgets(line, sizeof line, f))
         if (sscanf(line, "Threads: %d", &n) == 1)
             break;
@@ -42,7 +42,7 @@ static inline void spawn_plain(void *(*fn)(void *), long i)
 
 static inline void pause_ms(long ms)
 {
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 

@@ -67,7 +67,7 @@ struct pair {
 static int lock_a(void *arg)
 {
     struct pair *p = arg;
-    int v = 0;
+    int          v = 0;
     leash_mutex_lock(&m1);
     leash_chan_send(p->step, &v); /* b may take m2 now */
     leash_chan_send(p->step, &v); /* b has m2 */
@@ -81,7 +81,7 @@ static int lock_a(void *arg)
 static int lock_b(void *arg)
 {
     struct pair *p = arg;
-    int v;
+    int          v;
     leash_chan_recv(p->step, &v);
     leash_mutex_lock(&m2);
     leash_chan_recv(p->step, &v);
@@ -108,7 +108,7 @@ static int poller(void *arg)
 static int third_party(void *arg)
 {
     (void)arg;
-    char c;
+    char    c;
     ssize_t r = read(never[0], &c, 1);
     printf("    third_party: read -> %zd (%s)\n", r, r < 0 ? strerror(errno) : "data");
     return 0;
@@ -119,7 +119,7 @@ static int forgetful(void *arg)
 {
     (void)arg;
     leash_group *g;
-    leash_group_open(&g, &(leash_group_opts){ .name = "forgotten" });
+    leash_group_open(&g, &(leash_group_opts){.name = "forgotten"});
     leash_go(g, poller, NULL);
     return 0;
 }
@@ -152,15 +152,16 @@ static int spin(void *arg)
 /* Runs n copies of fn in a group and says how the group ended. A macro
    passes fn's own name, which leash_go would otherwise take from the
    expression ("fn"). */
-#define run_group(title, name, timeout_ms, flags, fn, arg, n) \
+#define run_group(title, name, timeout_ms, flags, fn, arg, n)                                      \
     run_group_((title), (name), (timeout_ms), (flags), (fn), #fn, (arg), (n))
 static int run_group_(const char *title, const char *name, int64_t timeout_ms, unsigned flags,
                       int (*fn)(void *), const char *fn_name, void *arg, int n)
 {
     printf("\n  %s\n", title);
     leash_group *g;
-    leash_group_open(&g, &(leash_group_opts){ .name = name, .timeout_ms = timeout_ms,
-                                              .flags = flags | LEASH_COLLECT });
+    leash_group_open(&g, &(leash_group_opts){.name = name,
+                                             .timeout_ms = timeout_ms,
+                                             .flags = flags | LEASH_COLLECT});
     for (int i = 0; i < n; i++)
         leash_go_at(g, fn, arg, fn_name, __FILE__, __LINE__);
     int rc = leash_group_wait(g);
@@ -195,7 +196,7 @@ static int leaks(void)
     leash_chan_open(&p.step, "step", sizeof(int), 0);
     printf("\n  4. two tasks take two locks in opposite orders\n");
     leash_group *g;
-    leash_group_open(&g, &(leash_group_opts){ .name = "transfer", .flags = LEASH_COLLECT });
+    leash_group_open(&g, &(leash_group_opts){.name = "transfer", .flags = LEASH_COLLECT});
     leash_go(g, lock_a, &p);
     leash_go(g, lock_b, &p);
     leash_group_wait(g);
@@ -207,13 +208,13 @@ static int leaks(void)
         return 1;
     run_group("6. a foreign call with no timeout: LEASH_INTERRUPT makes it fail with EINTR",
               "http-client", 100, LEASH_INTERRUPT, third_party, NULL, 2);
-    run_group("7. a task returns with a group still open: cancelled, waited, reported", "api",
-              0, 0, forgetful, NULL, 1);
+    run_group("7. a task returns with a group still open: cancelled, waited, reported", "api", 0, 0,
+              forgetful, NULL, 1);
 
     printf("\n  and now some tasks park for the dump, until SIGTERM\n");
     leash_mutex_lock(&m1);
     leash_group *workers;
-    leash_group_open(&workers, &(leash_group_opts){ .name = "workers", .timeout_ms = 600000 });
+    leash_group_open(&workers, &(leash_group_opts){.name = "workers", .timeout_ms = 600000});
     for (int i = 0; i < 3; i++)
         leash_go(workers, fetcher, NULL);
     leash_go(workers, writer, NULL);
@@ -233,7 +234,7 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "spin")) {
         leash_group *g;
-        leash_group_open(&g, &(leash_group_opts){ .name = "cruncher", .timeout_ms = 300 });
+        leash_group_open(&g, &(leash_group_opts){.name = "cruncher", .timeout_ms = 300});
         leash_go(g, spin, NULL);
         printf("  spinning with no cancellation point in a group with a 300 ms deadline\n");
         return leash_group_wait(g) == 0 ? 0 : 1;

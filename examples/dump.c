@@ -7,14 +7,14 @@
 #include <errno.h>
 
 struct app {
-    leash_chan  *jobs, *results;
-    leash_mutex  db;
+    leash_chan *jobs, *results;
+    leash_mutex db;
 };
 
 static int fetcher(void *arg)
 {
     struct app *a = arg;
-    int job;
+    int         job;
     return leash_chan_recv(a->jobs, &job); /* nobody sends jobs */
 }
 
@@ -27,7 +27,7 @@ static int writer(void *arg)
 static int reporter(void *arg)
 {
     struct app *a = arg;
-    int r = 1;
+    int         r = 1;
     return leash_chan_send(a->results, &r); /* nobody reads results */
 }
 
@@ -49,9 +49,9 @@ int main(int argc, char **argv)
     leash_mutex_lock(&a.db);
 
     leash_group *server, *workers;
-    leash_group_open(&server, &(leash_group_opts){ .name = "server" });
+    leash_group_open(&server, &(leash_group_opts){.name = "server"});
     leash_go(server, ticker, NULL);
-    leash_group_open(&workers, &(leash_group_opts){ .name = "workers", .timeout_ms = 5000 });
+    leash_group_open(&workers, &(leash_group_opts){.name = "workers", .timeout_ms = 5000});
     for (int i = 0; i < 2; i++)
         leash_go(workers, fetcher, &a);
     leash_go(workers, writer, &a);

@@ -42,7 +42,7 @@ int main(void)
 
     printf("leash: 3 loops in a group with a 200 ms deadline\n");
     leash_group *g;
-    leash_group_open(&g, &(leash_group_opts){ .name = "pollers", .timeout_ms = 200 });
+    leash_group_open(&g, &(leash_group_opts){.name = "pollers", .timeout_ms = 200});
     for (long i = 1; i <= 3; i++)
         leash_go(g, poller, (void *)(intptr_t)i);
     int rc = leash_group_wait(g);

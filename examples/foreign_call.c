@@ -18,7 +18,7 @@ static int fds[2];
 static void *plain_call(void *arg)
 {
     (void)arg;
-    char c;
+    char    c;
     ssize_t r = read(fds[0], &c, 1); /* no timeout */
     (void)r;
     return NULL;
@@ -26,9 +26,9 @@ static void *plain_call(void *arg)
 
 static int third_party_call(void *arg)
 {
-    char c;
+    char    c;
     ssize_t r = read(fds[0], &c, 1);
-    int e = errno;
+    int     e = errno;
     printf("  task %ld: read -> %zd (%s)\n", (long)(intptr_t)arg, r, r < 0 ? strerror(e) : "data");
     return 0;
 }
@@ -46,8 +46,8 @@ int main(void)
 
     printf("leash: 3 calls in a LEASH_INTERRUPT group with a 100 ms deadline\n");
     leash_group *g;
-    leash_group_open(&g, &(leash_group_opts){ .name = "http", .timeout_ms = 100,
-                                              .flags = LEASH_INTERRUPT });
+    leash_group_open(
+        &g, &(leash_group_opts){.name = "http", .timeout_ms = 100, .flags = LEASH_INTERRUPT});
     for (long i = 1; i <= 3; i++)
         leash_go(g, third_party_call, (void *)(intptr_t)i);
     int rc = leash_group_wait(g);

@@ -26,11 +26,12 @@ static leash_mutex mu;
 static int worker(void *arg)
 {
     long i = (long)(intptr_t)arg;
-    int err = leash_mutex_lock(&mu);
+    int  err = leash_mutex_lock(&mu);
     if (err == 0)
         printf("  task %ld: locked, returns without unlocking\n", i);
     else
-        printf("  task %ld: lock -> %s\n", i, err == -EOWNERDEAD ? "-EOWNERDEAD, at once" : strerror(-err));
+        printf("  task %ld: lock -> %s\n", i,
+               err == -EOWNERDEAD ? "-EOWNERDEAD, at once" : strerror(-err));
     return 0;
 }
 
@@ -46,10 +47,10 @@ int main(void)
     printf("leash: the same, with a leash_mutex\n");
     leash_mutex_init(&mu, "config.lock");
     leash_group *g;
-    leash_group_open(&g, &(leash_group_opts){ .name = "workers" });
+    leash_group_open(&g, &(leash_group_opts){.name = "workers"});
     leash_go(g, worker, (void *)1);
     leash_group_wait(g); /* the first has exited holding the lock */
-    leash_group_open(&g, &(leash_group_opts){ .name = "workers" });
+    leash_group_open(&g, &(leash_group_opts){.name = "workers"});
     for (long i = 2; i <= 3; i++)
         leash_go(g, worker, (void *)(intptr_t)i);
     leash_group_wait(g);

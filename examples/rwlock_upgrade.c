@@ -28,7 +28,7 @@ static leash_rwlock rw;
 static int worker(void *arg)
 {
     long i = (long)(intptr_t)arg;
-    int err = leash_rwlock_rdlock(&rw);
+    int  err = leash_rwlock_rdlock(&rw);
     if (err)
         return err;
     printf("  task %ld: read-locked, asks for the write lock\n", i);
@@ -55,7 +55,7 @@ int main(void)
     printf("leash: the same, with a leash_rwlock\n");
     leash_rwlock_init(&rw, "cache.rw");
     leash_group *g;
-    leash_group_open(&g, &(leash_group_opts){ .name = "readers" });
+    leash_group_open(&g, &(leash_group_opts){.name = "readers"});
     for (long i = 1; i <= 3; i++)
         leash_go(g, worker, (void *)(intptr_t)i);
     leash_group_wait(g);

@@ -37,7 +37,7 @@
 _Atomic int leash__agent_on;
 
 struct cell {
-    _Atomic size_t seq;
+    _Atomic size_t       seq;
     struct leash__aevent ev;
 };
 
@@ -66,15 +66,15 @@ static _Atomic uint32_t flush_req, flush_done;
 
 void leash__agent_push(const struct leash__aevent *ev)
 {
-    size_t pos = atomic_load_explicit(&enq_pos, memory_order_relaxed);
+    size_t       pos = atomic_load_explicit(&enq_pos, memory_order_relaxed);
     struct cell *c;
     for (;;) {
         c = &ring[pos & (RING_SIZE - 1)];
-        size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+        size_t   seq = atomic_load_explicit(&c->seq, memory_order_acquire);
         intptr_t dif = (intptr_t)seq - (intptr_t)pos;
         if (dif == 0) {
-            if (atomic_compare_exchange_weak_explicit(&enq_pos, &pos, pos + 1,
-                                                      memory_order_relaxed, memory_order_relaxed))
+            if (atomic_compare_exchange_weak_explicit(&enq_pos, &pos, pos + 1, memory_order_relaxed,
+                                                      memory_order_relaxed))
                 break;
         } else if (dif < 0) {
             atomic_fetch_add_explicit(&dropped, 1, memory_order_relaxed);
@@ -90,7 +90,7 @@ void leash__agent_push(const struct leash__aevent *ev)
 static bool ring_pop(struct leash__aevent *ev)
 {
     struct cell *c = &ring[deq_pos & (RING_SIZE - 1)];
-    size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+    size_t       seq = atomic_load_explicit(&c->seq, memory_order_acquire);
     if (seq != deq_pos + 1)
         return false;
     *ev = c->ev;
@@ -126,7 +126,7 @@ static const char *socket_override(void)
 
 static int connect_path(const char *path)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path)
         return -ENAMETOOLONG;
     strcpy(sa.sun_path, path);
@@ -148,7 +148,7 @@ static int agent_connect(void)
     const char *o = socket_override();
     if (o)
         return connect_path(o);
-    int fd = -ENOENT;
+    int         fd = -ENOENT;
     const char *xdg = getenv("XDG_RUNTIME_DIR");
     if (getuid() != 0 && xdg && *xdg) {
         char p[sizeof(((struct sockaddr_un *)0)->sun_path) + 32];
@@ -176,7 +176,7 @@ static int send_all(int fd, const uint8_t *p, size_t n)
 
 static int send_msg(int fd, const Leash__Agent__AgentMessage *m)
 {
-    size_t n = leash__agent__agent_message__get_packed_size(m);
+    size_t   n = leash__agent__agent_message__get_packed_size(m);
     uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
     if (!buf)
         return -ENOMEM;
@@ -191,8 +191,8 @@ static int send_msg(int fd, const Leash__Agent__AgentMessage *m)
 
 /* Strings made while encoding, freed together afterwards. */
 struct arena {
-    char  **s;
-    size_t  n, cap;
+    char **s;
+    size_t n, cap;
 };
 
 static char *arena_site(struct arena *a, const char *file, int line)
@@ -222,11 +222,11 @@ static void arena_free(struct arena *a)
 }
 
 struct pbsnap {
-    Leash__Agent__Snapshot  snap;
-    Leash__Agent__Group    *groups, **gptrs;
-    Leash__Agent__Task     *tasks, **tptrs;
-    struct leash_snapshot   s;
-    struct arena            a;
+    Leash__Agent__Snapshot snap;
+    Leash__Agent__Group   *groups, **gptrs;
+    Leash__Agent__Task    *tasks, **tptrs;
+    struct leash_snapshot  s;
+    struct arena           a;
 };
 
 static int pbsnap_make(struct pbsnap *p)
@@ -260,7 +260,7 @@ static int pbsnap_make(struct pbsnap *p)
         }
         for (size_t j = g->first; j < g->first + g->count; j++) {
             const struct leash_snap_task *t = &p->s.tasks[j];
-            Leash__Agent__Task *y = &p->tasks[j];
+            Leash__Agent__Task           *y = &p->tasks[j];
             leash__agent__task__init(y);
             y->id = t->id;
             y->group = g->id;
@@ -293,10 +293,10 @@ static void pbsnap_free(struct pbsnap *p)
 /* ------------------------------------------------------------ a session */
 
 struct session {
-    int      fd;
-    int64_t  heartbeat_ms, stuck_after_ms;
-    uint64_t hb_seq;
-    uint64_t *stuck;   /* ids of tasks reported stuck, sorted */
+    int       fd;
+    int64_t   heartbeat_ms, stuck_after_ms;
+    uint64_t  hb_seq;
+    uint64_t *stuck; /* ids of tasks reported stuck, sorted */
     size_t    nstuck;
     uint8_t  *in;
     size_t    inlen, incap;
@@ -305,7 +305,7 @@ struct session {
 static int send_hello(struct session *s)
 {
     struct pbsnap p;
-    int err = pbsnap_make(&p);
+    int           err = pbsnap_make(&p);
     if (!err) {
         Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
         h.version = LEASH__AGENT__VERSION__VERSION_CURRENT;
@@ -353,8 +353,8 @@ static int cmp_u64(const void *a, const void *b)
 static int flush(struct session *s, bool scan)
 {
     static struct leash__aevent evs[BATCH_MAX];
-    static struct report rep[REPORTS_MAX];
-    int err = 0;
+    static struct report        rep[REPORTS_MAX];
+    int                         err = 0;
     for (;;) {
         size_t n = 0;
         while (n < BATCH_MAX && ring_pop(&evs[n]))
@@ -365,10 +365,10 @@ static int flush(struct session *s, bool scan)
         reports_n = 0;
         pthread_mutex_unlock(&report_mu);
 
-        struct pbsnap p = { 0 };
-        size_t nstuck_new = 0;
-        uint64_t *now_stuck = NULL;
-        size_t nst = 0;
+        struct pbsnap p = {0};
+        size_t        nstuck_new = 0;
+        uint64_t     *now_stuck = NULL;
+        size_t        nst = 0;
         if (scan) {
             if (pbsnap_make(&p) == 0) {
                 now_stuck = malloc((p.s.ntasks + 1) * sizeof *now_stuck);
@@ -389,10 +389,10 @@ static int flush(struct session *s, bool scan)
             }
             return 0;
         }
-        Leash__Agent__Event *pe = calloc(total, sizeof *pe);
+        Leash__Agent__Event  *pe = calloc(total, sizeof *pe);
         Leash__Agent__Event **pp = calloc(total, sizeof *pp);
-        struct arena a = { 0 };
-        size_t k = 0;
+        struct arena          a = {0};
+        size_t                k = 0;
         if (pe && pp) {
             for (size_t i = 0; i < n; i++, k++)
                 ev_to_pb(&evs[i], &pe[k], &a);
@@ -468,7 +468,7 @@ static int send_heartbeat(struct session *s)
 static int send_dump(struct session *s, uint64_t request)
 {
     struct pbsnap p;
-    int err = pbsnap_make(&p);
+    int           err = pbsnap_make(&p);
     if (!err) {
         Leash__Agent__DumpReply d = LEASH__AGENT__DUMP_REPLY__INIT;
         d.request = request;
@@ -496,8 +496,8 @@ static int handle(struct session *s, const uint8_t *msg, size_t len, bool *hello
             static _Atomic int said;
             if (!atomic_exchange(&said, 1)) {
                 char line[400];
-                int n = snprintf(line, sizeof line, "leash[%d]: leashd refused this process: %s\n",
-                                 (int)getpid(), m->hello->error ? m->hello->error : "?");
+                int  n = snprintf(line, sizeof line, "leash[%d]: leashd refused this process: %s\n",
+                                  (int)getpid(), m->hello->error ? m->hello->error : "?");
                 if (n > 0 && write(STDERR_FILENO, line, (size_t)n) < 0)
                     n = 0;
             }
@@ -510,17 +510,12 @@ static int handle(struct session *s, const uint8_t *msg, size_t len, bool *hello
             s->stuck_after_ms = m->hello->stuck_after_ms;
         *hello_done = true;
         break;
-    case LEASH__AGENT__DAEMON_MESSAGE__MSG_CANCEL:
-        leash__cancel_by_id(m->cancel->group);
-        break;
+    case LEASH__AGENT__DAEMON_MESSAGE__MSG_CANCEL: leash__cancel_by_id(m->cancel->group); break;
     case LEASH__AGENT__DAEMON_MESSAGE__MSG_INTERRUPT:
         leash__interrupt_by_id(m->interrupt->group);
         break;
-    case LEASH__AGENT__DAEMON_MESSAGE__MSG_DUMP:
-        err = send_dump(s, m->dump->request);
-        break;
-    default:
-        break;
+    case LEASH__AGENT__DAEMON_MESSAGE__MSG_DUMP: err = send_dump(s, m->dump->request); break;
+    default: break;
     }
     leash__agent__daemon_message__free_unpacked(m, NULL);
     return err;
@@ -548,8 +543,9 @@ static int read_in(struct session *s, bool *hello_done)
     size_t off = 0;
     for (;;) {
         const uint8_t *msg;
-        size_t mlen;
-        long n = leash_frame_parse(s->in + off, s->inlen - off, LEASH_FRAME_MAX_DEFAULT, &msg, &mlen);
+        size_t         mlen;
+        long           n =
+            leash_frame_parse(s->in + off, s->inlen - off, LEASH_FRAME_MAX_DEFAULT, &msg, &mlen);
         if (n < 0)
             return (int)n;
         if (n == 0)
@@ -571,16 +567,16 @@ static int64_t mono_ms(void)
 
 static void session(int fd)
 {
-    struct session s = { .fd = fd, .heartbeat_ms = 1000, .stuck_after_ms = 120000 };
+    struct session s = {.fd = fd, .heartbeat_ms = 1000, .stuck_after_ms = 120000};
     /* from here events are queued: the snapshot taken next may repeat some,
        which leashd takes as the same facts twice */
     atomic_store(&leash__agent_on, 1);
-    int err = send_hello(&s);
-    bool hello_done = false;
+    int     err = send_hello(&s);
+    bool    hello_done = false;
     int64_t until = mono_ms() + 5000;
     while (!err && !hello_done) {
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        int64_t left = until - mono_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int64_t       left = until - mono_ms();
         if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
             err = -ETIMEDOUT;
             break;
@@ -590,7 +586,7 @@ static void session(int fd)
     int64_t next_hb = mono_ms();
     while (!err) {
         int64_t now = mono_ms();
-        bool beat = now >= next_hb;
+        bool    beat = now >= next_hb;
         if (beat) {
             next_hb = now + s.heartbeat_ms;
             if ((err = send_heartbeat(&s)) != 0)
@@ -603,8 +599,8 @@ static void session(int fd)
             atomic_store(&flush_done, req);
             leash__futex_wake(&flush_done, 1);
         }
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        int64_t wait = next_hb - mono_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int64_t       wait = next_hb - mono_ms();
         if (wait > FLUSH_MS)
             wait = FLUSH_MS;
         if (wait < 0)
@@ -637,7 +633,7 @@ static void *agent_main(void *arg)
             if (mono_ms() - t0 > 1000)
                 backoff = BACKOFF_MIN_MS; /* it was a real session */
         }
-        struct timespec ts = { backoff / 1000, (backoff % 1000) * 1000000 };
+        struct timespec ts = {backoff / 1000, (backoff % 1000) * 1000000};
         nanosleep(&ts, NULL);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
@@ -649,7 +645,7 @@ static void flush_at_exit(void)
     if (!atomic_load(&leash__agent_on))
         return;
     uint32_t want = atomic_fetch_add(&flush_req, 1) + 1;
-    int64_t until = leash__now_ns() + 300 * 1000000LL;
+    int64_t  until = leash__now_ns() + 300 * 1000000LL;
     uint32_t got;
     while ((got = atomic_load(&flush_done)) != want && leash__now_ns() < until)
         leash__futex_wait(&flush_done, got, until);

@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FIRED_NONE     (-1)
-#define FIRED_GAVE_UP  (-2)
+#define FIRED_NONE    (-1)
+#define FIRED_GAVE_UP (-2)
 
 struct wait {
     leash_task *task;
@@ -28,8 +28,8 @@ struct wait {
 struct sudog {
     struct wait  *w;
     int           idx;
-    void         *elem;  /* send: the source; recv: the destination */
-    int           err;   /* 0, or -EPIPE (closed) */
+    void         *elem; /* send: the source; recv: the destination */
+    int           err;  /* 0, or -EPIPE (closed) */
     bool          queued;
     struct sudog *next, *prev;
 };
@@ -209,7 +209,7 @@ int leash_chan_close(leash_chan *c)
 
 static int cmp_chan(const void *a, const void *b)
 {
-    uintptr_t x = (uintptr_t)*(leash_chan *const *)a, y = (uintptr_t)*(leash_chan *const *)b;
+    uintptr_t x = (uintptr_t) * (leash_chan *const *)a, y = (uintptr_t) * (leash_chan *const *)b;
     return x < y ? -1 : x > y;
 }
 
@@ -299,11 +299,11 @@ int leash_select_at(struct leash_case *cases, size_t n, int64_t timeout_ms, cons
     if (err)
         return err;
 
-    leash_chan *cs_small[SMALL];
-    size_t perm_small[SMALL];
-    struct sudog sg_small[SMALL];
-    leash_chan **cs = cs_small;
-    size_t *perm = perm_small;
+    leash_chan   *cs_small[SMALL];
+    size_t        perm_small[SMALL];
+    struct sudog  sg_small[SMALL];
+    leash_chan  **cs = cs_small;
+    size_t       *perm = perm_small;
     struct sudog *sg = sg_small;
     if (n > SMALL) {
         cs = malloc(n * sizeof *cs);
@@ -320,7 +320,7 @@ int leash_select_at(struct leash_case *cases, size_t n, int64_t timeout_ms, cons
         perm[i] = perm[j];
         perm[j] = i;
     }
-    size_t nc = lock_order(cases, n, cs);
+    size_t  nc = lock_order(cases, n, cs);
     int64_t until = leash__deadline_after(timeout_ms);
 
     lock_all(cs, nc);
@@ -344,9 +344,9 @@ int leash_select_at(struct leash_case *cases, size_t n, int64_t timeout_ms, cons
         goto out;
     }
 
-    struct wait w = { .task = self, .fired = FIRED_NONE, .done = 0 };
+    struct wait w = {.task = self, .fired = FIRED_NONE, .done = 0};
     for (size_t i = 0; i < n; i++) {
-        sg[i] = (struct sudog){ .w = &w, .idx = (int)i, .elem = cases[i].elem };
+        sg[i] = (struct sudog){.w = &w, .idx = (int)i, .elem = cases[i].elem};
         if (cases[i].chan)
             q_push(cases[i].op == LEASH_SEND ? &cases[i].chan->sendq : &cases[i].chan->recvq,
                    &sg[i]);
@@ -402,8 +402,8 @@ static int chan_op(leash_chan *c, int op, void *elem, const char *file, int line
         leash__unlock(&c->mu);
         return err;
     }
-    struct wait w = { .task = self, .fired = FIRED_NONE, .done = 0 };
-    struct sudog s = { .w = &w, .idx = 0, .elem = elem };
+    struct wait   w = {.task = self, .fired = FIRED_NONE, .done = 0};
+    struct sudog  s = {.w = &w, .idx = 0, .elem = elem};
     struct queue *q = op == LEASH_SEND ? &c->sendq : &c->recvq;
     q_push(q, &s);
     leash__blocked(self, op == LEASH_SEND ? LEASH_OP_CHAN_SEND : LEASH_OP_CHAN_RECV, c->name, file,

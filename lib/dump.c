@@ -18,7 +18,7 @@ const char *leash__process_name(void)
 static int snap_task(struct leash_snapshot *s, leash_task *t, int64_t now)
 {
     if (s->ntasks == s->tcap) {
-        size_t cap = s->tcap ? s->tcap * 2 : 64;
+        size_t                  cap = s->tcap ? s->tcap * 2 : 64;
         struct leash_snap_task *p = realloc(s->tasks, cap * sizeof *p);
         if (!p)
             return -ENOMEM;
@@ -55,7 +55,7 @@ static int snap_queued(void *ctx, leash_task *t)
 static int snap_group(struct leash_snapshot *s)
 {
     if (s->ngroups == s->gcap) {
-        size_t cap = s->gcap ? s->gcap * 2 : 16;
+        size_t                   cap = s->gcap ? s->gcap * 2 : 16;
         struct leash_snap_group *p = realloc(s->groups, cap * sizeof *p);
         if (!p)
             return -ENOMEM;
@@ -118,15 +118,15 @@ int leash_snapshot_take(struct leash_snapshot *s)
         x->opener = g->opener->id;
         x->age_ms = (now - g->open_ns) / 1000000;
         x->deadline_ms_left = g->deadline_ns == INT64_MAX ? -1
-                              : g->deadline_ns > now     ? (g->deadline_ns - now) / 1000000
-                                                         : 0;
+                              : g->deadline_ns > now      ? (g->deadline_ns - now) / 1000000
+                                                          : 0;
         leash__lock(&g->mu);
         x->cancelled = atomic_load_explicit(&g->cancel_cause, memory_order_relaxed);
         for (leash_task *t = g->tasks; t && !err; t = t->gnext)
             err = snap_task(s, t, now);
         leash__unlock(&g->mu);
         if (!err) {
-            struct queued_ctx q = { s, now };
+            struct queued_ctx q = {s, now};
             err = leash__pool_each_queued(g, snap_queued, &q);
         }
         x->count = s->ntasks - x->first;
@@ -286,10 +286,10 @@ int leash_dump(int fd, int format)
     if (fd < 0)
         return -EBADF;
     struct leash_snapshot s;
-    int err = leash_snapshot_take(&s);
+    int                   err = leash_snapshot_take(&s);
     if (err)
         return err;
-    struct leash__buf b = { 0 };
+    struct leash__buf b = {0};
     if (format == LEASH_DUMP_TEXT)
         leash_snapshot_text(&s, &b);
     else

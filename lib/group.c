@@ -48,8 +48,8 @@ static void cancel_locked(struct leash_group *g, int cause, bool *kick)
     int zero = 0;
     if (!atomic_compare_exchange_strong(&g->cancel_cause, &zero, cause))
         return; /* the first cause wins */
-    g->cancel_cut = atomic_load_explicit(&g->running, memory_order_relaxed) > 0 ||
-                    cause != ETIMEDOUT;
+    g->cancel_cut =
+        atomic_load_explicit(&g->running, memory_order_relaxed) > 0 || cause != ETIMEDOUT;
     for (leash_task *t = g->tasks; t; t = t->gnext)
         leash__wake(t);
     for (struct leash_slotwait *s = g->slotwait; s; s = s->next)
@@ -166,9 +166,8 @@ int leash_group_open_at(leash_group **gp, const leash_group_opts *opts, const ch
             .group = g->id,
             .parent = parent ? parent->id : 0,
             .task = self->id,
-            .deadline_ms_left = g->deadline_ns == INT64_MAX
-                                    ? -1
-                                    : (g->deadline_ns - g->open_ns) / 1000000,
+            .deadline_ms_left =
+                g->deadline_ns == INT64_MAX ? -1 : (g->deadline_ns - g->open_ns) / 1000000,
             .file = file,
             .line = line,
         };
@@ -197,7 +196,7 @@ static leash_task *unlink_task_locked(struct leash_group *g, leash_task *t, leas
 void leash__task_uncount(struct leash_group *g)
 {
     leash__lock(&g->mu);
-    unsigned left = atomic_fetch_sub_explicit(&g->running, 1, memory_order_acq_rel) - 1;
+    unsigned    left = atomic_fetch_sub_explicit(&g->running, 1, memory_order_acq_rel) - 1;
     leash_task *w = left == 0 ? g->waiter : NULL;
     leash_task *slot = g->slotwait ? g->slotwait->task : NULL;
     leash__unlock(&g->mu);
@@ -223,7 +222,7 @@ static int wait_slot(struct leash_group *g, leash_task *self, const char *file, 
         int err = leash__scope_err(self, true);
         if (err)
             return err;
-        struct leash_slotwait sw = { .task = self, .next = g->slotwait };
+        struct leash_slotwait sw = {.task = self, .next = g->slotwait};
         if (g->slotwait)
             g->slotwait->prev = &sw;
         g->slotwait = &sw;
@@ -249,8 +248,8 @@ static int wait_slot(struct leash_group *g, leash_task *self, const char *file, 
  * child not yet on the list, and need not: cancellation is level-triggered,
  * so the child sees it at its first cancellation point.
  */
-int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
-                const char *file, int line)
+int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name, const char *file,
+                int line)
 {
     if (!g || !fn)
         return -EINVAL;
@@ -281,9 +280,12 @@ int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_nam
     t->group = g;
     atomic_fetch_add_explicit(&leash__tasks_started, 1, memory_order_relaxed);
     if (leash__agent_wants())
-        leash__agent_push(&(struct leash__aevent){ .kind = LEASH_EV_TASK_START, .task = t->id,
-                                                   .group = g->id, .fn = t->fn_name,
-                                                   .file = file, .line = line });
+        leash__agent_push(&(struct leash__aevent){.kind = LEASH_EV_TASK_START,
+                                                  .task = t->id,
+                                                  .group = g->id,
+                                                  .fn = t->fn_name,
+                                                  .file = file,
+                                                  .line = line});
     return leash__pool_submit(t, self->root);
 }
 
@@ -302,11 +304,11 @@ void leash__task_begin(leash_task *t)
 void leash__task_done(leash_task *t, int rc)
 {
     struct leash_group *g = t->group;
-    bool kick = false;
-    leash_task *slot;
+    bool                kick = false;
+    leash_task         *slot;
     if (leash__agent_wants())
         leash__agent_push(
-            &(struct leash__aevent){ .kind = LEASH_EV_TASK_END, .task = t->id, .group = g->id });
+            &(struct leash__aevent){.kind = LEASH_EV_TASK_END, .task = t->id, .group = g->id});
     leash__lock(&g->mu);
     if (rc != 0 && !atomic_load_explicit(&g->cancel_cause, memory_order_relaxed) && !g->first_err) {
         g->first_err = rc;
@@ -381,7 +383,7 @@ int leash__group_wait(struct leash_group *g, leash_task *self, const char *file,
     /* after leaving the registry: leashd's interrupt finds groups there */
     leash__intr_unregister(g);
     if (leash__agent_wants())
-        leash__agent_push(&(struct leash__aevent){ .kind = LEASH_EV_GROUP_END, .group = g->id });
+        leash__agent_push(&(struct leash__aevent){.kind = LEASH_EV_GROUP_END, .group = g->id});
     for (struct leash_group **pp = &self->opened; *pp; pp = &(*pp)->onext) {
         if (*pp == g) {
             *pp = g->onext;
@@ -423,7 +425,7 @@ int leash_checkpoint(void)
 int64_t leash_deadline(void)
 {
     leash_task *t = leash__self_tls;
-    int64_t d = t ? leash__scope_deadline(t) : INT64_MAX;
+    int64_t     d = t ? leash__scope_deadline(t) : INT64_MAX;
     return d == INT64_MAX ? INT64_MAX : d / 1000000;
 }
 
@@ -481,8 +483,8 @@ int leash_fdwait_at(int fd, short events, int64_t timeout_ms, const char *file, 
     if (scope < until)
         until = scope;
     struct pollfd pfd[2] = {
-        { .fd = fd, .events = events },
-        { .fd = self->wake_fd, .events = POLLIN },
+        {.fd = fd, .events = events},
+        {.fd = self->wake_fd, .events = POLLIN},
     };
     leash__blocked(self, LEASH_OP_FDWAIT, NULL, file, line);
     atomic_store_explicit(&self->in_poll, 1, memory_order_seq_cst);
@@ -501,7 +503,7 @@ int leash_fdwait_at(int fd, short events, int64_t timeout_ms, const char *file, 
         }
         if (pfd[1].revents) {
             uint64_t v;
-            ssize_t r = read(self->wake_fd, &v, sizeof v);
+            ssize_t  r = read(self->wake_fd, &v, sizeof v);
             (void)r;
         }
         if (pfd[0].revents) {

@@ -16,8 +16,8 @@
 
 /* ------------------------------------------------------------ sys.c */
 
-int64_t leash__now_ns(void);            /* CLOCK_MONOTONIC */
-int64_t leash__coarse_ns(void);         /* CLOCK_MONOTONIC_COARSE: cheap, a few ms of resolution */
+int64_t leash__now_ns(void);    /* CLOCK_MONOTONIC */
+int64_t leash__coarse_ns(void); /* CLOCK_MONOTONIC_COARSE: cheap, a few ms of resolution */
 int64_t leash__deadline_after(int64_t ms); /* now + ms in ns, saturating; ms < 0: INT64_MAX */
 /* Waits while *word == val, until woken or abs_ns (CLOCK_MONOTONIC; INT64_MAX:
    none) passes. Returns 0, or -ETIMEDOUT; spurious returns are allowed. */
@@ -28,9 +28,13 @@ int  leash__ncpu(void);
 
 /* A small futex lock (0 free, 1 held, 2 held with sleepers) that spins first:
    every critical section it guards is a few dozen instructions. */
-typedef struct { _Atomic uint32_t v; } leash__lock_t;
+typedef struct {
+    _Atomic uint32_t v;
+} leash__lock_t;
+/* clang-format off */
 #define LEASH__LOCK_INIT { 0 }
-void leash__lock_slow(leash__lock_t *l);
+/* clang-format on */
+void               leash__lock_slow(leash__lock_t *l);
 static inline void leash__lock(leash__lock_t *l)
 {
     uint32_t z = 0;
@@ -47,7 +51,7 @@ static inline void leash__unlock(leash__lock_t *l)
 
 /* Starts a detached library thread with every signal blocked but allow_sig
    (0: none). 0 or -errno. */
-int  leash__thread_start(void *(*fn)(void *), void *arg, const char *name, int allow_sig);
+int leash__thread_start(void *(*fn)(void *), void *arg, const char *name, int allow_sig);
 
 /* Copies a name into a fixed buffer, truncating; NULL gives "". */
 void leash__copy_name(char *dst, size_t size, const char *src);
@@ -98,46 +102,46 @@ struct leash_group;
    called leash (a root task). Task records are recycled, never freed, so a
    pointer read from a lock's owner field always points at a task record. */
 typedef struct leash_task {
-    uint64_t            id;
-    const char         *fn_name;      /* #fn of leash_go, or thread_name */
-    char                thread_name[16];
-    const char         *spawn_file;   /* NULL for root tasks */
-    int                 spawn_line;
-    int               (*fn)(void *);
+    uint64_t    id;
+    const char *fn_name; /* #fn of leash_go, or thread_name */
+    char        thread_name[16];
+    const char *spawn_file; /* NULL for root tasks */
+    int         spawn_line;
+    int (*fn)(void *);
     void               *arg;
-    struct leash_group *group;        /* the group it runs in; NULL: root */
+    struct leash_group *group;         /* the group it runs in; NULL: root */
     struct leash_task  *gnext, *gprev; /* in group->tasks or the root list */
-    struct leash_task  *qnext;        /* pool queue, free list */
+    struct leash_task  *qnext;         /* pool queue, free list */
     pthread_t           thread;
     bool                root;
-    _Atomic bool        started;      /* picked up by a worker: `thread` is set */
+    _Atomic bool        started; /* picked up by a worker: `thread` is set */
     int64_t             start_ns;
 
-    _Atomic uint32_t    wake;         /* bumped by every wake-up; parks on it */
-    _Atomic uint32_t    sleeping;     /* in futex_wait on wake */
-    _Atomic uint32_t    in_poll;      /* in poll() on wake_fd: wake writes it */
-    int                 wake_fd;      /* eventfd, made on first fdwait; kept */
+    _Atomic uint32_t wake;     /* bumped by every wake-up; parks on it */
+    _Atomic uint32_t sleeping; /* in futex_wait on wake */
+    _Atomic uint32_t in_poll;  /* in poll() on wake_fd: wake writes it */
+    int              wake_fd;  /* eventfd, made on first fdwait; kept */
 
     /* what it is blocked on, for dumps: a few relaxed stores per blocking call */
-    _Atomic int          op;
+    _Atomic int           op;
     _Atomic(const char *) obj;
     _Atomic(const char *) bfile;
-    _Atomic int          bline;
-    _Atomic int64_t      since_ns;
+    _Atomic int           bline;
+    _Atomic int64_t       since_ns;
 
-    struct leash_group  *opened;      /* groups it opened and has not waited */
-    struct leash_hold   *holds;       /* locks it holds, newest first */
-    struct leash_hold   *hold_free;
-    unsigned             hold_cache_used;
-    struct leash_hold    hold_cache[4];
+    struct leash_group *opened; /* groups it opened and has not waited */
+    struct leash_hold  *holds;  /* locks it holds, newest first */
+    struct leash_hold  *hold_free;
+    unsigned            hold_cache_used;
+    struct leash_hold   hold_cache[4];
 
     /* the lock it waits for (guarded by the lock graph mutex) */
-    _Atomic(void *)      waiting_for;
-    int                  waiting_kind;
+    _Atomic(void *) waiting_for;
+    int             waiting_kind;
 } leash_task;
 
 extern _Thread_local leash_task *leash__self_tls;
-leash_task *leash__self_slow(void);
+leash_task                      *leash__self_slow(void);
 /* The calling task, made into a root task on first use. NULL only when
    memory runs out. */
 static inline leash_task *leash__self(void)
@@ -150,14 +154,14 @@ void        leash__task_free(leash_task *t);
 void        leash__task_cache_flush(void); /* a thread that ends gives its cached records back */
 /* Called when a task's function has returned, or a root thread exits:
    abandons held locks, cancels and waits unwaited groups. */
-void        leash__task_exit(leash_task *t);
-uint64_t    leash__next_id(void);
+void     leash__task_exit(leash_task *t);
+uint64_t leash__next_id(void);
 
 void leash__wake(leash_task *t);
 /* Parks t until woken (t->wake moves off seq) or abs_ns. */
 void leash__park(leash_task *t, uint32_t seq, int64_t abs_ns);
 /* How many times to spin before parking, 0 on one CPU. */
-int  leash__spin_budget(void);
+int leash__spin_budget(void);
 
 static inline void leash__blocked(leash_task *t, int op, const char *obj, const char *file,
                                   int line)
@@ -190,40 +194,40 @@ struct leash_slotwait {
 };
 
 struct leash_group {
-    uint64_t             id;
-    char                 name[48];
-    struct leash_group  *parent;        /* the group the opener runs in; NULL: root */
-    leash_task          *opener;
-    const char          *open_file;
-    int                  open_line;
-    unsigned             flags;
-    bool                 interrupt;     /* LEASH_INTERRUPT here or above */
-    unsigned             limit;
-    int64_t              open_ns;
-    int64_t              deadline_ns;   /* effective: min of own and parent's */
-    struct leash_group  *deadline_owner; /* whose deadline that is */
+    uint64_t            id;
+    char                name[48];
+    struct leash_group *parent; /* the group the opener runs in; NULL: root */
+    leash_task         *opener;
+    const char         *open_file;
+    int                 open_line;
+    unsigned            flags;
+    bool                interrupt; /* LEASH_INTERRUPT here or above */
+    unsigned            limit;
+    int64_t             open_ns;
+    int64_t             deadline_ns;    /* effective: min of own and parent's */
+    struct leash_group *deadline_owner; /* whose deadline that is */
 
-    leash__lock_t        mu;            /* guards what follows */
-    leash_task          *tasks;         /* children alive (queued or running) */
-    _Atomic unsigned     running;       /* written under mu, read by the spinning waiter */
-    bool                 cancel_cut;    /* cancelled while children ran, or not by a deadline */
-    struct leash_group  *kids, *knext, *kprev; /* groups opened by its tasks */
+    leash__lock_t          mu;         /* guards what follows */
+    leash_task            *tasks;      /* children alive (queued or running) */
+    _Atomic unsigned       running;    /* written under mu, read by the spinning waiter */
+    bool                   cancel_cut; /* cancelled while children ran, or not by a deadline */
+    struct leash_group    *kids, *knext, *kprev; /* groups opened by its tasks */
     struct leash_slotwait *slotwait;
-    int                  first_err;     /* first non-zero child return, before cancel */
-    leash_task          *waiter;        /* the opener, while in wait */
-    _Atomic int          cancel_cause;  /* 0, ECANCELED or ETIMEDOUT */
+    int                    first_err;    /* first non-zero child return, before cancel */
+    leash_task            *waiter;       /* the opener, while in wait */
+    _Atomic int            cancel_cause; /* 0, ECANCELED or ETIMEDOUT */
 
-    struct leash_group  *onext;         /* opener's list of unwaited groups */
-    struct leash_group  *rnext, *rprev; /* registry of all groups */
-    struct leash_group  *inext, *iprev; /* registry of interrupt groups */
-    bool                 in_intr;       /* in that registry (under its lock) */
-    size_t               heap_idx;      /* in the timer heap, or SIZE_MAX */
-    _Atomic bool         interrupting;  /* cancelled with interrupt: signal its tasks */
+    struct leash_group *onext;         /* opener's list of unwaited groups */
+    struct leash_group *rnext, *rprev; /* registry of all groups */
+    struct leash_group *inext, *iprev; /* registry of interrupt groups */
+    bool                in_intr;       /* in that registry (under its lock) */
+    size_t              heap_idx;      /* in the timer heap, or SIZE_MAX */
+    _Atomic bool        interrupting;  /* cancelled with interrupt: signal its tasks */
 };
 
 /* 0, or the negative cause that ended t's scope. Reads the clock only when
    check_clock: a passed deadline then cancels its group at once. */
-int  leash__scope_err(leash_task *t, bool check_clock);
+int leash__scope_err(leash_task *t, bool check_clock);
 /* The effective deadline of t's scope, ns, INT64_MAX: none. */
 static inline int64_t leash__scope_deadline(leash_task *t)
 {
@@ -233,7 +237,7 @@ void leash__cancel(struct leash_group *g, int cause);
 /* Called by the worker when a task's function has returned. */
 void leash__task_done(leash_task *t, int rc);
 /* Waits g (used by task exit for unwaited groups). */
-int  leash__group_wait(struct leash_group *g, leash_task *self, const char *file, int line);
+int leash__group_wait(struct leash_group *g, leash_task *self, const char *file, int line);
 
 extern leash__lock_t       leash__groups_mu;
 extern struct leash_group *leash__groups;
@@ -247,7 +251,7 @@ void leash__task_uncount(struct leash_group *g);
 /* ----------------------------------------------------------- pool.c */
 
 /* Queues t; caller_root: the caller is an application thread, busy on a CPU. */
-int  leash__pool_submit(leash_task *t, bool caller_root);
+int                     leash__pool_submit(leash_task *t, bool caller_root);
 extern _Atomic uint64_t leash__threads;
 /* A pooled task is about to sleep in leash (futex or poll), and is back. */
 void leash__pool_park_begin(leash_task *t);
@@ -255,7 +259,7 @@ void leash__pool_park_end(leash_task *t);
 /* Calls fn for each task of g still waiting in the queue (for dumps: a
    task is on its group's list only once it runs). */
 int leash__pool_each_queued(const struct leash_group *g, int (*fn)(void *ctx, leash_task *t),
-                            void *ctx);
+                            void                     *ctx);
 /* How often the timer thread checks that queued tasks move. */
 #define LEASH__MONITOR_NS (5LL * 1000 * 1000)
 /* The timer thread's check; returns when it wants to run again. */
@@ -263,12 +267,12 @@ int64_t leash__pool_monitor(int64_t now);
 
 /* ---------------------------------------------------------- timer.c */
 
-void leash__timer_add(struct leash_group *g);    /* g has its own deadline */
+void leash__timer_add(struct leash_group *g); /* g has its own deadline */
 void leash__timer_remove(struct leash_group *g);
 void leash__intr_register(struct leash_group *g);
 void leash__intr_unregister(struct leash_group *g);
-void leash__intr_kick(void);                     /* an interrupt group was cancelled */
-void leash__monitor_kick(void);                  /* queued tasks wait: start watching */
+void leash__intr_kick(void);    /* an interrupt group was cancelled */
+void leash__monitor_kick(void); /* queued tasks wait: start watching */
 int  leash__intr_signal(void);
 
 /* --------------------------------------------------------- report.c */
@@ -293,8 +297,8 @@ struct leash__aevent {
     char        name[48];
 };
 extern _Atomic int leash__agent_on; /* connected: events are wanted */
-void leash__agent_init(void);
-void leash__agent_push(const struct leash__aevent *ev);
+void               leash__agent_init(void);
+void               leash__agent_push(const struct leash__aevent *ev);
 void leash__agent_report(const char *kind, uint64_t task, const char *group, const char *detail);
 static inline bool leash__agent_wants(void)
 {

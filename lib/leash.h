@@ -41,9 +41,9 @@ extern "C" {
 #define LEASH_API
 #endif
 
-#define LEASH_VERSION_MAJOR 0
-#define LEASH_VERSION_MINOR 1
-#define LEASH_VERSION_PATCH 0
+#define LEASH_VERSION_MAJOR  0
+#define LEASH_VERSION_MINOR  1
+#define LEASH_VERSION_PATCH  0
 #define LEASH_VERSION_STRING "0.1.0"
 
 /* ---------------------------------------------------------------- groups */
@@ -69,10 +69,9 @@ typedef struct leash_group_opts {
  * cancelled. Errors: -EINVAL (g NULL, negative timeout_ms, unknown flags),
  * -ENOMEM.
  */
-LEASH_API int leash_group_open_at(leash_group **g, const leash_group_opts *opts,
-                                  const char *file, int line);
-#define leash_group_open(g, ...) \
-    leash_group_open_at((g), (__VA_ARGS__), __FILE__, __LINE__)
+LEASH_API int leash_group_open_at(leash_group **g, const leash_group_opts *opts, const char *file,
+                                  int line);
+#define leash_group_open(g, ...) leash_group_open_at((g), (__VA_ARGS__), __FILE__, __LINE__)
 
 /*
  * Starts fn(arg) as a child task of g on a pooled thread. Children may add
@@ -82,8 +81,8 @@ LEASH_API int leash_group_open_at(leash_group **g, const leash_group_opts *opts,
  * caller's own scope ended while it waited for a slot), -ENOMEM. When no
  * thread can be made, the child waits in the pool's queue for a free one.
  */
-LEASH_API int leash_go_at(leash_group *g, int (*fn)(void *), void *arg,
-                          const char *fn_name, const char *file, int line);
+LEASH_API int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
+                          const char *file, int line);
 #define leash_go(g, fn, arg) leash_go_at((g), (fn), (arg), #fn, __FILE__, __LINE__)
 
 /* Cancels g and its whole subtree (cause: -ECANCELED). Idempotent; NULL is ignored. */
@@ -117,8 +116,7 @@ LEASH_API int leash_sleep_at(int64_t ms, const char *file, int line);
  * Errors: -EINVAL (fd < 0 or no events), -ETIMEDOUT (timeout_ms passed, or
  * the deadline did), -ECANCELED, or poll(2)'s error.
  */
-LEASH_API int leash_fdwait_at(int fd, short events, int64_t timeout_ms,
-                              const char *file, int line);
+LEASH_API int leash_fdwait_at(int fd, short events, int64_t timeout_ms, const char *file, int line);
 #define leash_fdwait(fd, ev, ms) leash_fdwait_at((fd), (ev), (ms), __FILE__, __LINE__)
 
 /* The caller's effective deadline, CLOCK_MONOTONIC ms; INT64_MAX: none. */
@@ -133,8 +131,7 @@ typedef struct leash_chan leash_chan;
  * rendezvous. Errors: -EINVAL (c NULL, elem_size 0), -ENOMEM.
  * The caller owns *c and frees it with leash_chan_free() once no task uses it.
  */
-LEASH_API int leash_chan_open(leash_chan **c, const char *name, size_t elem_size,
-                              size_t capacity);
+LEASH_API int leash_chan_open(leash_chan **c, const char *name, size_t elem_size, size_t capacity);
 /* Copies elem in. Errors: -EINVAL, -EPIPE (closed), -ETIMEDOUT, -ECANCELED. */
 LEASH_API int leash_chan_send_at(leash_chan *c, const void *elem, const char *file, int line);
 #define leash_chan_send(c, e) leash_chan_send_at((c), (e), __FILE__, __LINE__)
@@ -182,12 +179,12 @@ typedef struct leash_mutex {
 } leash_mutex;
 
 typedef struct leash_rwlock {
-    uint32_t    wlock_;    /* guards every field below */
+    uint32_t    wlock_; /* guards every field below */
     uint32_t    flags_;
-    int32_t     readers_;  /* read holds, -1 when write-held */
-    uint32_t    wwait_;    /* writers waiting */
+    int32_t     readers_; /* read holds, -1 when write-held */
+    uint32_t    wwait_;   /* writers waiting */
     void       *writer_;
-    void       *holds_;    /* list of read holds */
+    void       *holds_; /* list of read holds */
     void       *waiters_;
     const char *site_file_;
     int         site_line_;
@@ -226,7 +223,7 @@ LEASH_API int leash_rwlock_rdlock_at(leash_rwlock *l, const char *file, int line
 LEASH_API int leash_rwlock_wrlock_at(leash_rwlock *l, const char *file, int line);
 #define leash_rwlock_wrlock(l) leash_rwlock_wrlock_at((l), __FILE__, __LINE__)
 /* Errors: -EINVAL; -EPERM: the caller holds it in neither mode. */
-LEASH_API int leash_rwlock_unlock(leash_rwlock *l);
+LEASH_API int  leash_rwlock_unlock(leash_rwlock *l);
 LEASH_API void leash_rwlock_destroy(leash_rwlock *l);
 
 /* ----------------------------------------------------------- diagnostics */
@@ -237,10 +234,10 @@ enum { LEASH_DUMP_TEXT = 0, LEASH_DUMP_JSON = 1 };
 LEASH_API int leash_dump(int fd, int format);
 
 struct leash_stats {
-    uint64_t tasks_live;    /* started by leash_go and not yet returned (root tasks excluded) */
+    uint64_t tasks_live; /* started by leash_go and not yet returned (root tasks excluded) */
     uint64_t tasks_started;
     uint64_t groups_live;
-    uint64_t threads;       /* pool threads alive */
+    uint64_t threads; /* pool threads alive */
     uint64_t reports;
 };
 LEASH_API int leash_stats(struct leash_stats *out); /* -EINVAL: out NULL */

@@ -21,11 +21,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#define MAGIC_MASK      0xffff0000u
-#define MAGIC_MUTEX     0x4c4d0000u /* "LM" */
-#define MAGIC_RWLOCK    0x4c520000u /* "LR" */
-#define F_ABANDONED     0x1u        /* mutex; rwlock: a writer exited holding it */
-#define F_RD_ABANDONED  0x2u        /* rwlock: a reader exited holding it */
+#define MAGIC_MASK     0xffff0000u
+#define MAGIC_MUTEX    0x4c4d0000u /* "LM" */
+#define MAGIC_RWLOCK   0x4c520000u /* "LR" */
+#define F_ABANDONED    0x1u        /* mutex; rwlock: a writer exited holding it */
+#define F_RD_ABANDONED 0x2u        /* rwlock: a reader exited holding it */
 
 #define LD(p)      __atomic_load_n((p), __ATOMIC_RELAXED)
 #define ST(p, v)   __atomic_store_n((p), (v), __ATOMIC_RELAXED)
@@ -95,8 +95,9 @@ static void wq_wake_all(void **head)
 
 static const char *kind_name(int kind)
 {
-    return kind == LEASH_HOLD_MUTEX ? "mutex" : kind == LEASH_HOLD_READ ? "rwlock (read)"
-                                                                          : "rwlock (write)";
+    return kind == LEASH_HOLD_MUTEX  ? "mutex"
+           : kind == LEASH_HOLD_READ ? "rwlock (read)"
+                                     : "rwlock (write)";
 }
 
 static const char *lock_name(void *lock, int kind)
@@ -117,7 +118,7 @@ static int holders(void *lock, int kind, leash_task **out, int max)
     int n = 0;
     if (kind == LEASH_HOLD_MUTEX) {
         leash_mutex *m = lock;
-        leash_task *o = __atomic_load_n(&m->owner_, __ATOMIC_ACQUIRE);
+        leash_task  *o = __atomic_load_n(&m->owner_, __ATOMIC_ACQUIRE);
         if (o && !(LD(&m->flags_) & F_ABANDONED))
             out[n++] = o;
         return n;
@@ -146,7 +147,7 @@ static int find_cycle(leash_task *self, void *lock, int kind, leash_task **path,
     if (depth >= 8)
         return 0;
     leash_task *h[WALK_MAX];
-    int n = holders(lock, kind, h, WALK_MAX);
+    int         n = holders(lock, kind, h, WALK_MAX);
     for (int i = 0; i < n; i++) {
         if (h[i] == self)
             continue; /* self as a waiting writer ahead of itself: not a cycle */
@@ -157,7 +158,7 @@ static int find_cycle(leash_task *self, void *lock, int kind, leash_task **path,
         if (!next)
             continue;
         leash_task *hh[WALK_MAX];
-        int nn = holders(next, h[i]->waiting_kind, hh, WALK_MAX);
+        int         nn = holders(next, h[i]->waiting_kind, hh, WALK_MAX);
         for (int j = 0; j < nn; j++) {
             if (hh[j] == self) {
                 locks[depth + 1] = next;
@@ -175,8 +176,8 @@ static int find_cycle(leash_task *self, void *lock, int kind, leash_task **path,
 static int graph_enter(leash_task *self, void *lock, int kind, const char *file, int line)
 {
     leash_task *path[10];
-    void *locks[10];
-    int kinds[10];
+    void       *locks[10];
+    int         kinds[10];
     leash__lock(&graph_mu);
     int n = find_cycle(self, lock, kind, path, locks, kinds, 0);
     if (!n) {
@@ -186,7 +187,7 @@ static int graph_enter(leash_task *self, void *lock, int kind, const char *file,
     leash__unlock(&graph_mu);
     if (!n)
         return 0;
-    char chain[400];
+    char   chain[400];
     size_t off = 0;
     for (int i = 0; i < n - 1 && off < sizeof chain; i++) {
         int w = snprintf(chain + off, sizeof chain - off, "%s\"%s\" held by task %llu (%s)",
@@ -215,9 +216,9 @@ static int self_deadlock(leash_task *self, void *lock, int kind, struct leash_ho
 {
     const char *what = kind == LEASH_HOLD_WRITE && held->kind == LEASH_HOLD_READ
                            ? "asks for the write lock of rwlock"
-                           : kind == LEASH_HOLD_MUTEX ? "locks mutex"
-                           : kind == LEASH_HOLD_READ  ? "asks for a read lock of rwlock"
-                                                      : "asks for the write lock of rwlock";
+                       : kind == LEASH_HOLD_MUTEX ? "locks mutex"
+                       : kind == LEASH_HOLD_READ  ? "asks for a read lock of rwlock"
+                                                  : "asks for the write lock of rwlock";
     leash__report("self_deadlock", self, self->group ? self->group->name : NULL,
                   "task %llu (%s) at %s:%d %s \"%s\" that it already holds (%s at %s:%d): "
                   "-EDEADLK instead of waiting for ever",
@@ -231,8 +232,8 @@ static int self_deadlock(leash_task *self, void *lock, int kind, struct leash_ho
    and on return). */
 static int lock_park(void *lockobj, void **waiters, leash_task *self, int kind, uint32_t *state)
 {
-    struct lwaiter w = { .task = self, .kind = kind };
-    int err = leash__scope_err(self, true);
+    struct lwaiter w = {.task = self, .kind = kind};
+    int            err = leash__scope_err(self, true);
     if (err)
         return err;
     wq_push(waiters, &w);
@@ -310,9 +311,8 @@ static int mutex_lock_slow(leash_mutex *m, leash_task *self, const char *file, i
     int spin = leash__spin_budget() / 8;
     for (int i = 0; i < spin; i++) {
         uint32_t z = 0;
-        if (LD(&m->state_) == 0 &&
-            __atomic_compare_exchange_n(&m->state_, &z, 1, false, __ATOMIC_ACQUIRE,
-                                        __ATOMIC_RELAXED))
+        if (LD(&m->state_) == 0 && __atomic_compare_exchange_n(&m->state_, &z, 1, false,
+                                                               __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
             return mutex_took(m, self, file, line);
         leash__cpu_relax();
     }
@@ -434,7 +434,7 @@ static int rw_lock(leash_rwlock *l, int kind, const char *file, int line)
 
     bool reader = kind == LEASH_HOLD_READ;
     bool counted = false, entered = false;
-    int err = 0;
+    int  err = 0;
     WLOCK(l);
     for (;;) {
         uint32_t f = l->flags_;
@@ -503,7 +503,7 @@ int leash_rwlock_unlock(leash_rwlock *l)
 {
     if (!rwlock_ok(l))
         return -EINVAL;
-    leash_task *self = leash__self_tls;
+    leash_task        *self = leash__self_tls;
     struct leash_hold *h = self ? leash__hold_find(self, l) : NULL;
     if (!h)
         return -EPERM;
@@ -535,8 +535,8 @@ void leash__abandon_holds(leash_task *t)
     leash__lock(&graph_mu);
     while (t->holds) {
         struct leash_hold *h = t->holds;
-        bool first = false;
-        const char *name;
+        bool               first = false;
+        const char        *name;
         if (h->kind == LEASH_HOLD_MUTEX) {
             leash_mutex *m = h->lock;
             WLOCK(m);

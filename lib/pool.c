@@ -26,22 +26,22 @@
 #define RETIRE_NS (10LL * 1000000000)
 
 struct worker {
-    _Atomic uint32_t word;  /* 0 parked, 1 woken */
-    struct worker   *next;  /* parked stack */
+    _Atomic uint32_t word; /* 0 parked, 1 woken */
+    struct worker   *next; /* parked stack */
     struct worker   *prev;
 };
 
 static struct {
     leash__lock_t    mu;
     leash_task      *head, *tail;
-    _Atomic unsigned qlen;     /* read unlocked by spinning workers and the monitor */
-    _Atomic unsigned awake;    /* idle workers not parked (written under mu) */
-    _Atomic unsigned running;  /* workers running a task that is not parked in leash */
+    _Atomic unsigned qlen;    /* read unlocked by spinning workers and the monitor */
+    _Atomic unsigned awake;   /* idle workers not parked (written under mu) */
+    _Atomic unsigned running; /* workers running a task that is not parked in leash */
     _Atomic unsigned spinning;
-    _Atomic uint64_t pops;     /* progress, for the monitor */
+    _Atomic uint64_t pops;       /* progress, for the monitor */
     _Atomic int      monitoring; /* the timer thread checks the queue every MONITOR_NS */
-    struct worker   *parked;   /* most recently parked first: its cache is warm */
-} pool = { .mu = LEASH__LOCK_INIT };
+    struct worker   *parked;     /* most recently parked first: its cache is warm */
+} pool = {.mu = LEASH__LOCK_INIT};
 
 _Atomic uint64_t leash__threads;
 
@@ -89,8 +89,8 @@ static void add_worker_unlock(void)
     leash__unlock(&pool.mu);
     w = calloc(1, sizeof *w);
     /* the interrupt signal is the one a worker must take */
-    int err = w ? leash__thread_start(worker_main, w, "leash-worker", leash__intr_signal())
-                : -ENOMEM;
+    int err =
+        w ? leash__thread_start(worker_main, w, "leash-worker", leash__intr_signal()) : -ENOMEM;
     if (!err)
         atomic_fetch_add_explicit(&leash__threads, 1, memory_order_relaxed);
     if (err) {
@@ -116,7 +116,7 @@ static void run(leash_task *t)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg; /* heap, not stack: a waker may touch it after we park */
-    int spin_max = leash__spin_budget();
+    int            spin_max = leash__spin_budget();
     leash__lock(&pool.mu);
     for (;;) {
         leash_task *t = pop_locked();
@@ -136,9 +136,9 @@ static void *worker_main(void *arg)
 
         /* spin for new work, but let no more workers spin than there are
            other CPUs: spinners steal time from the tasks */
-        if (spin_max && atomic_fetch_add_explicit(&pool.spinning, 1, memory_order_relaxed) +
-                                rd(&pool.running) <
-                            (unsigned)leash__ncpu() - 1) {
+        if (spin_max &&
+            atomic_fetch_add_explicit(&pool.spinning, 1, memory_order_relaxed) + rd(&pool.running) <
+                (unsigned)leash__ncpu() - 1) {
             for (int i = 0; i < spin_max; i++) {
                 if (rd(&pool.qlen))
                     break;
@@ -188,8 +188,7 @@ static void *worker_main(void *arg)
    the caller itself keeps busy: a root thread spawning uses one. */
 static bool short_handed(unsigned busy)
 {
-    return pool.head && rd(&pool.awake) == 0 &&
-           rd(&pool.running) + busy < (unsigned)leash__ncpu();
+    return pool.head && rd(&pool.awake) == 0 && rd(&pool.running) + busy < (unsigned)leash__ncpu();
 }
 
 int leash__pool_submit(leash_task *t, bool caller_root)
@@ -240,7 +239,7 @@ int64_t leash__pool_monitor(int64_t now)
 {
     static uint64_t last_pops;
     static int64_t  last_change;
-    uint64_t pops = atomic_load_explicit(&pool.pops, memory_order_relaxed);
+    uint64_t        pops = atomic_load_explicit(&pool.pops, memory_order_relaxed);
     if (!atomic_load_explicit(&pool.qlen, memory_order_seq_cst)) {
         atomic_store_explicit(&pool.monitoring, 0, memory_order_seq_cst);
         if (!atomic_load_explicit(&pool.qlen, memory_order_seq_cst)) {
@@ -267,7 +266,7 @@ int64_t leash__pool_monitor(int64_t now)
 }
 
 int leash__pool_each_queued(const struct leash_group *g, int (*fn)(void *ctx, leash_task *t),
-                            void *ctx)
+                            void                     *ctx)
 {
     int err = 0;
     leash__lock(&pool.mu);

@@ -13,7 +13,7 @@ _Atomic uint64_t leash__reports;
 static bool quiet(void)
 {
     static _Atomic int q = -1;
-    int v = atomic_load_explicit(&q, memory_order_relaxed);
+    int                v = atomic_load_explicit(&q, memory_order_relaxed);
     if (v < 0) {
         const char *e = getenv("LEASH_REPORT");
         v = e && strcmp(e, "quiet") == 0;
@@ -24,7 +24,7 @@ static bool quiet(void)
 
 void leash__report(const char *kind, leash_task *t, const char *group, const char *fmt, ...)
 {
-    char detail[512];
+    char    detail[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
@@ -32,7 +32,7 @@ void leash__report(const char *kind, leash_task *t, const char *group, const cha
     atomic_fetch_add_explicit(&leash__reports, 1, memory_order_relaxed);
     if (!quiet()) {
         char line[700];
-        int n = snprintf(line, sizeof line, "leash[%d]: %s: %s\n", (int)getpid(), kind, detail);
+        int  n = snprintf(line, sizeof line, "leash[%d]: %s: %s\n", (int)getpid(), kind, detail);
         if (n > (int)sizeof line - 1) {
             n = sizeof line - 1;
             line[n - 1] = '\n';

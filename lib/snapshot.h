@@ -7,13 +7,13 @@
 struct leash_snap_task {
     uint64_t    id;
     const char *fn;
-    const char *file;      /* spawn site; NULL for root tasks */
+    const char *file; /* spawn site; NULL for root tasks */
     int         line;
-    int         op;        /* LEASH_OP_*; 0: running */
-    const char *obj;       /* name of what it is blocked on */
-    const char *bfile;     /* where it blocked */
+    int         op;    /* LEASH_OP_*; 0: running */
+    const char *obj;   /* name of what it is blocked on */
+    const char *bfile; /* where it blocked */
     int         bline;
-    int64_t     since_ms;  /* in its state this long */
+    int64_t     since_ms; /* in its state this long */
 };
 
 struct leash_snap_group {
@@ -25,7 +25,7 @@ struct leash_snap_group {
     int         cancelled;        /* 0, ECANCELED or ETIMEDOUT */
     int64_t     deadline_ms_left; /* -1: none */
     int64_t     age_ms;
-    size_t      first, count;     /* its tasks in leash_snapshot.tasks */
+    size_t      first, count; /* its tasks in leash_snapshot.tasks */
 };
 
 struct leash_snapshot {

@@ -72,7 +72,7 @@ void leash__cpu_relax(void)
 int leash__ncpu(void)
 {
     static _Atomic int n;
-    int v = atomic_load_explicit(&n, memory_order_relaxed);
+    int                v = atomic_load_explicit(&n, memory_order_relaxed);
     if (v == 0) {
         long c = sysconf(_SC_NPROCESSORS_ONLN);
         v = c > 0 ? (int)c : 1;
@@ -99,9 +99,9 @@ void leash__lock_slow(leash__lock_t *l)
 
 int leash__thread_start(void *(*fn)(void *), void *arg, const char *name, int allow_sig)
 {
-    pthread_t th;
+    pthread_t      th;
     pthread_attr_t attr;
-    sigset_t all, old;
+    sigset_t       all, old;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     /* the library's threads take none of the application's signals */
@@ -136,7 +136,7 @@ void leash__bprintf(struct leash__buf *b, const char *fmt, ...)
         va_list ap;
         va_start(ap, fmt);
         size_t room = b->cap - b->len;
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
+        int    n = vsnprintf(b->p ? b->p + b->len : NULL, room, fmt, ap);
         va_end(ap);
         if (n < 0) {
             b->oom = true;

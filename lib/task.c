@@ -93,7 +93,8 @@ void leash__task_free(leash_task *t)
     /* hold nodes that overflowed the cache were malloc'd */
     for (struct leash_hold *h = t->hold_free, *n; h; h = n) {
         n = h->tnext;
-        if (h < t->hold_cache || h >= t->hold_cache + sizeof t->hold_cache / sizeof t->hold_cache[0])
+        if (h < t->hold_cache ||
+            h >= t->hold_cache + sizeof t->hold_cache / sizeof t->hold_cache[0])
             free(h);
     }
     t->hold_free = NULL;
@@ -212,7 +213,7 @@ void leash__wake(leash_task *t)
         leash__futex_wake(&t->wake, 1);
     if (atomic_load_explicit(&t->in_poll, memory_order_seq_cst)) {
         uint64_t one = 1;
-        ssize_t r = write(t->wake_fd, &one, sizeof one);
+        ssize_t  r = write(t->wake_fd, &one, sizeof one);
         (void)r;
     }
 }
@@ -284,11 +285,16 @@ void leash__hold_drop(leash_task *t, struct leash_hold *h)
 const char *leash__op_name(int op)
 {
     static const char *const names[] = {
-        [LEASH_OP_NONE] = "running",       [LEASH_OP_CHAN_SEND] = "chan_send",
-        [LEASH_OP_CHAN_RECV] = "chan_recv", [LEASH_OP_SELECT] = "select",
-        [LEASH_OP_MUTEX] = "mutex",         [LEASH_OP_RWLOCK_RD] = "rwlock_rd",
-        [LEASH_OP_RWLOCK_WR] = "rwlock_wr", [LEASH_OP_SLEEP] = "sleep",
-        [LEASH_OP_FDWAIT] = "fdwait",       [LEASH_OP_GROUP_WAIT] = "group_wait",
+        [LEASH_OP_NONE] = "running",
+        [LEASH_OP_CHAN_SEND] = "chan_send",
+        [LEASH_OP_CHAN_RECV] = "chan_recv",
+        [LEASH_OP_SELECT] = "select",
+        [LEASH_OP_MUTEX] = "mutex",
+        [LEASH_OP_RWLOCK_RD] = "rwlock_rd",
+        [LEASH_OP_RWLOCK_WR] = "rwlock_wr",
+        [LEASH_OP_SLEEP] = "sleep",
+        [LEASH_OP_FDWAIT] = "fdwait",
+        [LEASH_OP_GROUP_WAIT] = "group_wait",
         [LEASH_OP_GO] = "go",
     };
     if (op < 0 || (size_t)op >= sizeof names / sizeof names[0])

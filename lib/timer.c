@@ -16,12 +16,12 @@
 #define INTR_PERIOD_NS (2LL * 1000000)
 
 static struct {
-    leash__lock_t        mu;   /* guards the heap and `started` */
+    leash__lock_t        mu; /* guards the heap and `started` */
     struct leash_group **heap;
     size_t               n, cap;
     bool                 started;
-    _Atomic uint32_t     seq;  /* bumped to wake the thread */
-} tm = { .mu = LEASH__LOCK_INIT };
+    _Atomic uint32_t     seq; /* bumped to wake the thread */
+} tm = {.mu = LEASH__LOCK_INIT};
 
 static leash__lock_t       intr_mu = LEASH__LOCK_INIT;
 static struct leash_group *intr_list;
@@ -125,7 +125,7 @@ static void *timer_main(void *arg)
     for (;;) {
         leash__lock(&tm.mu);
         uint32_t seq = atomic_load_explicit(&tm.seq, memory_order_acquire);
-        int64_t now = leash__now_ns();
+        int64_t  now = leash__now_ns();
         while (tm.n && tm.heap[0]->deadline_ns <= now) {
             struct leash_group *g = tm.heap[0];
             heap_del(0);
@@ -165,7 +165,7 @@ void leash__timer_add(struct leash_group *g)
 {
     leash__lock(&tm.mu);
     if (tm.n == tm.cap) {
-        size_t cap = tm.cap ? tm.cap * 2 : 64;
+        size_t               cap = tm.cap ? tm.cap * 2 : 64;
         struct leash_group **h = realloc(tm.heap, cap * sizeof *h);
         if (!h) {
             /* without a slot the deadline still holds at every cancellation

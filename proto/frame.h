@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LEASH_FRAME_HEADER 4
+#define LEASH_FRAME_HEADER      4
 #define LEASH_FRAME_MAX_DEFAULT (1024 * 1024)
 
 static inline void leash_frame_put_len(uint8_t *p, uint32_t n)

@@ -4,7 +4,7 @@
 static void defaults_hold_without_a_file(void **state)
 {
     (void)state;
-    char err[256];
+    char          err[256];
     struct config c;
     assert_int_equal(config_load(&c, NULL, err, sizeof err), 0);
     assert_int_equal(c.heartbeat_timeout_ms, 5000);
@@ -83,30 +83,30 @@ static void bad_input_names_file_line_and_key(void **state)
     static const struct {
         const char *text, *want;
     } cases[] = {
-        { "\nnope = 1;\n", "test.conf:2: key 'nope': unknown key" },
-        { "heartbeat_timeout = 5;\n", "key 'heartbeat_timeout': must be a duration" },
-        { "heartbeat_timeout = \"50ms\";\n", "must be at least 100ms" },
-        { "stuck_after = \"soon\";\n", "key 'stuck_after': bad duration \"soon\"" },
-        { "max_frame = \"big\";\n", "key 'max_frame': must be a whole number" },
-        { "max_frame = 999999999;\n", "out of range" },
-        { "admin_uids = 0;\n", "key 'admin_uids': must be an array" },
-        { "admin_uids = [ -1 ];\n", "element 0 is not a uid" },
-        { "state_dir = \"\";\n", "must not be empty" },
-        { "control_socket = 7;\n", "must be a string" },
-        { "metrics_listen = \"localhost\";\n", "is not HOST:PORT" },
-        { "metrics_listen = \"127.0.0.1:99999\";\n", "is not HOST:PORT" },
-        { "policies = { match = \"*\"; };\n", "must be a list" },
-        { "policies = ( { grace = \"1s\"; } );\n", "every policy needs a match" },
-        { "policies = ( { match = \"*\"; color = \"red\"; } );\n", "key 'color': unknown key" },
-        { "policies = ( { match = \"*\"; escalate = [ \"kill@soon\" ]; } );\n",
-          "bad duration in \"kill@soon\"" },
-        { "policies = ( { match = \"*\"; escalate = [ \"kill@2s\", \"report@1s\" ]; } );\n",
-          "steps must come in time order" },
-        { "policies = ( { match = \"*\"; escalate = \"kill\"; } );\n", "must be an array" },
-        { "stuck_after = \"1s\";\nx = = 2;\n", "test.conf:2: syntax error" },
+        {"\nnope = 1;\n", "test.conf:2: key 'nope': unknown key"},
+        {"heartbeat_timeout = 5;\n", "key 'heartbeat_timeout': must be a duration"},
+        {"heartbeat_timeout = \"50ms\";\n", "must be at least 100ms"},
+        {"stuck_after = \"soon\";\n", "key 'stuck_after': bad duration \"soon\""},
+        {"max_frame = \"big\";\n", "key 'max_frame': must be a whole number"},
+        {"max_frame = 999999999;\n", "out of range"},
+        {"admin_uids = 0;\n", "key 'admin_uids': must be an array"},
+        {"admin_uids = [ -1 ];\n", "element 0 is not a uid"},
+        {"state_dir = \"\";\n", "must not be empty"},
+        {"control_socket = 7;\n", "must be a string"},
+        {"metrics_listen = \"localhost\";\n", "is not HOST:PORT"},
+        {"metrics_listen = \"127.0.0.1:99999\";\n", "is not HOST:PORT"},
+        {"policies = { match = \"*\"; };\n", "must be a list"},
+        {"policies = ( { grace = \"1s\"; } );\n", "every policy needs a match"},
+        {"policies = ( { match = \"*\"; color = \"red\"; } );\n", "key 'color': unknown key"},
+        {"policies = ( { match = \"*\"; escalate = [ \"kill@soon\" ]; } );\n",
+         "bad duration in \"kill@soon\""},
+        {"policies = ( { match = \"*\"; escalate = [ \"kill@2s\", \"report@1s\" ]; } );\n",
+         "steps must come in time order"},
+        {"policies = ( { match = \"*\"; escalate = \"kill\"; } );\n", "must be an array"},
+        {"stuck_after = \"1s\";\nx = = 2;\n", "test.conf:2: syntax error"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char err[512];
+        char          err[512];
         struct config c;
         if (config_load_string(&c, cases[i].text, "test.conf", err, sizeof err) == 0) {
             config_free(&c);
@@ -120,7 +120,7 @@ static void bad_input_names_file_line_and_key(void **state)
 static void missing_file_is_named(void **state)
 {
     (void)state;
-    char err[512];
+    char          err[512];
     struct config c;
     assert_int_equal(config_load(&c, "/nonexistent/leashd.conf", err, sizeof err), -1);
     assert_non_null(strstr(err, "/nonexistent/leashd.conf: No such file"));

@@ -6,11 +6,11 @@
 static void frames_are_cut_whole_or_refused(void **state)
 {
     (void)state;
-    uint8_t buf[16] = { 0, 0, 0, 3, 'a', 'b', 'c', 0, 0 };
+    uint8_t        buf[16] = {0, 0, 0, 3, 'a', 'b', 'c', 0, 0};
     const uint8_t *msg;
-    size_t len;
-    assert_int_equal(leash_frame_parse(buf, 3, 100, &msg, &len), 0);  /* header incomplete */
-    assert_int_equal(leash_frame_parse(buf, 6, 100, &msg, &len), 0);  /* payload incomplete */
+    size_t         len;
+    assert_int_equal(leash_frame_parse(buf, 3, 100, &msg, &len), 0); /* header incomplete */
+    assert_int_equal(leash_frame_parse(buf, 6, 100, &msg, &len), 0); /* payload incomplete */
     assert_int_equal(leash_frame_parse(buf, 9, 100, &msg, &len), 7);
     assert_int_equal(len, 3);
     assert_memory_equal(msg, "abc", 3);
@@ -24,7 +24,7 @@ static void frames_are_cut_whole_or_refused(void **state)
 static Leash__Agent__AgentMessage *roundtrip(const Leash__Agent__AgentMessage *m, char *why)
 {
     static uint8_t buf[65536];
-    size_t n = leash__agent__agent_message__pack(m, buf);
+    size_t         n = leash__agent__agent_message__pack(m, buf);
     return agent_decode(buf, n, why, 256);
 }
 
@@ -36,12 +36,12 @@ static void good_hello_and_events_pass(void **state)
     g.name = "search";
     g.deadline_ms_left = 100;
     Leash__Agent__Group *gp = &g;
-    Leash__Agent__Task t = LEASH__AGENT__TASK__INIT;
+    Leash__Agent__Task   t = LEASH__AGENT__TASK__INIT;
     t.id = 3;
     t.group = 2;
     t.fn = "worker";
     t.op = LEASH__AGENT__OP__OP_CHAN_SEND;
-    Leash__Agent__Task *tp = &t;
+    Leash__Agent__Task    *tp = &t;
     Leash__Agent__Snapshot s = LEASH__AGENT__SNAPSHOT__INIT;
     s.n_groups = 1;
     s.groups = &gp;
@@ -54,7 +54,7 @@ static void good_hello_and_events_pass(void **state)
     Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
     m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO;
     m.hello = &h;
-    char why[256];
+    char                        why[256];
     Leash__Agent__AgentMessage *d = roundtrip(&m, why);
     assert_non_null(d);
     assert_string_equal(d->hello->name, "svc");
@@ -85,15 +85,15 @@ static void every_bad_field_is_refused_with_a_reason(void **state)
         int         op;
         const char *report_kind, *want;
     } cases[] = {
-        { LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 0, 1, -1, 0, 0, "", "valid group id" },
-        { LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 5, 1, -7, 0, 0, "", "below -1" },
-        { LEASH__AGENT__EVENT__KIND__GROUP_END, 0, 0, 0, 0, 0, "", "without a group id" },
-        { LEASH__AGENT__EVENT__KIND__TASK_START, 2, 0, 0, 0, 0, "", "task and group ids" },
-        { LEASH__AGENT__EVENT__KIND__STUCK, 2, 3, 0, 10, 0, "", "not a blocking one" },
-        { LEASH__AGENT__EVENT__KIND__STUCK, 2, 3, 0, 10, 99, "", "not a blocking one" },
-        { LEASH__AGENT__EVENT__KIND__STUCK, 2, 3, 0, -1, 1, "", "negative since_ms" },
-        { LEASH__AGENT__EVENT__KIND__REPORT, 0, 0, 0, 0, 0, "meltdown", "unknown kind" },
-        { 42, 1, 1, 0, 0, 0, "", "unknown event kind" },
+        {LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 0, 1, -1, 0, 0, "", "valid group id"},
+        {LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 5, 1, -7, 0, 0, "", "below -1"},
+        {LEASH__AGENT__EVENT__KIND__GROUP_END, 0, 0, 0, 0, 0, "", "without a group id"},
+        {LEASH__AGENT__EVENT__KIND__TASK_START, 2, 0, 0, 0, 0, "", "task and group ids"},
+        {LEASH__AGENT__EVENT__KIND__STUCK, 2, 3, 0, 10, 0, "", "not a blocking one"},
+        {LEASH__AGENT__EVENT__KIND__STUCK, 2, 3, 0, 10, 99, "", "not a blocking one"},
+        {LEASH__AGENT__EVENT__KIND__STUCK, 2, 3, 0, -1, 1, "", "negative since_ms"},
+        {LEASH__AGENT__EVENT__KIND__REPORT, 0, 0, 0, 0, 0, "meltdown", "unknown kind"},
+        {42, 1, 1, 0, 0, 0, "", "unknown event kind"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT, *ep;
@@ -104,9 +104,9 @@ static void every_bad_field_is_refused_with_a_reason(void **state)
         e.since_ms = cases[i].since;
         e.op = cases[i].op;
         e.report_kind = (char *)cases[i].report_kind;
-        Leash__Agent__Events es;
-        Leash__Agent__AgentMessage m = one_event(&e, &es, &ep);
-        char why[256] = "";
+        Leash__Agent__Events        es;
+        Leash__Agent__AgentMessage  m = one_event(&e, &es, &ep);
+        char                        why[256] = "";
         Leash__Agent__AgentMessage *d = roundtrip(&m, why);
         if (d) {
             leash__agent__agent_message__free_unpacked(d, NULL);
@@ -120,7 +120,7 @@ static void every_bad_field_is_refused_with_a_reason(void **state)
 static void hello_name_and_strings_are_checked(void **state)
 {
     (void)state;
-    char why[256];
+    char                why[256];
     Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
     h.version = 1;
     h.name = "";
@@ -129,7 +129,8 @@ static void hello_name_and_strings_are_checked(void **state)
     m.hello = &h;
     assert_null(roundtrip(&m, why));
     assert_non_null(strstr(why, "hello name"));
-    h.name = "a\x01" "b";
+    h.name = "a\x01"
+             "b";
     assert_null(roundtrip(&m, why));
     char long_name[100];
     memset(long_name, 'x', sizeof long_name - 1);
@@ -137,7 +138,7 @@ static void hello_name_and_strings_are_checked(void **state)
     h.name = long_name;
     assert_null(roundtrip(&m, why));
     h.name = "ok";
-    Leash__Agent__Task t = LEASH__AGENT__TASK__INIT, *tp = &t;
+    Leash__Agent__Task     t = LEASH__AGENT__TASK__INIT, *tp = &t;
     Leash__Agent__Snapshot s = LEASH__AGENT__SNAPSHOT__INIT;
     s.n_tasks = 1;
     s.tasks = &tp;
@@ -149,8 +150,8 @@ static void hello_name_and_strings_are_checked(void **state)
 static void garbage_is_not_a_message(void **state)
 {
     (void)state;
-    char why[256];
-    const uint8_t junk[] = { 0xff, 0xff, 0xff, 0xff, 0xff };
+    char          why[256];
+    const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0xff};
     assert_null(agent_decode(junk, sizeof junk, why, sizeof why));
     assert_non_null(strstr(why, "not an AgentMessage"));
     assert_null(agent_decode(junk, 0, why, sizeof why)); /* empty: no oneof set */
@@ -161,9 +162,9 @@ static void garbage_is_not_a_message(void **state)
 static void control_requests_are_checked(void **state)
 {
     (void)state;
-    uint8_t buf[256];
-    char why[256];
-    Leash__Control__Request r = LEASH__CONTROL__REQUEST__INIT;
+    uint8_t                      buf[256];
+    char                         why[256];
+    Leash__Control__Request      r = LEASH__CONTROL__REQUEST__INIT;
     Leash__Control__TasksRequest t = LEASH__CONTROL__TASKS_REQUEST__INIT;
     r.req_case = LEASH__CONTROL__REQUEST__REQ_TASKS;
     r.tasks = &t;

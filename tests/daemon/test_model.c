@@ -32,7 +32,7 @@ static int teardown(void **state)
 static size_t count_kind(const char *kind)
 {
     Leash__Control__Incident **l;
-    size_t n = incidents_list(0, &l), k = 0;
+    size_t                     n = incidents_list(0, &l), k = 0;
     for (size_t i = 0; i < n; i++)
         k += strcmp(l[i]->kind, kind) == 0;
     free(l);
@@ -41,7 +41,7 @@ static size_t count_kind(const char *kind)
 
 static struct proc *hello(const char *name)
 {
-    struct proc *p = proc_new(-1, 4242, 1000, -1);
+    struct proc        *p = proc_new(-1, 4242, 1000, -1);
     Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
     h.version = 1;
     h.name = (char *)name;
@@ -77,7 +77,8 @@ static void events_build_and_unbuild_the_tree(void **state)
     struct proc *p = hello("svc");
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, -1);
     ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0);
-    ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0); /* the snapshot's and the queue's: once */
+    ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3,
+       0); /* the snapshot's and the queue's: once */
     ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 4, 0);
     uint64_t g, t, s;
     proc_counts(&g, &t, &s);
@@ -105,7 +106,7 @@ static void events_build_and_unbuild_the_tree(void **state)
 static void stuck_without_deadline_is_an_incident_once(void **state)
 {
     (void)state;
-    size_t before = count_kind("stuck_task");
+    size_t       before = count_kind("stuck_task");
     struct proc *p = hello("svc");
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, -1);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 5, 1, 60000);
@@ -129,8 +130,8 @@ static void stuck_without_deadline_is_an_incident_once(void **state)
 static void library_reports_become_incidents(void **state)
 {
     (void)state;
-    size_t before = count_kind("lock_cycle");
-    struct proc *p = hello("svc");
+    size_t              before = count_kind("lock_cycle");
+    struct proc        *p = hello("svc");
     Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
     e.kind = LEASH__AGENT__EVENT__KIND__REPORT;
     e.report_kind = "lock_cycle";
@@ -152,15 +153,15 @@ static void overrun_escalates_step_by_step(void **state)
     }
     int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
     assert_true(pidfd >= 0);
-    size_t over = count_kind("deadline_overrun"), killed = count_kind("killed");
-    struct proc *p = proc_new(-1, child, 1000, pidfd);
+    size_t              over = count_kind("deadline_overrun"), killed = count_kind("killed");
+    struct proc        *p = proc_new(-1, child, 1000, pidfd);
     Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
     h.version = 1;
     h.name = "svc";
     model_hello(p, &h);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, 5); /* deadline in 5 ms */
     ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0);
-    int st;
+    int     st;
     int64_t until = mono_ms() + 5000;
     while (waitpid(child, &st, WNOHANG) == 0 && mono_ms() < until)
         event_base_loop(base, EVLOOP_ONCE);
@@ -177,7 +178,7 @@ static void silent_agent_is_a_lost_heartbeat(void **state)
     (void)state;
     load_conf("heartbeat_timeout = \"100ms\";\n"
               "policies = ( { match = \"*\"; escalate = [ \"report\" ]; } );\n");
-    size_t before = count_kind("heartbeat_lost");
+    size_t       before = count_kind("heartbeat_lost");
     struct proc *p = hello("svc");
     policy_heartbeat_check();
     assert_int_equal(count_kind("heartbeat_lost"), before);
@@ -207,9 +208,9 @@ static void journal_survives_and_tolerates_a_torn_record(void **state)
     snprintf(path, sizeof path, "%s/incidents.journal", dir);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
-    off_t good = st.st_size;
-    int fd = open(path, O_WRONLY | O_APPEND);
-    const uint8_t torn[] = { 0, 0, 1, 0, 0x08, 0x07 }; /* announces 256 bytes, has 2 */
+    off_t         good = st.st_size;
+    int           fd = open(path, O_WRONLY | O_APPEND);
+    const uint8_t torn[] = {0, 0, 1, 0, 0x08, 0x07}; /* announces 256 bytes, has 2 */
     assert_int_equal(write(fd, torn, sizeof torn), (ssize_t)sizeof torn);
     close(fd);
     assert_int_equal(incidents_open(dir), 0);
@@ -217,7 +218,7 @@ static void journal_survives_and_tolerates_a_torn_record(void **state)
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_size, good); /* cut back to the last whole record */
     Leash__Control__Incident **l;
-    size_t n = incidents_list(0, &l);
+    size_t                     n = incidents_list(0, &l);
     assert_string_equal(l[n - 1]->detail, "second");
     assert_string_equal(l[n - 1]->process, "journaled");
     uint64_t last = l[n - 1]->id;

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int pipefd[2];
+static int         pipefd[2];
 static leash_chan *ch;
 static leash_mutex mu;
 
@@ -34,7 +34,7 @@ static int spin(void *arg)
 static int foreign(void *arg)
 {
     (void)arg;
-    char c;
+    char    c;
     ssize_t r = read(pipefd[0], &c, 1);
     printf("read: %s\n", r < 0 && errno == EINTR ? "EINTR" : "other");
     fflush(stdout);
@@ -46,7 +46,9 @@ static int recv_forever(void *arg)
     (void)arg;
     int v;
     int err = leash_chan_recv(ch, &v);
-    printf("recv: %s\n", err == -ECANCELED ? "ECANCELED" : err == -ETIMEDOUT ? "ETIMEDOUT" : "other");
+    printf("recv: %s\n", err == -ECANCELED   ? "ECANCELED"
+                         : err == -ETIMEDOUT ? "ETIMEDOUT"
+                                             : "other");
     fflush(stdout);
     return err;
 }
@@ -68,27 +70,27 @@ int main(int argc, char **argv)
     if (argc < 2)
         return 2;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    const char *mode = argv[1];
+    const char  *mode = argv[1];
     leash_group *g;
     if (pipe(pipefd))
         return 1;
     leash_chan_open(&ch, "e2e.chan", sizeof(int), 0);
     leash_mutex_init(&mu, "e2e.mutex");
     if (!strcmp(mode, "spin")) {
-        leash_group_open(&g, &(leash_group_opts){ .name = "spinner", .timeout_ms = 100 });
+        leash_group_open(&g, &(leash_group_opts){.name = "spinner", .timeout_ms = 100});
         leash_go(g, spin, NULL);
     } else if (!strcmp(mode, "foreign")) {
-        leash_group_open(&g, &(leash_group_opts){ .name = "foreign", .timeout_ms = 100 });
+        leash_group_open(&g, &(leash_group_opts){.name = "foreign", .timeout_ms = 100});
         leash_go(g, foreign, NULL);
     } else if (!strcmp(mode, "park")) {
         leash_mutex_lock(&mu);
-        leash_group_open(&g, &(leash_group_opts){ .name = "parked" });
+        leash_group_open(&g, &(leash_group_opts){.name = "parked"});
         leash_go(g, recv_forever, NULL);
         leash_go(g, recv_forever, NULL);
         leash_go(g, lock_wait, NULL);
         leash_go(g, nap, NULL);
     } else if (!strcmp(mode, "stuck") || !strcmp(mode, "cancel")) {
-        leash_group_open(&g, &(leash_group_opts){ .name = mode });
+        leash_group_open(&g, &(leash_group_opts){.name = mode});
         leash_go(g, recv_forever, NULL);
     } else {
         return 2;

@@ -61,15 +61,15 @@ static int64_t now_ms(void)
 
 static void pause_ms(int ms)
 {
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
 static bool connectable(const char *path)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    int  fd = socket(AF_UNIX, SOCK_STREAM, 0);
     bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
     close(fd);
     return ok;
@@ -145,9 +145,9 @@ static void daemon_cleanup(struct daemon *d)
    status; out gets stdout and stderr. */
 static int ctl_as(const struct daemon *d, int uid, char *out, size_t outlen, ...)
 {
-    const char *argv[16] = { "leashctl", "--socket", d->control };
-    int n = 3;
-    va_list ap;
+    const char *argv[16] = {"leashctl", "--socket", d->control};
+    int         n = 3;
+    va_list     ap;
     va_start(ap, outlen);
     const char *a;
     while ((a = va_arg(ap, const char *)) != NULL && n < 15)
@@ -167,7 +167,7 @@ static int ctl_as(const struct daemon *d, int uid, char *out, size_t outlen, ...
         _exit(127);
     }
     close(p[1]);
-    size_t got = 0;
+    size_t  got = 0;
     ssize_t r;
     while ((r = read(p[0], out + got, outlen - 1 - got)) > 0)
         got += (size_t)r;
@@ -184,10 +184,10 @@ static int ctl_as(const struct daemon *d, int uid, char *out, size_t outlen, ...
    process: its state can only be watched). */
 static void wait_for_(const struct daemon *d, const char *needle, const char *what, ...)
 {
-    char out[65536];
+    char        out[65536];
     const char *argv[8];
-    int n = 0;
-    va_list ap;
+    int         n = 0;
+    va_list     ap;
     va_start(ap, what);
     argv[n++] = what;
     const char *a;
@@ -215,11 +215,11 @@ struct child {
 
 static void read_line(int fd, char *buf, size_t len, int timeout_ms)
 {
-    size_t n = 0;
+    size_t  n = 0;
     int64_t until = now_ms() + timeout_ms;
     while (n + 1 < len) {
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        int64_t left = until - now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int64_t       left = until - now_ms();
         if (left <= 0 || poll(&p, 1, (int)left) <= 0)
             break;
         char c;
@@ -236,7 +236,7 @@ static struct child leashed(const struct daemon *d, const char *mode)
 {
     int p[2];
     assert_int_equal(pipe(p), 0);
-    struct child c = { .pid = fork() };
+    struct child c = {.pid = fork()};
     if (c.pid == 0) {
         dup2(p[1], 1);
         close(p[0]);
@@ -257,7 +257,7 @@ static struct child leashed(const struct daemon *d, const char *mode)
 
 static int reap(struct child *c, int timeout_ms)
 {
-    int st;
+    int     st;
     int64_t until = now_ms() + timeout_ms;
     while (waitpid(c->pid, &st, WNOHANG) == 0) {
         if (now_ms() > until) {
@@ -280,7 +280,7 @@ static void kill_child(struct child *c)
     }
 }
 
-static char pidstr_buf[16];
+static char        pidstr_buf[16];
 static const char *pidstr(pid_t p)
 {
     snprintf(pidstr_buf, sizeof pidstr_buf, "%d", (int)p);
@@ -296,7 +296,7 @@ static void spinning_task_is_killed(void **state)
     daemon_new(&d, "policies = ( { match = \"spin\"; grace = \"50ms\"; kill_grace = \"300ms\";\n"
                    "  escalate = [ \"report\", \"cancel\", \"kill@200ms\" ]; } );\n");
     struct child c = leashed(&d, "spin");
-    int st = reap(&c, 15000);
+    int          st = reap(&c, 15000);
     assert_true(WIFSIGNALED(st));
     assert_true(WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGKILL);
     char out[65536];
@@ -315,7 +315,7 @@ static void foreign_read_is_interrupted(void **state)
     daemon_new(&d, "policies = ( { match = \"*\"; grace = \"50ms\";\n"
                    "  escalate = [ \"report\", \"interrupt@100ms\" ]; } );\n");
     struct child c = leashed(&d, "foreign");
-    char line[128];
+    char         line[128];
     read_line(c.out, line, sizeof line, 10000);
     assert_string_equal(line, "read: EINTR");
     int st = reap(&c, 10000);
@@ -332,15 +332,16 @@ static void dump_shows_parked_tasks_in_every_format(void **state)
     struct daemon d;
     daemon_new(&d, NULL);
     struct child c = leashed(&d, "park");
-    const char *pid = strdup(pidstr(c.pid));
-    char out[65536];
+    const char  *pid = strdup(pidstr(c.pid));
+    char         out[65536];
     /* the tasks may still be on their way to their blocking calls */
     wait_for(&d, "\"op\":\"sleep\"", "dump", pid, "--format", "json");
     wait_for(&d, "\"op\":\"mutex\"", "dump", pid, "--format", "json");
     assert_int_equal(ctl(&d, out, "dump", pid, "--format", "json"), 0);
     assert_non_null(strstr(out, "\"name\":\"park\""));
     assert_non_null(strstr(out, "\"name\":\"parked\""));
-    assert_non_null(strstr(out, "\"op\":\"chan_recv\",\"object\":\"e2e.chan\",\"site\":\"tests/e2e/leashed.c:"));
+    assert_non_null(strstr(
+        out, "\"op\":\"chan_recv\",\"object\":\"e2e.chan\",\"site\":\"tests/e2e/leashed.c:"));
     assert_non_null(strstr(out, "\"op\":\"mutex\",\"object\":\"e2e.mutex\""));
     assert_non_null(strstr(out, "\"fn\":\"recv_forever\""));
     assert_non_null(strstr(out, "{\"id\":0,\"parent\":null,\"name\":\"root\""));
@@ -387,7 +388,7 @@ static void cancel_reaches_the_group(void **state)
     struct daemon d;
     daemon_new(&d, NULL);
     struct child c = leashed(&d, "cancel");
-    char out[65536], group[32] = "";
+    char         out[65536], group[32] = "";
     /* the group, not the process (which is called "cancel" too) */
     wait_for(&d, "\"parent\":0,\"name\":\"cancel\"", "tasks", pidstr(c.pid), "--json");
     assert_int_equal(ctl(&d, out, "tasks", pidstr(c.pid), "--json"), 0);
@@ -432,7 +433,7 @@ static void leashd_killed_and_restarted_keeps_journal_and_agents(void **state)
 
 static int raw_connect(const char *path)
 {
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
@@ -442,7 +443,7 @@ static int raw_connect(const char *path)
 /* True when leashd closes fd within a few seconds. */
 static bool closed_by_peer(int fd)
 {
-    struct pollfd p = { .fd = fd, .events = POLLIN };
+    struct pollfd p = {.fd = fd, .events = POLLIN};
     if (poll(&p, 1, 5000) != 1)
         return false;
     char b[64];
@@ -454,19 +455,19 @@ static void garbage_and_oversized_frames_drop_only_that_peer(void **state)
     (void)state;
     struct daemon d;
     daemon_new(&d, "max_frame = 4096;\n");
-    struct child c = leashed(&d, "park");
-    int g = raw_connect(d.agent);
-    const uint8_t junk[] = { 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff };
+    struct child  c = leashed(&d, "park");
+    int           g = raw_connect(d.agent);
+    const uint8_t junk[] = {0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff};
     assert_int_equal(write(g, junk, sizeof junk), (ssize_t)sizeof junk);
     assert_true(closed_by_peer(g));
     close(g);
-    int o = raw_connect(d.agent);
-    const uint8_t big[] = { 0, 1, 0, 0 }; /* 65536 bytes announced */
+    int           o = raw_connect(d.agent);
+    const uint8_t big[] = {0, 1, 0, 0}; /* 65536 bytes announced */
     assert_int_equal(write(o, big, sizeof big), (ssize_t)sizeof big);
     assert_true(closed_by_peer(o));
     close(o);
-    int h = raw_connect(d.agent); /* a valid frame of the wrong kind first */
-    const uint8_t beat[] = { 0, 0, 0, 4, 0x1a, 0x02, 0x08, 0x01 }; /* Heartbeat{seq=1} */
+    int           h = raw_connect(d.agent); /* a valid frame of the wrong kind first */
+    const uint8_t beat[] = {0, 0, 0, 4, 0x1a, 0x02, 0x08, 0x01}; /* Heartbeat{seq=1} */
     assert_int_equal(write(h, beat, sizeof beat), (ssize_t)sizeof beat);
     assert_true(closed_by_peer(h));
     close(h);
@@ -475,8 +476,8 @@ static void garbage_and_oversized_frames_drop_only_that_peer(void **state)
     snprintf(want, sizeof want, "{\"pid\":%d,\"name\":\"park\"", (int)c.pid);
     assert_int_equal(ctl(&d, out, "ps", "--json"), 0);
     assert_non_null(strstr(out, want)); /* the well-behaved agent is untouched */
-    FILE *f = fopen(d.log, "r");
-    char log[65536] = "";
+    FILE  *f = fopen(d.log, "r");
+    char   log[65536] = "";
     size_t n = fread(log, 1, sizeof log - 1, f);
     log[n] = '\0';
     fclose(f);
@@ -509,7 +510,7 @@ static void non_admin_sees_only_its_own_and_changes_nothing(void **state)
     struct daemon d;
     daemon_new(&d, "admin_uids = [ 0 ];\n");
     struct child c = leashed(&d, "park");
-    char out[65536];
+    char         out[65536];
     assert_int_equal(ctl_as(&d, 65534, out, sizeof out, "kill", pidstr(c.pid), (char *)NULL), 1);
     assert_non_null(strstr(out, "kill needs an admin uid"));
     assert_int_equal(ctl_as(&d, 65534, out, sizeof out, "tasks", pidstr(c.pid), (char *)NULL), 1);
@@ -533,21 +534,21 @@ static void bad_config_is_refused_with_file_line_and_key(void **state)
     static const struct {
         const char *text, *want;
     } cases[] = {
-        { "heartbeat_timeout = \"5x\";\n", ":1: key 'heartbeat_timeout': bad duration \"5x\"" },
-        { "\n\nfrobnicate = 1;\n", ":3: key 'frobnicate': unknown key" },
-        { "policies = ( { match = \"*\"; escalate = [ \"explode\" ]; } );\n",
-          "unknown action \"explode\"" },
-        { "max_frame = 12;\n", "key 'max_frame': 12 is out of range" },
-        { "agent_socket = \"relative\";\n", "key 'agent_socket': must be an absolute path" },
-        { "stuck_after = ;\n", ":1: syntax error" },
+        {"heartbeat_timeout = \"5x\";\n", ":1: key 'heartbeat_timeout': bad duration \"5x\""},
+        {"\n\nfrobnicate = 1;\n", ":3: key 'frobnicate': unknown key"},
+        {"policies = ( { match = \"*\"; escalate = [ \"explode\" ]; } );\n",
+         "unknown action \"explode\""},
+        {"max_frame = 12;\n", "key 'max_frame': 12 is out of range"},
+        {"agent_socket = \"relative\";\n", "key 'agent_socket': must be an absolute path"},
+        {"stuck_after = ;\n", ":1: syntax error"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         FILE *f = fopen(path, "w");
         fputs(cases[i].text, f);
         fclose(f);
         snprintf(cmd, sizeof cmd, "%s --check-config --config %s 2>&1", LEASHD_BIN, path);
-        FILE *p = popen(cmd, "r");
-        char out[1024] = "";
+        FILE  *p = popen(cmd, "r");
+        char   out[1024] = "";
         size_t n = fread(out, 1, sizeof out - 1, p);
         out[n] = '\0';
         int st = pclose(p);
@@ -557,7 +558,8 @@ static void bad_config_is_refused_with_file_line_and_key(void **state)
     }
     FILE *f = fopen(path, "w");
     fputs("heartbeat_timeout = \"2s\";\npolicies = ( { match = \"web-*\"; grace = \"1s\";\n"
-          "  escalate = [ \"report\", \"kill@5s\" ]; } );\n", f);
+          "  escalate = [ \"report\", \"kill@5s\" ]; } );\n",
+          f);
     fclose(f);
     snprintf(cmd, sizeof cmd, "%s --check-config --config %s >/dev/null 2>&1", LEASHD_BIN, path);
     assert_int_equal(WEXITSTATUS(system(cmd)), 0);
@@ -573,7 +575,7 @@ static void bad_config_is_refused_with_file_line_and_key(void **state)
 static void leashctl_says_clearly_what_is_wrong(void **state)
 {
     (void)state;
-    struct daemon d = { 0 };
+    struct daemon d = {0};
     snprintf(d.control, sizeof d.control, "/tmp/leash-none-%d/control.sock", (int)getpid());
     char out[4096];
     assert_int_equal(ctl(&d, out, "ps"), 1);
@@ -595,10 +597,10 @@ static void sighup_reload_keeps_running_config_on_error(void **state)
     fputs("stuck_after = \"ten\";\n", f);
     fclose(f);
     kill(d.pid, SIGHUP);
-    char out[65536];
+    char    out[65536];
     int64_t until = now_ms() + 10000;
     for (;;) { /* leashd says so in its log */
-        FILE *l = fopen(d.log, "r");
+        FILE  *l = fopen(d.log, "r");
         size_t n = fread(out, 1, sizeof out - 1, l);
         out[n] = '\0';
         fclose(l);
@@ -625,20 +627,20 @@ static void metrics_are_served_in_prometheus_text(void **state)
 {
     (void)state;
     struct daemon d;
-    int port = 20000 + (int)(getpid() % 20000);
-    char conf[128];
+    int           port = 20000 + (int)(getpid() % 20000);
+    char          conf[128];
     snprintf(conf, sizeof conf, "metrics_listen = \"127.0.0.1:%d\";\n", port);
     daemon_new(&d, conf);
     struct child c = leashed(&d, "park");
     wait_for(&d, "\"fn\":\"nap\"", "tasks", pidstr(c.pid), "--json");
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    int                fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(0x7f000001);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
     assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)sizeof req - 1);
-    char out[16384];
-    size_t got = 0;
+    char    out[16384];
+    size_t  got = 0;
     ssize_t r;
     while ((r = read(fd, out + got, sizeof out - 1 - got)) > 0)
         got += (size_t)r;

@@ -10,11 +10,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t off = 0;
     for (;;) {
         const uint8_t *msg;
-        size_t len;
-        long n = leash_frame_parse(data + off, size - off, 1 << 20, &msg, &len);
+        size_t         len;
+        long           n = leash_frame_parse(data + off, size - off, 1 << 20, &msg, &len);
         if (n <= 0)
             break;
-        char why[256];
+        char                        why[256];
         Leash__Agent__AgentMessage *m = agent_decode(msg, len, why, sizeof why);
         if (m)
             leash__agent__agent_message__free_unpacked(m, NULL);

@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(text, data, size);
     text[size] = '\0';
     struct config c;
-    char err[512];
+    char          err[512];
     if (config_load_string(&c, text, "fuzz.conf", err, sizeof err) == 0) {
         config_policy(&c, "some-process");
         config_free(&c);

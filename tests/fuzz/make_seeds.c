@@ -21,7 +21,7 @@ static void put(const char *dir, const char *name, const uint8_t *p, size_t n)
 static void frame(const char *dir, const char *name, const Leash__Agent__AgentMessage *m)
 {
     uint8_t buf[4096];
-    size_t n = leash__agent__agent_message__pack(m, buf + 4);
+    size_t  n = leash__agent__agent_message__pack(m, buf + 4);
     leash_frame_put_len(buf, (uint32_t)n);
     put(dir, name, buf, n + 4);
 }
@@ -62,9 +62,9 @@ int main(int argc, char **argv)
     m.hello = &h;
     frame(agent, "hello", &m);
 
-    Leash__Agent__Event e[3] = { LEASH__AGENT__EVENT__INIT, LEASH__AGENT__EVENT__INIT,
-                                 LEASH__AGENT__EVENT__INIT };
-    Leash__Agent__Event *ep[3] = { &e[0], &e[1], &e[2] };
+    Leash__Agent__Event  e[3] = {LEASH__AGENT__EVENT__INIT, LEASH__AGENT__EVENT__INIT,
+                                 LEASH__AGENT__EVENT__INIT};
+    Leash__Agent__Event *ep[3] = {&e[0], &e[1], &e[2]};
     e[0].kind = LEASH__AGENT__EVENT__KIND__GROUP_OPEN;
     e[0].group = 5;
     e[0].name = "g";
@@ -90,7 +90,7 @@ int main(int argc, char **argv)
     m.heartbeat = &hb;
     frame(agent, "heartbeat", &m);
 
-    Leash__Control__Request r = LEASH__CONTROL__REQUEST__INIT;
+    Leash__Control__Request       r = LEASH__CONTROL__REQUEST__INIT;
     Leash__Control__CancelRequest c = LEASH__CONTROL__CANCEL_REQUEST__INIT;
     c.pid = 10;
     c.group = 2;

@@ -10,9 +10,9 @@ static int work(void *arg)
 
 int main(void)
 {
-    int v = 0;
+    int          v = 0;
     leash_group *g;
-    if (leash_group_open(&g, &(leash_group_opts){ .name = "consumer" }) != 0)
+    if (leash_group_open(&g, &(leash_group_opts){.name = "consumer"}) != 0)
         return 1;
     leash_go(g, work, &v);
     int rc = leash_group_wait(g);

@@ -16,14 +16,14 @@ static void checkpoint_says_why_the_scope_ended(void **state)
 {
     (void)state;
     assert_int_equal(leash_checkpoint(), 0); /* a root task is never cancelled */
-    int rc = 0;
+    int          rc = 0;
     leash_group *g;
     assert_int_equal(leash_group_open(&g, NULL), 0);
     assert_int_equal(leash_go(g, spin_until_cancelled, &rc), 0);
     leash_group_cancel(g);
     assert_int_equal(leash_group_wait(g), -ECANCELED);
     assert_int_equal(rc, -ECANCELED);
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .timeout_ms = 10 }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 10}), 0);
     assert_int_equal(leash_go(g, spin_until_cancelled, &rc), 0);
     assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
     assert_int_equal(rc, -ETIMEDOUT);
@@ -39,7 +39,7 @@ static int long_sleep(void *arg)
 static void sleep_returns_early_when_cancelled(void **state)
 {
     (void)state;
-    int rc = 1;
+    int          rc = 1;
     leash_group *g;
     assert_int_equal(leash_group_open(&g, NULL), 0);
     assert_int_equal(leash_go(g, long_sleep, &rc), 0);
@@ -73,9 +73,9 @@ static int endless_loop(void *arg)
 static void endless_loop_with_sleep_ends_at_the_deadline(void **state)
 {
     (void)state;
-    int rounds = 0;
+    int          rounds = 0;
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .timeout_ms = 30 }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 30}), 0);
     assert_int_equal(leash_go(g, endless_loop, &rounds), 0);
     assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
     assert_true(rounds > 0);
@@ -116,7 +116,7 @@ static void fdwait_is_cancellable(void **state)
     (void)state;
     int p[2];
     assert_int_equal(pipe(p), 0);
-    struct fdw f = { .fd = p[0], .rc = 1 };
+    struct fdw   f = {.fd = p[0], .rc = 1};
     leash_group *g;
     assert_int_equal(leash_group_open(&g, NULL), 0);
     assert_int_equal(leash_go(g, wait_readable, &f), 0);
@@ -124,7 +124,7 @@ static void fdwait_is_cancellable(void **state)
     leash_group_cancel(g);
     assert_int_equal(leash_group_wait(g), -ECANCELED);
     assert_int_equal(f.rc, -ECANCELED);
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .timeout_ms = 15 }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 15}), 0);
     assert_int_equal(leash_go(g, wait_readable, &f), 0);
     assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
     assert_int_equal(f.rc, -ETIMEDOUT);
@@ -156,9 +156,9 @@ static void deadline_is_the_earliest_around_the_task(void **state)
 {
     (void)state;
     assert_true(leash_deadline() == INT64_MAX);
-    int64_t d = 0, before = mono_ms();
+    int64_t      d = 0, before = mono_ms();
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .timeout_ms = 5000 }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 5000}), 0);
     assert_int_equal(leash_go(g, read_deadline, &d), 0);
     assert_int_equal(leash_group_wait(g), 0);
     assert_true(d >= before + 5000 && d <= mono_ms() + 5000);
@@ -178,7 +178,7 @@ static int foreign_read(void *arg)
 {
     /* a foreign call with no timeout: a plain read(2) on a pipe nobody writes */
     struct foreign *f = arg;
-    char c;
+    char            c;
     f->rc = (int)read(f->fd, &c, 1);
     f->err = errno;
     return 0;
@@ -189,12 +189,11 @@ static void interrupt_group_makes_foreign_calls_fail_with_eintr(void **state)
     (void)state;
     int p[2];
     assert_int_equal(pipe(p), 0);
-    struct foreign f = { .fd = p[0] };
-    leash_group *g;
-    int64_t t0 = mono_ms();
+    struct foreign f = {.fd = p[0]};
+    leash_group   *g;
+    int64_t        t0 = mono_ms();
     assert_int_equal(
-        leash_group_open(&g, &(leash_group_opts){ .timeout_ms = 20, .flags = LEASH_INTERRUPT }),
-        0);
+        leash_group_open(&g, &(leash_group_opts){.timeout_ms = 20, .flags = LEASH_INTERRUPT}), 0);
     assert_int_equal(leash_go(g, foreign_read, &f), 0);
     assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
     assert_true(mono_ms() - t0 < 5000);
@@ -208,7 +207,7 @@ static void interrupt_group_makes_foreign_calls_fail_with_eintr(void **state)
 static int nested_foreign(void *arg)
 {
     leash_group *g;
-    leash_group_open(&g, &(leash_group_opts){ .name = "inner" });
+    leash_group_open(&g, &(leash_group_opts){.name = "inner"});
     leash_go(g, foreign_read, arg);
     return leash_group_wait(g);
 }
@@ -218,9 +217,9 @@ static void interrupt_applies_to_the_whole_subtree(void **state)
     (void)state;
     int p[2];
     assert_int_equal(pipe(p), 0);
-    struct foreign f = { .fd = p[0] };
-    leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .flags = LEASH_INTERRUPT }), 0);
+    struct foreign f = {.fd = p[0]};
+    leash_group   *g;
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.flags = LEASH_INTERRUPT}), 0);
     assert_int_equal(leash_go(g, nested_foreign, &f), 0);
     wait_task("foreign_read");
     leash_group_cancel(g);

@@ -39,7 +39,7 @@ static int producer(void *arg)
 static void rendezvous_hands_every_value_over(void **state)
 {
     (void)state;
-    struct pair p = { .n = 1000 };
+    struct pair p = {.n = 1000};
     assert_int_equal(leash_chan_open(&p.c, "rdv", sizeof(int), 0), 0);
     leash_group *g;
     assert_int_equal(leash_group_open(&g, NULL), 0);
@@ -57,8 +57,8 @@ static void rendezvous_hands_every_value_over(void **state)
 static int consumer(void *arg)
 {
     struct pair *p = arg;
-    int v, err;
-    long sum = 0;
+    int          v, err;
+    long         sum = 0;
     while ((err = leash_chan_recv(p->c, &v)) == 0)
         sum += v;
     __atomic_fetch_add(&p->sum, sum, __ATOMIC_RELAXED);
@@ -69,7 +69,7 @@ static void many_producers_and_consumers_lose_nothing(void **state)
 {
     (void)state;
     for (size_t cap = 0; cap <= 8; cap += 8) {
-        struct pair p = { .n = 5000 };
+        struct pair p = {.n = 5000};
         assert_int_equal(leash_chan_open(&p.c, "mpmc", sizeof(int), cap), 0);
         leash_group *prod, *cons;
         assert_int_equal(leash_group_open(&cons, NULL), 0);
@@ -106,7 +106,7 @@ static void close_wakes_every_waiter_with_epipe(void **state)
     assert_int_equal(leash_chan_open(&r, "r", sizeof(int), 0), 0);
     assert_int_equal(leash_chan_open(&s, "s", sizeof(int), 0), 0);
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .flags = LEASH_COLLECT }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.flags = LEASH_COLLECT}), 0);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(leash_go(g, recv_one, r), 0);
         assert_int_equal(leash_go(g, send_one, s), 0);
@@ -125,7 +125,7 @@ static void closed_channel_drains_then_says_epipe(void **state)
 {
     (void)state;
     leash_chan *c;
-    int v = 7;
+    int         v = 7;
     assert_int_equal(leash_chan_open(&c, "drain", sizeof(int), 2), 0);
     assert_int_equal(leash_chan_send(c, &v), 0);
     assert_int_equal(leash_chan_close(c), 0);
@@ -145,7 +145,7 @@ static void send_nobody_receives_ends_at_the_deadline(void **state)
     leash_chan *c;
     assert_int_equal(leash_chan_open(&c, "result", sizeof(int), 0), 0);
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .timeout_ms = 20 }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 20}), 0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(leash_go(g, send_one, c), 0);
     assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
@@ -188,8 +188,8 @@ static void select_completes_the_ready_case(void **state)
     int v = 9, got = 0;
     assert_int_equal(leash_chan_send(b, &v), 0);
     struct leash_case cs[] = {
-        { .chan = a, .op = LEASH_RECV, .elem = &got },
-        { .chan = b, .op = LEASH_RECV, .elem = &got },
+        {.chan = a, .op = LEASH_RECV, .elem = &got},
+        {.chan = b, .op = LEASH_RECV, .elem = &got},
     };
     assert_int_equal(leash_select(cs, 2, -1), 1);
     assert_int_equal(cs[1].err, 0);
@@ -205,11 +205,11 @@ static void select_picks_among_ready_cases_at_random(void **state)
     leash_chan *a, *b;
     assert_int_equal(leash_chan_open(&a, "a", sizeof(int), 1), 0);
     assert_int_equal(leash_chan_open(&b, "b", sizeof(int), 1), 0);
-    int hits[2] = { 0 }, v = 1, got;
+    int hits[2] = {0}, v = 1, got;
     for (int i = 0; i < 200; i++) {
         struct leash_case cs[] = {
-            { .chan = a, .op = LEASH_SEND, .elem = &v },
-            { .chan = b, .op = LEASH_SEND, .elem = &v },
+            {.chan = a, .op = LEASH_SEND, .elem = &v},
+            {.chan = b, .op = LEASH_SEND, .elem = &v},
         };
         int k = leash_select(cs, 2, 0);
         assert_true(k == 0 || k == 1);
@@ -227,10 +227,10 @@ static void select_times_out(void **state)
     (void)state;
     leash_chan *a;
     assert_int_equal(leash_chan_open(&a, "a", sizeof(int), 0), 0);
-    int got;
+    int               got;
     struct leash_case cs[] = {
-        { .chan = a, .op = LEASH_RECV, .elem = &got },
-        { .chan = NULL, .op = LEASH_RECV, .elem = NULL }, /* never ready */
+        {.chan = a, .op = LEASH_RECV, .elem = &got},
+        {.chan = NULL, .op = LEASH_RECV, .elem = NULL}, /* never ready */
     };
     assert_int_equal(leash_select(cs, 2, 0), -ETIMEDOUT);
     int64_t t0 = mono_ms();
@@ -246,8 +246,8 @@ static void select_reports_a_closed_channel(void **state)
     leash_chan *a;
     assert_int_equal(leash_chan_open(&a, "a", sizeof(int), 0), 0);
     assert_int_equal(leash_chan_close(a), 0);
-    int got;
-    struct leash_case cs[] = { { .chan = a, .op = LEASH_RECV, .elem = &got } };
+    int               got;
+    struct leash_case cs[] = {{.chan = a, .op = LEASH_RECV, .elem = &got}};
     assert_int_equal(leash_select(cs, 1, -1), 0);
     assert_int_equal(cs[0].err, -EPIPE);
     leash_chan_free(a);
@@ -261,10 +261,10 @@ struct sel {
 
 static int selector(void *arg)
 {
-    struct sel *s = arg;
+    struct sel       *s = arg;
     struct leash_case cs[] = {
-        { .chan = s->a, .op = LEASH_RECV, .elem = &s->got },
-        { .chan = s->b, .op = LEASH_RECV, .elem = &s->got },
+        {.chan = s->a, .op = LEASH_RECV, .elem = &s->got},
+        {.chan = s->b, .op = LEASH_RECV, .elem = &s->got},
     };
     s->rc = leash_select(cs, 2, -1);
     return s->rc < 0 ? s->rc : 0;
@@ -273,7 +273,7 @@ static int selector(void *arg)
 static void blocked_select_is_completed_by_a_sender(void **state)
 {
     (void)state;
-    struct sel s = { 0 };
+    struct sel s = {0};
     assert_int_equal(leash_chan_open(&s.a, "a", sizeof(int), 0), 0);
     assert_int_equal(leash_chan_open(&s.b, "b", sizeof(int), 0), 0);
     leash_group *g;
@@ -286,7 +286,7 @@ static void blocked_select_is_completed_by_a_sender(void **state)
     assert_int_equal(s.rc, 1);
     assert_int_equal(s.got, 33);
     /* its case on a was withdrawn: a send there finds nobody */
-    struct leash_case cs[] = { { .chan = s.a, .op = LEASH_SEND, .elem = &v } };
+    struct leash_case cs[] = {{.chan = s.a, .op = LEASH_SEND, .elem = &v}};
     assert_int_equal(leash_select(cs, 1, 0), -ETIMEDOUT);
     leash_chan_free(s.a);
     leash_chan_free(s.b);
@@ -296,11 +296,11 @@ static void blocked_select_is_completed_by_a_sender(void **state)
 static void blocked_select_ends_at_the_deadline(void **state)
 {
     (void)state;
-    struct sel s = { 0 };
+    struct sel s = {0};
     assert_int_equal(leash_chan_open(&s.a, "a", sizeof(int), 0), 0);
     assert_int_equal(leash_chan_open(&s.b, "b", sizeof(int), 0), 0);
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .timeout_ms = 20 }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 20}), 0);
     assert_int_equal(leash_go(g, selector, &s), 0);
     assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
     assert_int_equal(s.rc, -ETIMEDOUT);
@@ -320,7 +320,7 @@ static void bad_arguments_are_refused(void **state)
 {
     (void)state;
     leash_chan *c = (leash_chan *)1;
-    int v = 0;
+    int         v = 0;
     assert_int_equal(leash_chan_open(NULL, "x", 4, 0), -EINVAL);
     assert_int_equal(leash_chan_open(&c, "x", 0, 0), -EINVAL);
     assert_null(c);
@@ -331,9 +331,9 @@ static void bad_arguments_are_refused(void **state)
     assert_int_equal(leash_chan_open(&c, NULL, 4, 0), 0);
     assert_int_equal(leash_chan_send(c, NULL), -EINVAL);
     assert_int_equal(leash_chan_recv(c, NULL), -EINVAL);
-    struct leash_case bad_op[] = { { .chan = c, .op = 3, .elem = &v } };
+    struct leash_case bad_op[] = {{.chan = c, .op = 3, .elem = &v}};
     assert_int_equal(leash_select(bad_op, 1, 0), -EINVAL);
-    struct leash_case no_elem[] = { { .chan = c, .op = LEASH_RECV, .elem = NULL } };
+    struct leash_case no_elem[] = {{.chan = c, .op = LEASH_RECV, .elem = NULL}};
     assert_int_equal(leash_select(no_elem, 1, 0), -EINVAL);
     assert_int_equal(leash_select(NULL, 2, 0), -EINVAL);
     leash_chan_free(c);

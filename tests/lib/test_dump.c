@@ -24,7 +24,7 @@ static void json_dump_names_the_channel_the_line_and_the_group(void **state)
     assert_int_equal(leash_chan_open(&p.c, "results", sizeof(int), 0), 0);
     leash_group *g;
     assert_int_equal(
-        leash_group_open(&g, &(leash_group_opts){ .name = "search", .timeout_ms = 100000 }), 0);
+        leash_group_open(&g, &(leash_group_opts){.name = "search", .timeout_ms = 100000}), 0);
     assert_int_equal(leash_go(g, park_on_send, &p), 0);
     wait_blocked("chan_send", 1);
     char *d = dump_json();
@@ -65,7 +65,7 @@ static void text_dump_reads_like_a_goroutine_dump(void **state)
     struct parked p;
     assert_int_equal(leash_chan_open(&p.c, "results", sizeof(int), 0), 0);
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .name = "search" }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = "search"}), 0);
     assert_int_equal(leash_go(g, park_on_send, &p), 0);
     wait_blocked("chan_send", 1);
     char *t = dump_text();
@@ -137,7 +137,7 @@ static void report_is_one_stderr_line_naming_the_site(void **state)
     dup2(saved, 2);
     close(saved);
     close(p[1]);
-    char buf[1024] = { 0 };
+    char    buf[1024] = {0};
     ssize_t n = read(p[0], buf, sizeof buf - 1);
     close(p[0]);
     assert_true(n > 0);

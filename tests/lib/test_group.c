@@ -18,7 +18,7 @@ static void group_wait_returns_zero_when_children_succeed(void **state)
 {
     (void)state;
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .name = "ok" }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = "ok"}), 0);
     for (int i = 0; i < 100; i++)
         assert_int_equal(leash_go(g, ret_arg, (void *)0), 0);
     assert_int_equal(leash_group_wait(g), 0);
@@ -42,7 +42,7 @@ struct failing {
 static int sibling(void *arg)
 {
     struct failing *f = arg;
-    int v;
+    int             v;
     atomic_store(&f->sibling_rc, leash_chan_recv(f->c, &v));
     return 0;
 }
@@ -57,10 +57,10 @@ static int fail_after_sibling_blocks(void *arg)
 static void first_error_cancels_siblings_and_is_returned(void **state)
 {
     (void)state;
-    struct failing f = { .sibling_rc = 1 };
+    struct failing f = {.sibling_rc = 1};
     assert_int_equal(leash_chan_open(&f.c, "never", sizeof(int), 0), 0);
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .name = "errgroup" }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = "errgroup"}), 0);
     assert_int_equal(leash_go(g, sibling, &f), 0);
     assert_int_equal(leash_go(g, fail_after_sibling_blocks, NULL), 0);
     assert_int_equal(leash_group_wait(g), -42);
@@ -78,11 +78,11 @@ static int fail_now(void *arg)
 static void collect_keeps_siblings_running(void **state)
 {
     (void)state;
-    struct failing f = { .sibling_rc = 1 };
+    struct failing f = {.sibling_rc = 1};
     assert_int_equal(leash_chan_open(&f.c, "later", sizeof(int), 0), 0);
     leash_group *g;
     assert_int_equal(
-        leash_group_open(&g, &(leash_group_opts){ .name = "collect", .flags = LEASH_COLLECT }), 0);
+        leash_group_open(&g, &(leash_group_opts){.name = "collect", .flags = LEASH_COLLECT}), 0);
     assert_int_equal(leash_go(g, sibling, &f), 0);
     wait_blocked("chan_recv", 1);
     assert_int_equal(leash_go(g, fail_now, NULL), 0);
@@ -93,7 +93,7 @@ static void collect_keeps_siblings_running(void **state)
     } while (st.tasks_live > 1);
     int v = 5;
     assert_int_equal(leash_chan_send(f.c, &v), 0); /* the sibling is still there */
-    assert_int_equal(leash_group_wait(g), -7);      /* the first error, not a cancellation */
+    assert_int_equal(leash_group_wait(g), -7);     /* the first error, not a cancellation */
     assert_int_equal(atomic_load(&f.sibling_rc), 0);
     leash_chan_free(f.c);
     assert_nothing_leaked();
@@ -105,8 +105,8 @@ static void deadline_cancels_blocked_child_with_etimedout(void **state)
     leash_chan *c;
     assert_int_equal(leash_chan_open(&c, "nobody", sizeof(int), 0), 0);
     leash_group *g;
-    int64_t t0 = mono_ms();
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .name = "d", .timeout_ms = 30 }), 0);
+    int64_t      t0 = mono_ms();
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = "d", .timeout_ms = 30}), 0);
     assert_int_equal(leash_go(g, block_on_chan, c), 0);
     assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
     assert_true(mono_ms() - t0 >= 30);
@@ -118,7 +118,7 @@ static void deadline_after_children_returned_changes_nothing(void **state)
 {
     (void)state;
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .timeout_ms = 5 }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 5}), 0);
     assert_int_equal(leash_go(g, ret_arg, (void *)0), 0);
     /* time passing is the point here: the deadline must pass before the wait */
     int64_t until = mono_ms() + 20;
@@ -144,7 +144,7 @@ static int inner_child(void *arg)
 static int opener(void *arg)
 {
     leash_group *inner;
-    int err = leash_group_open(&inner, &(leash_group_opts){ .name = "inner" });
+    int          err = leash_group_open(&inner, &(leash_group_opts){.name = "inner"});
     if (err)
         return err;
     leash_go(inner, inner_child, arg);
@@ -154,11 +154,11 @@ static int opener(void *arg)
 static void enclosing_deadline_applies_to_nested_groups(void **state)
 {
     (void)state;
-    struct seen s = { 0 };
+    struct seen  s = {0};
     leash_group *outer;
-    int64_t before = mono_ms();
-    assert_int_equal(leash_group_open(&outer, &(leash_group_opts){ .name = "outer", .timeout_ms = 40 }),
-                     0);
+    int64_t      before = mono_ms();
+    assert_int_equal(
+        leash_group_open(&outer, &(leash_group_opts){.name = "outer", .timeout_ms = 40}), 0);
     assert_int_equal(leash_go(outer, opener, &s), 0);
     /* the opener's wait ends with its group cut by the enclosing deadline */
     assert_int_equal(leash_group_wait(outer), -ETIMEDOUT);
@@ -171,7 +171,7 @@ static int own_deadline_child(void *arg)
 {
     struct seen *s = arg;
     leash_group *inner;
-    leash_group_open(&inner, &(leash_group_opts){ .name = "short", .timeout_ms = 20 });
+    leash_group_open(&inner, &(leash_group_opts){.name = "short", .timeout_ms = 20});
     leash_go(inner, inner_child, s);
     return leash_group_wait(inner) == -ETIMEDOUT ? 0 : -1;
 }
@@ -179,10 +179,10 @@ static int own_deadline_child(void *arg)
 static void shorter_inner_deadline_wins(void **state)
 {
     (void)state;
-    struct seen s = { 0 };
+    struct seen  s = {0};
     leash_group *outer;
-    int64_t before = mono_ms();
-    assert_int_equal(leash_group_open(&outer, &(leash_group_opts){ .timeout_ms = 100000 }), 0);
+    int64_t      before = mono_ms();
+    assert_int_equal(leash_group_open(&outer, &(leash_group_opts){.timeout_ms = 100000}), 0);
     assert_int_equal(leash_go(outer, own_deadline_child, &s), 0);
     assert_int_equal(leash_group_wait(outer), 0);
     assert_int_equal(s.sleep_rc, -ETIMEDOUT);
@@ -193,9 +193,9 @@ static void shorter_inner_deadline_wins(void **state)
 static void cancel_reaches_the_whole_subtree(void **state)
 {
     (void)state;
-    struct seen s = { 0 };
+    struct seen  s = {0};
     leash_group *outer;
-    assert_int_equal(leash_group_open(&outer, &(leash_group_opts){ .name = "outer" }), 0);
+    assert_int_equal(leash_group_open(&outer, &(leash_group_opts){.name = "outer"}), 0);
     assert_int_equal(leash_go(outer, opener, &s), 0);
     wait_blocked("sleep", 1);
     leash_group_cancel(outer);
@@ -207,7 +207,7 @@ static void cancel_reaches_the_whole_subtree(void **state)
 
 static int open_in_cancelled_scope(void *arg)
 {
-    int *out = arg;
+    int         *out = arg;
     leash_group *g;
     while (leash_checkpoint() == 0)
         sched_yield();
@@ -222,7 +222,7 @@ static int open_in_cancelled_scope(void *arg)
 static void group_opened_in_cancelled_scope_is_born_cancelled(void **state)
 {
     (void)state;
-    int out[2] = { 1, 1 };
+    int          out[2] = {1, 1};
     leash_group *g;
     assert_int_equal(leash_group_open(&g, NULL), 0);
     assert_int_equal(leash_go(g, open_in_cancelled_scope, out), 0);
@@ -265,11 +265,11 @@ static int spawner(void *arg)
 static void limit_bounds_running_children(void **state)
 {
     (void)state;
-    struct limited l = { 0 };
+    struct limited l = {0};
     assert_int_equal(leash_chan_open(&l.c, "work", sizeof(int), 0), 0);
-    assert_int_equal(leash_group_open(&l.g, &(leash_group_opts){ .name = "pool", .limit = 2 }), 0);
+    assert_int_equal(leash_group_open(&l.g, &(leash_group_opts){.name = "pool", .limit = 2}), 0);
     leash_group *s;
-    assert_int_equal(leash_group_open(&s, &(leash_group_opts){ .name = "spawner" }), 0);
+    assert_int_equal(leash_group_open(&s, &(leash_group_opts){.name = "spawner"}), 0);
     assert_int_equal(leash_go(s, spawner, &l), 0);
     wait_blocked("go", 1);
     wait_blocked("chan_recv", 2);
@@ -296,9 +296,9 @@ static void waiting_for_a_slot_is_cancellable(void **state)
     leash_chan *c;
     assert_int_equal(leash_chan_open(&c, "hold", sizeof(int), 0), 0);
     leash_group *full, *s;
-    assert_int_equal(leash_group_open(&full, &(leash_group_opts){ .limit = 1 }), 0);
+    assert_int_equal(leash_group_open(&full, &(leash_group_opts){.limit = 1}), 0);
     assert_int_equal(leash_go(full, block_on_chan, c), 0);
-    assert_int_equal(leash_group_open(&s, &(leash_group_opts){ .timeout_ms = 20 }), 0);
+    assert_int_equal(leash_group_open(&s, &(leash_group_opts){.timeout_ms = 20}), 0);
     assert_int_equal(leash_go(s, spawn_into_full, full), 0);
     /* the spawner's own deadline ends its wait for a slot */
     assert_int_equal(leash_group_wait(s), -ETIMEDOUT);
@@ -314,9 +314,9 @@ static void waiting_for_a_slot_ends_when_the_group_is_cancelled(void **state)
     leash_chan *c;
     assert_int_equal(leash_chan_open(&c, "hold", sizeof(int), 0), 0);
     leash_group *full, *s;
-    assert_int_equal(leash_group_open(&full, &(leash_group_opts){ .limit = 1 }), 0);
+    assert_int_equal(leash_group_open(&full, &(leash_group_opts){.limit = 1}), 0);
     assert_int_equal(leash_go(full, block_on_chan, c), 0);
-    assert_int_equal(leash_group_open(&s, &(leash_group_opts){ .flags = LEASH_COLLECT }), 0);
+    assert_int_equal(leash_group_open(&s, &(leash_group_opts){.flags = LEASH_COLLECT}), 0);
     assert_int_equal(leash_go(s, spawn_into_full, full), 0);
     wait_blocked("go", 1);
     leash_group_cancel(full);
@@ -349,7 +349,7 @@ static int add_siblings(void *arg)
 static void children_may_add_siblings(void **state)
 {
     (void)state;
-    struct fan f = { 0 };
+    struct fan f = {0};
     assert_int_equal(leash_group_open(&f.g, NULL), 0);
     assert_int_equal(leash_go(f.g, add_siblings, &f), 0);
     assert_int_equal(leash_group_wait(f.g), 0);
@@ -365,7 +365,7 @@ struct unwaited {
 static int unwaited_child(void *arg)
 {
     struct unwaited *u = arg;
-    int v;
+    int              v;
     u->child_rc = leash_chan_recv(u->c, &v);
     return 0;
 }
@@ -373,7 +373,7 @@ static int unwaited_child(void *arg)
 static int forget_to_wait(void *arg)
 {
     leash_group *g;
-    leash_group_open(&g, &(leash_group_opts){ .name = "forgotten" });
+    leash_group_open(&g, &(leash_group_opts){.name = "forgotten"});
     leash_go(g, unwaited_child, arg);
     wait_blocked("chan_recv", 1);
     return 0; /* returns with g open */
@@ -382,9 +382,9 @@ static int forget_to_wait(void *arg)
 static void task_returning_with_open_group_gets_it_cancelled_waited_and_reported(void **state)
 {
     (void)state;
-    struct unwaited u = { .child_rc = 1 };
+    struct unwaited u = {.child_rc = 1};
     assert_int_equal(leash_chan_open(&u.c, "never", sizeof(int), 0), 0);
-    uint64_t r0 = reports();
+    uint64_t     r0 = reports();
     leash_group *g;
     assert_int_equal(leash_group_open(&g, NULL), 0);
     assert_int_equal(leash_go(g, forget_to_wait, &u), 0);
@@ -405,7 +405,7 @@ static void only_the_opener_may_wait(void **state)
     (void)state;
     leash_group *mine, *g;
     assert_int_equal(leash_group_open(&mine, NULL), 0);
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .flags = LEASH_COLLECT }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.flags = LEASH_COLLECT}), 0);
     assert_int_equal(leash_go(g, wait_someone_elses, mine), 0);
     assert_int_equal(leash_group_wait(g), -EPERM);
     assert_int_equal(leash_group_wait(mine), 0); /* untouched by the refused wait */
@@ -417,9 +417,9 @@ static void bad_arguments_are_refused(void **state)
     (void)state;
     leash_group *g = (leash_group *)1;
     assert_int_equal(leash_group_open(NULL, NULL), -EINVAL);
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .timeout_ms = -1 }), -EINVAL);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = -1}), -EINVAL);
     assert_null(g);
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .flags = 0x80 }), -EINVAL);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.flags = 0x80}), -EINVAL);
     assert_int_equal(leash_go(NULL, ret_arg, NULL), -EINVAL);
     assert_int_equal(leash_group_open(&g, NULL), 0);
     assert_int_equal(leash_go(g, NULL, NULL), -EINVAL);
@@ -437,7 +437,7 @@ struct cut {
 static int slow_to_stop(void *arg)
 {
     struct cut *c = arg;
-    int v;
+    int         v;
     leash_chan_recv(c->c, &v); /* cancelled by the enclosing deadline */
     /* cleanup after the cancellation still runs before the wait returns */
     for (int i = 0; i < 1000; i++)
@@ -449,7 +449,7 @@ static int slow_to_stop(void *arg)
 static int waiter_in_short_scope(void *arg)
 {
     leash_group *g;
-    leash_group_open(&g, &(leash_group_opts){ .name = "joined" });
+    leash_group_open(&g, &(leash_group_opts){.name = "joined"});
     leash_go(g, slow_to_stop, arg);
     int rc = leash_group_wait(g);
     return atomic_load(&((struct cut *)arg)->child_done) ? rc : -1000;
@@ -458,10 +458,10 @@ static int waiter_in_short_scope(void *arg)
 static void wait_is_never_cut_short(void **state)
 {
     (void)state;
-    struct cut c = { 0 };
+    struct cut c = {0};
     assert_int_equal(leash_chan_open(&c.c, "never", sizeof(int), 0), 0);
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .timeout_ms = 20 }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 20}), 0);
     assert_int_equal(leash_go(g, waiter_in_short_scope, &c), 0);
     assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
     assert_int_equal(atomic_load(&c.child_done), 1);
@@ -473,7 +473,7 @@ static void steady_state_spawns_make_no_threads(void **state)
 {
     (void)state;
     struct leash_stats a, b;
-    leash_group *g;
+    leash_group       *g;
     for (int round = 0; round < 2; round++) {
         leash_stats(&a);
         for (int i = 0; i < 2000; i++) {

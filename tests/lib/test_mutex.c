@@ -25,7 +25,7 @@ static int add_many(void *arg)
 static void contended_mutex_excludes(void **state)
 {
     (void)state;
-    struct counter c = { 0 };
+    struct counter c = {0};
     assert_int_equal(leash_mutex_init(&c.m, "counter"), 0);
     leash_group *g;
     assert_int_equal(leash_group_open(&g, NULL), 0);
@@ -90,7 +90,7 @@ struct abandon {
 static int lock_then_exit_on_signal(void *arg)
 {
     struct abandon *a = arg;
-    int err = leash_mutex_lock(&a->m), v;
+    int             err = leash_mutex_lock(&a->m), v;
     if (err)
         return err;
     return leash_chan_recv(a->go, &v); /* returns holding the lock */
@@ -101,7 +101,7 @@ static void mutex_whose_holder_exited_fails_fast_with_eownerdead(void **state)
     (void)state;
     leash_mutex m;
     leash_mutex_init(&m, "abandoned");
-    uint64_t r0 = reports();
+    uint64_t     r0 = reports();
     leash_group *g;
     assert_int_equal(leash_group_open(&g, NULL), 0);
     assert_int_equal(leash_go(g, lock_and_return, &m), 0);
@@ -127,7 +127,7 @@ static void waiters_are_told_when_the_holder_exits(void **state)
     assert_int_equal(leash_group_open(&h, NULL), 0);
     assert_int_equal(leash_go(h, lock_then_exit_on_signal, &a), 0);
     wait_blocked("chan_recv", 1);
-    assert_int_equal(leash_group_open(&w, &(leash_group_opts){ .flags = LEASH_COLLECT }), 0);
+    assert_int_equal(leash_group_open(&w, &(leash_group_opts){.flags = LEASH_COLLECT}), 0);
     assert_int_equal(leash_go(w, lock_waiter, &a.m), 0);
     assert_int_equal(leash_go(w, lock_waiter, &a.m), 0);
     wait_blocked("mutex", 2);
@@ -149,9 +149,9 @@ struct cycle {
 static int task_a(void *arg)
 {
     struct cycle *c = arg;
-    int v = 0;
+    int           v = 0;
     leash_mutex_lock(&c->m1);
-    leash_chan_send(c->step, &v);      /* m1 held */
+    leash_chan_send(c->step, &v);       /* m1 held */
     c->a_rc = leash_mutex_lock(&c->m2); /* waits for b */
     leash_mutex_unlock(&c->m2);
     leash_mutex_unlock(&c->m1);
@@ -161,23 +161,23 @@ static int task_a(void *arg)
 static int task_b(void *arg)
 {
     struct cycle *c = arg;
-    int v;
+    int           v;
     leash_mutex_lock(&c->m2);
     leash_chan_recv(c->step, &v); /* a holds m1 */
-    wait_blocked("mutex", 1);      /* a waits for m2 */
+    wait_blocked("mutex", 1);     /* a waits for m2 */
     c->b_rc = leash_mutex_lock(&c->m1);
-    leash_mutex_unlock(&c->m2);    /* lets a through */
+    leash_mutex_unlock(&c->m2); /* lets a through */
     return 0;
 }
 
 static void lock_cycle_is_edeadlk_not_a_hang(void **state)
 {
     (void)state;
-    struct cycle c = { .a_rc = 1, .b_rc = 1 };
+    struct cycle c = {.a_rc = 1, .b_rc = 1};
     leash_mutex_init(&c.m1, "m1");
     leash_mutex_init(&c.m2, "m2");
     assert_int_equal(leash_chan_open(&c.step, "step", sizeof(int), 0), 0);
-    uint64_t r0 = reports();
+    uint64_t     r0 = reports();
     leash_group *g;
     assert_int_equal(leash_group_open(&g, NULL), 0);
     assert_int_equal(leash_go(g, task_a, &c), 0);
@@ -199,7 +199,7 @@ static void waiting_for_a_mutex_ends_at_the_deadline(void **state)
     leash_mutex_init(&m, "busy");
     assert_int_equal(leash_mutex_lock(&m), 0);
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .timeout_ms = 20 }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 20}), 0);
     assert_int_equal(leash_go(g, lock_waiter, &m), 0);
     assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
     assert_int_equal(leash_mutex_unlock(&m), 0);
@@ -227,7 +227,7 @@ static void free_mutex_is_taken_even_in_a_cancelled_scope(void **state)
     leash_mutex m;
     leash_mutex_init(&m, "cleanup");
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){ .flags = LEASH_COLLECT }), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.flags = LEASH_COLLECT}), 0);
     assert_int_equal(leash_go(g, lock_in_cancelled_scope, &m), 0);
     leash_group_cancel(g);
     assert_int_equal(leash_group_wait(g), -ECANCELED); /* cancelled, and no child error */

@@ -13,7 +13,7 @@ struct rw {
 static int reader_waits_on_step(void *arg)
 {
     struct rw *r = arg;
-    int err = leash_rwlock_rdlock(&r->l), v;
+    int        err = leash_rwlock_rdlock(&r->l), v;
     if (err)
         return err;
     atomic_fetch_add(&r->inside, 1);
@@ -25,7 +25,7 @@ static int reader_waits_on_step(void *arg)
 static void readers_share_the_lock(void **state)
 {
     (void)state;
-    struct rw r = { 0 };
+    struct rw r = {0};
     leash_rwlock_init(&r.l, "shared");
     assert_int_equal(leash_chan_open(&r.step, "step", sizeof(int), 0), 0);
     leash_group *g;
@@ -44,7 +44,7 @@ static void readers_share_the_lock(void **state)
 static int rdlock_once(void *arg)
 {
     struct rw *r = arg;
-    int err = leash_rwlock_rdlock(&r->l);
+    int        err = leash_rwlock_rdlock(&r->l);
     if (err)
         return err;
     return leash_rwlock_unlock(&r->l);
@@ -53,7 +53,7 @@ static int rdlock_once(void *arg)
 static int wrlock_once(void *arg)
 {
     struct rw *r = arg;
-    int err = leash_rwlock_wrlock(&r->l);
+    int        err = leash_rwlock_wrlock(&r->l);
     if (err)
         return err;
     return leash_rwlock_unlock(&r->l);
@@ -62,7 +62,7 @@ static int wrlock_once(void *arg)
 static void waiting_writer_holds_back_new_readers(void **state)
 {
     (void)state;
-    struct rw r = { 0 };
+    struct rw r = {0};
     leash_rwlock_init(&r.l, "pref");
     assert_int_equal(leash_rwlock_rdlock(&r.l), 0);
     leash_group *w, *rd;
@@ -105,7 +105,7 @@ static int write_many(void *arg)
 static void writers_exclude_everyone(void **state)
 {
     (void)state;
-    struct excl e = { 0 };
+    struct excl e = {0};
     leash_rwlock_init(&e.l, "excl");
     leash_group *g;
     assert_int_equal(leash_group_open(&g, NULL), 0);
@@ -152,7 +152,7 @@ static void abandoned_writer_poisons_every_later_lock(void **state)
     (void)state;
     leash_rwlock l;
     leash_rwlock_init(&l, "w-gone");
-    uint64_t r0 = reports();
+    uint64_t     r0 = reports();
     leash_group *g;
     assert_int_equal(leash_group_open(&g, NULL), 0);
     assert_int_equal(leash_go(g, wrlock_and_exit, &l), 0);
@@ -188,7 +188,7 @@ struct wait_writer {
 static int read_until_told(void *arg)
 {
     struct wait_writer *w = arg;
-    int v, err = leash_rwlock_rdlock(&w->l);
+    int                 v, err = leash_rwlock_rdlock(&w->l);
     if (err)
         return err;
     return leash_chan_recv(w->go, &v); /* then exits holding the read lock */
@@ -227,12 +227,12 @@ static void waiting_writer_is_told_when_a_reader_exits_holding(void **state)
 static void waiting_for_a_rwlock_ends_at_the_deadline(void **state)
 {
     (void)state;
-    struct rw r = { 0 };
+    struct rw r = {0};
     leash_rwlock_init(&r.l, "busy");
     assert_int_equal(leash_rwlock_wrlock(&r.l), 0);
     leash_group *g;
     assert_int_equal(
-        leash_group_open(&g, &(leash_group_opts){ .timeout_ms = 20, .flags = LEASH_COLLECT }), 0);
+        leash_group_open(&g, &(leash_group_opts){.timeout_ms = 20, .flags = LEASH_COLLECT}), 0);
     assert_int_equal(leash_go(g, rdlock_once, &r), 0);
     assert_int_equal(leash_go(g, wrlock_once, &r), 0);
     assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
