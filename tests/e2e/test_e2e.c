@@ -654,6 +654,44 @@ static void metrics_are_served_in_prometheus_text(void **state)
     daemon_cleanup(&d);
 }
 
+static void systemd_is_told_ready_and_fed_the_watchdog(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/leash-notify-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/notify", dir);
+    int fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    setenv("NOTIFY_SOCKET", sa.sun_path, 1);
+    setenv("WATCHDOG_USEC", "100000", 1);
+    struct daemon d;
+    daemon_new(&d, NULL);
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+    bool    ready = false, watchdog = false;
+    int64_t until = now_ms() + 10000;
+    while ((!ready || !watchdog) && now_ms() < until) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) != 1)
+            continue;
+        char    msg[256];
+        ssize_t n = recv(fd, msg, sizeof msg - 1, 0);
+        if (n <= 0)
+            continue;
+        msg[n] = '\0';
+        ready |= strstr(msg, "READY=1") != NULL;
+        watchdog |= strstr(msg, "WATCHDOG=1") != NULL;
+    }
+    assert_true(ready);
+    assert_true(watchdog);
+    close(fd);
+    daemon_cleanup(&d);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -671,6 +709,7 @@ int main(void)
         cmocka_unit_test_teardown(leashctl_says_clearly_what_is_wrong, teardown),
         cmocka_unit_test_teardown(sighup_reload_keeps_running_config_on_error, teardown),
         cmocka_unit_test_teardown(metrics_are_served_in_prometheus_text, teardown),
+        cmocka_unit_test_teardown(systemd_is_told_ready_and_fed_the_watchdog, teardown),
     };
     return cmocka_run_group_tests_name("e2e", tests, NULL, NULL);
 }
