@@ -7,6 +7,7 @@
 #include "decode.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define STR_MAX   4096
@@ -101,10 +102,11 @@ static const char *check_event(const Leash__Agent__Event *e)
     }
 }
 
-Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, char *why, size_t whylen)
+Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, ProtobufCAllocator *alloc,
+                                         char *why, size_t whylen)
 {
     const char                 *bad = NULL;
-    Leash__Agent__AgentMessage *m = leash__agent__agent_message__unpack(NULL, len, msg);
+    Leash__Agent__AgentMessage *m = leash__agent__agent_message__unpack(alloc, len, msg);
     if (!m) {
         bad = "not an AgentMessage";
         goto bad;
@@ -139,8 +141,75 @@ Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, char *w
 bad:
     snprintf(why, whylen, "%s", bad);
     if (m)
-        leash__agent__agent_message__free_unpacked(m, NULL);
+        leash__agent__agent_message__free_unpacked(m, alloc);
     return NULL;
+}
+
+/* --------------------------------------------------------------- arena */
+
+#define ARENA_BLOCK (256 * 1024)
+
+struct block {
+    struct block *next;
+    size_t        cap, used;
+    _Alignas(16) char data[];
+};
+
+static struct block *arena_first, *arena_cur;
+
+static void *arena_alloc(void *ctx, size_t n)
+{
+    (void)ctx;
+    n = (n + 15) & ~(size_t)15;
+    if (!arena_cur || arena_cur->cap - arena_cur->used < n) {
+        struct block *b = arena_cur ? arena_cur->next : NULL;
+        if (!b || b->cap < n) {
+            size_t        cap = n > ARENA_BLOCK ? n : ARENA_BLOCK;
+            struct block *nb = malloc(sizeof *nb + cap);
+            if (!nb)
+                return NULL;
+            nb->cap = cap;
+            nb->next = b;
+            if (arena_cur)
+                arena_cur->next = nb;
+            else
+                arena_first = nb;
+            b = nb;
+        }
+        b->used = 0;
+        arena_cur = b;
+    }
+    void *p = arena_cur->data + arena_cur->used;
+    arena_cur->used += n;
+    return p;
+}
+
+static void arena_free(void *ctx, void *p)
+{
+    (void)ctx;
+    (void)p; /* all at once, in arena_reset */
+}
+
+ProtobufCAllocator *arena_allocator(void)
+{
+    static ProtobufCAllocator a = {.alloc = arena_alloc, .free = arena_free};
+    return &a;
+}
+
+void arena_reset(void)
+{
+    /* keep the blocks for the next message; give back all but one when a
+       huge message made many */
+    if (arena_first) {
+        struct block *keep = arena_first->next;
+        while (keep && keep->next) {
+            struct block *n = keep->next;
+            keep->next = n->next;
+            free(n);
+        }
+        arena_first->used = 0;
+    }
+    arena_cur = arena_first;
 }
 
 Leash__Control__Request *control_decode(const uint8_t *msg, size_t len, char *why, size_t whylen)

@@ -9,8 +9,17 @@
 #include "leash/agent.pb-c.h"
 #include "leash/control.pb-c.h"
 
-/* A checked message (free with its free_unpacked), or NULL with the reason in why. */
-Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, char *why, size_t whylen);
+/* A checked message, or NULL with the reason in why. alloc is protobuf-c's
+   allocator for the message (NULL: malloc); free it with free_unpacked and
+   the same allocator, or drop the whole arena it came from. */
+Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, ProtobufCAllocator *alloc,
+                                         char *why, size_t whylen);
+
+/* A bump allocator for messages that live as long as one read callback:
+   unpacking a batch of events costs no malloc or free per field. */
+struct arena;
+ProtobufCAllocator      *arena_allocator(void);
+void                     arena_reset(void);
 Leash__Control__Request *control_decode(const uint8_t *msg, size_t len, char *why, size_t whylen);
 bool                     report_kind_ok(const char *k);
 

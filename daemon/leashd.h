@@ -130,6 +130,11 @@ extern struct proc *procs;
 extern bool         leashd_stopping; /* connections ending now are not incidents */
 extern uint64_t     stat_events, stat_frames_rejected, stat_bad_messages;
 
+/* While on, model_now() is one clock reading (taken by model_clock) for a
+   whole batch of messages; off, it reads the clock. */
+void    model_clock(bool on);
+int64_t model_now(void);
+
 struct proc *proc_new(int fd, pid_t pid, uid_t uid, int pidfd);
 void         proc_ref(struct proc *p);
 void         proc_unref(struct proc *p);

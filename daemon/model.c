@@ -173,6 +173,41 @@ const char *leashd_op_name(int op)
     return op >= 0 && op < (int)(sizeof n / sizeof n[0]) ? n[op] : "?";
 }
 
+static int64_t clock_ms;
+
+void model_clock(bool on)
+{
+    clock_ms = on ? mono_ms() : 0;
+}
+
+int64_t model_now(void)
+{
+    return clock_ms ? clock_ms : mono_ms();
+}
+
+/* Task records come from a free list: leashd may track a million, and
+   malloc's per-block overhead would be a sixth of each. */
+static struct dtask *dtask_free;
+
+static struct dtask *dtask_new(void)
+{
+    struct dtask *t = dtask_free;
+    if (t) {
+        dtask_free = (struct dtask *)(uintptr_t)t->id;
+        memset(t, 0, sizeof *t);
+        return t;
+    }
+    return calloc(1, sizeof(struct dtask));
+}
+
+static void dtask_release(struct dtask *t)
+{
+    if (!t)
+        return;
+    t->id = (uint64_t)(uintptr_t)dtask_free;
+    dtask_free = t;
+}
+
 /* ------------------------------------------------------------ processes */
 
 struct proc *proc_new(int fd, pid_t pid, uid_t uid, int pidfd)
@@ -204,7 +239,7 @@ void proc_ref(struct proc *p)
 static void clear_model(struct proc *p)
 {
     MAP_EACH(&p->groups, i) model_group_free(p->groups.vals[i]);
-    MAP_EACH(&p->tasks, i) free(p->tasks.vals[i]);
+    MAP_EACH(&p->tasks, i) dtask_release(p->tasks.vals[i]);
     map_free(&p->groups);
     map_free(&p->tasks);
     p->stuck = 0;
@@ -326,7 +361,7 @@ static struct dgroup *group_put(struct proc *p, uint64_t id, uint64_t parent, co
     g->opener = opener;
     g->name = intern(name);
     g->site = intern(site);
-    int64_t d = deadline_ms_left < 0 ? INT64_MAX : mono_ms() + deadline_ms_left;
+    int64_t d = deadline_ms_left < 0 ? INT64_MAX : model_now() + deadline_ms_left;
     if (fresh || d < g->deadline_mono) {
         g->deadline_mono = d;
         policy_group_open(g);
@@ -339,16 +374,16 @@ static struct dtask *task_put(struct proc *p, uint64_t id, uint64_t group)
     struct dtask *t = map_get(&p->tasks, id);
     if (t)
         return t;
-    if (!(t = calloc(1, sizeof *t)))
+    if (!(t = dtask_new()))
         return NULL;
     if (map_put(&p->tasks, id, t)) {
-        free(t);
+        dtask_release(t);
         return NULL;
     }
     t->id = id;
     t->group = group;
     t->fn = t->site = t->object = t->bsite = "";
-    t->since_mono = mono_ms();
+    t->since_mono = model_now();
     return t;
 }
 
@@ -357,7 +392,7 @@ static void task_del(struct proc *p, uint64_t id)
     struct dtask *t = map_del(&p->tasks, id);
     if (t && t->stuck)
         p->stuck--;
-    free(t);
+    dtask_release(t);
 }
 
 void model_hello(struct proc *p, const Leash__Agent__Hello *h)
@@ -386,7 +421,7 @@ void model_hello(struct proc *p, const Leash__Agent__Hello *h)
         t->op = x->op;
         t->object = intern(x->object);
         t->bsite = intern(x->blocked_site);
-        t->since_mono = mono_ms() - x->since_ms;
+        t->since_mono = model_now() - x->since_ms;
     }
     log_info("process %d (%s, uid %u) connected: %zu groups, %zu tasks, policy \"%s\"", (int)p->pid,
              p->name, (unsigned)p->uid, p->groups.n, p->tasks.n, p->policy->match);
@@ -423,7 +458,7 @@ void model_event(struct proc *p, const Leash__Agent__Event *e)
         t->op = e->op;
         t->object = intern(e->object);
         t->bsite = intern(e->site);
-        t->since_mono = mono_ms() - e->since_ms;
+        t->since_mono = model_now() - e->since_ms;
         if (t->stuck)
             break;
         t->stuck = true;

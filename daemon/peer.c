@@ -158,13 +158,14 @@ static int hello_reply(struct proc *p, bool ok, const char *error)
 static const char *on_message(struct proc *p, const uint8_t *msg, size_t len, char *why,
                               size_t whylen)
 {
-    Leash__Agent__AgentMessage *m = agent_decode(msg, len, why, whylen);
+    Leash__Agent__AgentMessage *m = agent_decode(msg, len, arena_allocator(), why, whylen);
     if (!m) {
+        arena_reset();
         stat_bad_messages++;
         return why;
     }
     const char *drop = NULL;
-    p->last_msg_mono = mono_ms();
+    p->last_msg_mono = model_now();
     if (!p->hello && m->msg_case != LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO) {
         drop = "first message is not a Hello";
         stat_bad_messages++;
@@ -204,13 +205,12 @@ static const char *on_message(struct proc *p, const uint8_t *msg, size_t len, ch
     default: break;
     }
 out:
-    leash__agent__agent_message__free_unpacked(m, NULL);
+    arena_reset(); /* the message and every string in it */
     return drop;
 }
 
-static void read_cb(struct bufferevent *bev, void *arg)
+static void read_frames(struct bufferevent *bev, struct proc *p)
 {
-    struct proc     *p = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     char             why[256];
     while (!p->dead) {
@@ -239,6 +239,13 @@ static void read_cb(struct bufferevent *bev, void *arg)
             return;
         }
     }
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    model_clock(true); /* one clock reading for the whole batch */
+    read_frames(bev, arg);
+    model_clock(false);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)

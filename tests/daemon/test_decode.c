@@ -25,7 +25,7 @@ static Leash__Agent__AgentMessage *roundtrip(const Leash__Agent__AgentMessage *m
 {
     static uint8_t buf[65536];
     size_t         n = leash__agent__agent_message__pack(m, buf);
-    return agent_decode(buf, n, why, 256);
+    return agent_decode(buf, n, NULL, why, 256);
 }
 
 static void good_hello_and_events_pass(void **state)
@@ -152,9 +152,9 @@ static void garbage_is_not_a_message(void **state)
     (void)state;
     char          why[256];
     const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0xff};
-    assert_null(agent_decode(junk, sizeof junk, why, sizeof why));
+    assert_null(agent_decode(junk, sizeof junk, NULL, why, sizeof why));
     assert_non_null(strstr(why, "not an AgentMessage"));
-    assert_null(agent_decode(junk, 0, why, sizeof why)); /* empty: no oneof set */
+    assert_null(agent_decode(junk, 0, NULL, why, sizeof why)); /* empty: no oneof set */
     assert_non_null(strstr(why, "empty AgentMessage"));
     assert_null(control_decode(junk, sizeof junk, why, sizeof why));
 }
