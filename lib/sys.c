@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -97,8 +98,28 @@ void leash__lock_slow(leash__lock_t *l)
         leash__futex_wait(&l->v, 2, INT64_MAX);
 }
 
+struct start {
+    void *(*fn)(void *);
+    void *arg;
+};
+
+/* Library threads sleep until deadlines: the kernel's default 50 us of
+   timer slack would be added to every cancellation. */
+static void *thread_entry(void *p)
+{
+    struct start s = *(struct start *)p;
+    free(p);
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+    return s.fn(s.arg);
+}
+
 int leash__thread_start(void *(*fn)(void *), void *arg, const char *name, int allow_sig)
 {
+    struct start *st = malloc(sizeof *st);
+    if (!st)
+        return -ENOMEM;
+    st->fn = fn;
+    st->arg = arg;
     pthread_t      th;
     pthread_attr_t attr;
     sigset_t       all, old;
@@ -109,10 +130,12 @@ int leash__thread_start(void *(*fn)(void *), void *arg, const char *name, int al
     if (allow_sig)
         sigdelset(&all, allow_sig);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int err = pthread_create(&th, &attr, fn, arg);
+    int err = pthread_create(&th, &attr, thread_entry, st);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
-    if (!err)
+    if (err)
+        free(st);
+    else
         pthread_setname_np(th, name);
     return -err;
 }
