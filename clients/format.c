@@ -212,6 +212,8 @@ static void print_json_tree(const Leash__Control__TaskTree *t)
                 jstr(stdout, x->object && *x->object ? x->object : NULL);
                 printf(",\"site\":");
                 jstr(stdout, x->blocked_site);
+                if (x->held_by)
+                    printf(",\"held_by\":%llu", (unsigned long long)x->held_by);
                 printf("}");
             } else {
                 printf("null");
@@ -253,6 +255,8 @@ static void print_text_tree(const Leash__Control__TaskTree *t)
                        op_name(x->op));
                 if (x->object && *x->object)
                     printf(" \"%s\"", x->object);
+                if (x->held_by)
+                    printf(" held by task %llu", (unsigned long long)x->held_by);
                 printf(", %lld ms]:\n      blocked at %s\n", (long long)x->since_ms,
                        x->blocked_site);
             } else {

@@ -270,6 +270,7 @@ static int pbsnap_make(struct pbsnap *p)
             y->object = (char *)(t->obj ? t->obj : "");
             y->blocked_site = t->op ? arena_site(&p->a, t->bfile, t->bline) : (char *)"";
             y->since_ms = t->since_ms;
+            y->held_by = t->held_by;
             p->tptrs[j] = y;
         }
     }

@@ -38,6 +38,7 @@ static int snap_task(struct leash_snapshot *s, leash_task *t, int64_t now)
     x->since_ms = since < now ? (now - since) / 1000000 : 0;
     if (!x->op)
         x->obj = x->bfile = NULL;
+    x->held_by = x->op == LEASH_OP_MUTEX ? leash__lock_holder(t) : 0;
     return 0;
 }
 
@@ -193,6 +194,8 @@ void leash_snapshot_text(const struct leash_snapshot *s, struct leash__buf *b)
                 leash__bprintf(b, "blocked on %s", leash__op_name(t->op));
                 if (t->obj)
                     leash__bprintf(b, " \"%s\"", t->obj);
+                if (t->held_by)
+                    leash__bprintf(b, " held by task %llu", (unsigned long long)t->held_by);
                 leash__bprintf(b, ", %lld ms]:\n      blocked at ", (long long)t->since_ms);
                 site(b, t->bfile, t->bline);
                 leash__bprintf(b, "\n");
@@ -253,7 +256,10 @@ void leash_snapshot_json(const struct leash_snapshot *s, struct leash__buf *b)
                 leash__bjson_str(b, t->obj);
                 leash__bprintf(b, ",\"site\":\"");
                 site(b, t->bfile, t->bline);
-                leash__bprintf(b, "\"}");
+                leash__bprintf(b, "\"");
+                if (t->held_by)
+                    leash__bprintf(b, ",\"held_by\":%llu", (unsigned long long)t->held_by);
+                leash__bprintf(b, "}");
             } else {
                 leash__bprintf(b, "null");
             }

@@ -311,6 +311,8 @@ void leash__interrupt_by_id(uint64_t id);
 /* ---------------------------------------------------------- mutex.c */
 
 void leash__abandon_holds(leash_task *t);
+/* The task holding the mutex t waits for; 0: none known. */
+uint64_t leash__lock_holder(leash_task *t);
 
 /* ----------------------------------------------------------- dump.c */
 

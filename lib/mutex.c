@@ -571,3 +571,19 @@ void leash__abandon_holds(leash_task *t)
     }
     leash__unlock(&graph_mu);
 }
+
+uint64_t leash__lock_holder(leash_task *t)
+{
+    /* under graph_mu a waiter's record names a lock that is still alive:
+       it is cleared, under the same mutex, before the waiter returns */
+    uint64_t id = 0;
+    leash__lock(&graph_mu);
+    void *lock = atomic_load_explicit(&t->waiting_for, memory_order_relaxed);
+    if (lock && t->waiting_kind == LEASH_HOLD_MUTEX) {
+        leash_task *o = __atomic_load_n(&((leash_mutex *)lock)->owner_, __ATOMIC_ACQUIRE);
+        if (o && !(LD(&((leash_mutex *)lock)->flags_) & F_ABANDONED))
+            id = o->id;
+    }
+    leash__unlock(&graph_mu);
+    return id;
+}

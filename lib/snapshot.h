@@ -14,6 +14,7 @@ struct leash_snap_task {
     const char *bfile; /* where it blocked */
     int         bline;
     int64_t     since_ms; /* in its state this long */
+    uint64_t    held_by;  /* blocked on a mutex: the task holding it; 0: unknown */
 };
 
 struct leash_snap_group {

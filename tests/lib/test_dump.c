@@ -82,6 +82,40 @@ static void text_dump_reads_like_a_goroutine_dump(void **state)
     assert_nothing_leaked();
 }
 
+static int lock_held_by_main(void *arg)
+{
+    int err = leash_mutex_lock((leash_mutex *)arg);
+    return err ? err : leash_mutex_unlock((leash_mutex *)arg);
+}
+
+static void a_task_waiting_for_a_mutex_is_shown_with_its_holder(void **state)
+{
+    (void)state;
+    leash_mutex m;
+    leash_mutex_init(&m, "ledger");
+    assert_int_equal(leash_mutex_lock(&m), 0);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, NULL), 0);
+    assert_int_equal(leash_go(g, lock_held_by_main, &m), 0);
+    wait_blocked("mutex", 1);
+    char  want[96];
+    char *d = dump_json();
+    snprintf(want, sizeof want, "\"op\":\"mutex\",\"object\":\"ledger\"");
+    assert_non_null(strstr(d, want));
+    snprintf(want, sizeof want, "\"held_by\":%llu}", (unsigned long long)leash_task_id());
+    assert_non_null(strstr(d, want));
+    free(d);
+    char *t = dump_text();
+    snprintf(want, sizeof want, "blocked on mutex \"ledger\" held by task %llu",
+             (unsigned long long)leash_task_id());
+    assert_non_null(strstr(t, want));
+    free(t);
+    assert_int_equal(leash_mutex_unlock(&m), 0);
+    assert_int_equal(leash_group_wait(g), 0);
+    leash_mutex_destroy(&m);
+    assert_nothing_leaked();
+}
+
 static void dump_refuses_bad_arguments(void **state)
 {
     (void)state;
@@ -156,6 +190,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(json_dump_names_the_channel_the_line_and_the_group),
         cmocka_unit_test(text_dump_reads_like_a_goroutine_dump),
+        cmocka_unit_test(a_task_waiting_for_a_mutex_is_shown_with_its_holder),
         cmocka_unit_test(dump_refuses_bad_arguments),
         cmocka_unit_test(stats_count_tasks_and_groups),
         cmocka_unit_test(report_is_one_stderr_line_naming_the_site),
