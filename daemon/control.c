@@ -76,38 +76,45 @@ static void respond(struct client *c, const Leash__Control__Response *r, bool la
     }
 }
 
+/* The last response of a request: an error (code != 0, an errno) or a
+   done message. */
+static void finish(struct client *c, int code, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    Leash__Control__Error    e = LEASH__CONTROL__ERROR__INIT;
+    Leash__Control__Done     d = LEASH__CONTROL__DONE__INIT;
+    Leash__Control__Response r = LEASH__CONTROL__RESPONSE__INIT;
+    if (code) {
+        e.code = code;
+        e.message = msg;
+        r.resp_case = LEASH__CONTROL__RESPONSE__RESP_ERROR;
+        r.error = &e;
+    } else {
+        d.message = msg;
+        r.resp_case = LEASH__CONTROL__RESPONSE__RESP_DONE;
+        r.done = &d;
+    }
+    respond(c, &r, true);
+}
+
 static void fail(struct client *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fail(struct client *c, int code, const char *fmt, ...)
 {
-    char    msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    finish(c, code ? code : EIO, fmt, ap);
     va_end(ap);
-    Leash__Control__Error e = LEASH__CONTROL__ERROR__INIT;
-    e.code = code;
-    e.message = msg;
-    Leash__Control__Response r = LEASH__CONTROL__RESPONSE__INIT;
-    r.resp_case = LEASH__CONTROL__RESPONSE__RESP_ERROR;
-    r.error = &e;
-    respond(c, &r, true);
 }
 
 static void done(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void done(struct client *c, const char *fmt, ...)
 {
-    char    msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    finish(c, 0, fmt, ap);
     va_end(ap);
-    Leash__Control__Done d = LEASH__CONTROL__DONE__INIT;
-    d.message = msg;
-    Leash__Control__Response r = LEASH__CONTROL__RESPONSE__INIT;
-    r.resp_case = LEASH__CONTROL__RESPONSE__RESP_DONE;
-    r.done = &d;
-    respond(c, &r, true);
 }
 
 static bool may_see(const struct client *c, uid_t uid)
