@@ -654,6 +654,50 @@ static void metrics_are_served_in_prometheus_text(void **state)
     daemon_cleanup(&d);
 }
 
+static void stopped_process_is_a_lost_heartbeat(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "heartbeat_timeout = \"400ms\";\n"
+                   "policies = ( { match = \"*\"; escalate = [ \"report\" ]; } );\n");
+    struct child c = leashed(&d, "park");
+    char         want[64];
+    snprintf(want, sizeof want, "{\"pid\":%d,\"name\":\"park\"", (int)c.pid);
+    wait_for(&d, want, "ps", "--json");
+    kill(c.pid, SIGSTOP); /* wedged as a whole: the agent thread stops too */
+    wait_for(&d, "\"kind\":\"heartbeat_lost\"", "incidents", "--json");
+    kill(c.pid, SIGCONT);
+    kill_child(&c);
+    daemon_cleanup(&d);
+}
+
+static void incidents_can_be_followed(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "stuck_after = \"300ms\";\n");
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t f = fork();
+    if (f == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        execl(LEASHCTL_BIN, "leashctl", "--socket", d.control, "incidents", "--follow", "--json",
+              (char *)NULL);
+        _exit(127);
+    }
+    track(f);
+    close(p[1]);
+    struct child c = leashed(&d, "stuck");
+    char         line[4096];
+    read_line(p[0], line, sizeof line, 20000); /* one JSON object a line, as it happens */
+    assert_non_null(strstr(line, "\"kind\":\"stuck_task\""));
+    assert_int_equal(line[0], '{');
+    close(p[0]);
+    kill_child(&c);
+    daemon_cleanup(&d);
+}
+
 static void systemd_is_told_ready_and_fed_the_watchdog(void **state)
 {
     (void)state;
@@ -710,6 +754,8 @@ int main(void)
         cmocka_unit_test_teardown(sighup_reload_keeps_running_config_on_error, teardown),
         cmocka_unit_test_teardown(metrics_are_served_in_prometheus_text, teardown),
         cmocka_unit_test_teardown(systemd_is_told_ready_and_fed_the_watchdog, teardown),
+        cmocka_unit_test_teardown(stopped_process_is_a_lost_heartbeat, teardown),
+        cmocka_unit_test_teardown(incidents_can_be_followed, teardown),
     };
     return cmocka_run_group_tests_name("e2e", tests, NULL, NULL);
 }
