@@ -469,6 +469,47 @@ static void wait_is_never_cut_short(void **state)
     assert_nothing_leaked();
 }
 
+static int read_pipe(void *arg)
+{
+    char c;
+    /* a foreign call: leash cannot see that this task is blocked */
+    return read(*(int *)arg, &c, 1) == 1 ? 0 : -EIO;
+}
+
+static int say_hello(void *arg)
+{
+    int v = 42;
+    return leash_chan_send((leash_chan *)arg, &v);
+}
+
+static void queued_task_runs_while_every_worker_is_blocked_outside_leash(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    leash_chan *c;
+    assert_int_equal(leash_chan_open(&c, "hello", sizeof(int), 0), 0);
+    leash_group *blocked, *g;
+    assert_int_equal(leash_group_open(&blocked, NULL), 0);
+    long n = sysconf(_SC_NPROCESSORS_ONLN) + 2; /* more than there are CPUs */
+    for (long i = 0; i < n; i++)
+        assert_int_equal(leash_go(blocked, read_pipe, &p[0]), 0);
+    wait_task("read_pipe");
+    assert_int_equal(leash_group_open(&g, NULL), 0);
+    assert_int_equal(leash_go(g, say_hello, c), 0);
+    int v = 0;
+    assert_int_equal(leash_chan_recv(c, &v), 0); /* the pool made room for it */
+    assert_int_equal(v, 42);
+    assert_int_equal(leash_group_wait(g), 0);
+    for (long i = 0; i < n; i++)
+        assert_int_equal(write(p[1], "x", 1), 1);
+    assert_int_equal(leash_group_wait(blocked), 0);
+    close(p[0]);
+    close(p[1]);
+    leash_chan_free(c);
+    assert_nothing_leaked();
+}
+
 static void steady_state_spawns_make_no_threads(void **state)
 {
     (void)state;
@@ -511,6 +552,7 @@ int main(void)
         cmocka_unit_test(only_the_opener_may_wait),
         cmocka_unit_test(bad_arguments_are_refused),
         cmocka_unit_test(wait_is_never_cut_short),
+        cmocka_unit_test(queued_task_runs_while_every_worker_is_blocked_outside_leash),
         cmocka_unit_test(steady_state_spawns_make_no_threads),
     };
     return cmocka_run_group_tests_name("group", tests, quiet_setup, NULL);
