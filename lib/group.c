@@ -48,8 +48,7 @@ static void cancel_locked(struct leash_group *g, int cause, bool *kick)
     int zero = 0;
     if (!atomic_compare_exchange_strong(&g->cancel_cause, &zero, cause))
         return; /* the first cause wins */
-    g->cancel_cut =
-        atomic_load_explicit(&g->running, memory_order_relaxed) > 0 || cause != ETIMEDOUT;
+    g->cancel_cut = leash__group_alive(g) > 0 || cause != ETIMEDOUT;
     for (leash_task *t = g->tasks; t; t = t->gnext)
         leash__wake(t);
     for (struct leash_slotwait *s = g->slotwait; s; s = s->next)
@@ -94,9 +93,10 @@ int leash_group_open_at(leash_group **gp, const leash_group_opts *opts, const ch
     leash_task *self = leash__self();
     if (!self)
         return -ENOMEM;
-    struct leash_group *g = calloc(1, sizeof *g);
+    struct leash_group *g = aligned_alloc(64, (sizeof *g + 63) & ~(size_t)63);
     if (!g)
         return -ENOMEM;
+    memset(g, 0, sizeof *g);
     struct leash_group *parent = self->group;
     g->id = leash__next_id();
     leash__copy_name(g->name, sizeof g->name, opts->name ? opts->name : "group");
@@ -187,17 +187,19 @@ static leash_task *unlink_task_locked(struct leash_group *g, leash_task *t, leas
         g->tasks = t->gnext;
     if (t->gnext)
         t->gnext->gprev = t->gprev;
-    unsigned left = atomic_fetch_sub_explicit(&g->running, 1, memory_order_acq_rel) - 1;
+    atomic_fetch_add_explicit(&g->ended, 1, memory_order_release);
     *slot = g->slotwait ? g->slotwait->task : NULL;
-    return left == 0 ? g->waiter : NULL;
+    /* only a waiter needs the count: while the opener is still spawning,
+       the spawner's line stays where it is */
+    return g->waiter && leash__group_alive(g) == 0 ? g->waiter : NULL;
 }
 
 /* A child counted in but never queued (no memory for its record). */
 void leash__task_uncount(struct leash_group *g)
 {
     leash__lock(&g->mu);
-    unsigned    left = atomic_fetch_sub_explicit(&g->running, 1, memory_order_acq_rel) - 1;
-    leash_task *w = left == 0 ? g->waiter : NULL;
+    atomic_fetch_add_explicit(&g->ended, 1, memory_order_release);
+    leash_task *w = g->waiter && leash__group_alive(g) == 0 ? g->waiter : NULL;
     leash_task *slot = g->slotwait ? g->slotwait->task : NULL;
     leash__unlock(&g->mu);
     if (w)
@@ -213,9 +215,8 @@ static int wait_slot(struct leash_group *g, leash_task *self, const char *file, 
     for (;;) {
         if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
             return -ECANCELED;
-        unsigned n = atomic_load_explicit(&g->running, memory_order_relaxed);
-        if (n < g->limit) {
-            atomic_fetch_add_explicit(&g->running, 1, memory_order_relaxed);
+        if (leash__group_alive(g) < g->limit) {
+            atomic_fetch_add_explicit(&g->spawned, 1, memory_order_relaxed);
             return 0;
         }
         /* waiting for a slot is a cancellation point of the caller's own scope */
@@ -265,7 +266,7 @@ int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_nam
     } else {
         if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
             return -ECANCELED;
-        atomic_fetch_add_explicit(&g->running, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&g->spawned, 1, memory_order_relaxed);
     }
     leash_task *t = leash__task_alloc();
     if (!t) {
@@ -333,7 +334,7 @@ int leash__group_wait(struct leash_group *g, leash_task *self, const char *file,
 {
     leash__blocked(self, LEASH_OP_GROUP_WAIT, g->name, file, line);
     leash__lock(&g->mu);
-    while (atomic_load_explicit(&g->running, memory_order_relaxed) > 0) {
+    while (leash__group_alive(g) > 0) {
         g->waiter = self;
         uint32_t seq = atomic_load_explicit(&self->wake, memory_order_seq_cst);
         /* no spinning: the waiter would take a CPU from the very children
@@ -352,7 +353,7 @@ int leash__group_wait(struct leash_group *g, leash_task *self, const char *file,
         } else {
             until = INT64_MAX;
         }
-        if (atomic_load_explicit(&g->running, memory_order_acquire) > 0)
+        if (leash__group_alive(g) > 0)
             leash__park(self, seq, until);
         leash__lock(&g->mu);
     }

@@ -207,9 +207,14 @@ struct leash_group {
     int64_t             deadline_ns;    /* effective: min of own and parent's */
     struct leash_group *deadline_owner; /* whose deadline that is */
 
-    leash__lock_t          mu;         /* guards what follows */
-    leash_task            *tasks;      /* children alive (queued or running) */
-    _Atomic unsigned       running;    /* written under mu, read by the spinning waiter */
+    leash__lock_t mu;    /* guards what follows */
+    leash_task   *tasks; /* children alive (queued or running) */
+    /* children counted in (by spawners) and out (by workers, under mu), on
+       cache lines of their own: a spawner and the worker running the
+       children do not trade one line for every child. Alive: spawned - ended. */
+    _Alignas(64) _Atomic uint64_t spawned;
+    _Alignas(64) _Atomic uint64_t ended;
+    char                   pad_[64 - sizeof(uint64_t)];
     bool                   cancel_cut; /* cancelled while children ran, or not by a deadline */
     struct leash_group    *kids, *knext, *kprev; /* groups opened by its tasks */
     struct leash_slotwait *slotwait;
@@ -234,6 +239,12 @@ static inline int64_t leash__scope_deadline(leash_task *t)
     return t->group ? t->group->deadline_ns : INT64_MAX;
 }
 void leash__cancel(struct leash_group *g, int cause);
+/* Children of g counted in and not yet out. */
+static inline uint64_t leash__group_alive(struct leash_group *g)
+{
+    uint64_t ended = atomic_load_explicit(&g->ended, memory_order_acquire);
+    return atomic_load_explicit(&g->spawned, memory_order_acquire) - ended;
+}
 /* Called by the worker when a task's function has returned. */
 void leash__task_done(leash_task *t, int rc);
 /* Waits g (used by task exit for unwaited groups). */
