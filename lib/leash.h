@@ -58,6 +58,9 @@ typedef struct leash_group_opts {
     unsigned    flags;      /* LEASH_COLLECT | LEASH_INTERRUPT */
 } leash_group_opts;
 
+/* LEASH_INTERRUPT sends SIGRTMIN+5 (its handler installed without SA_RESTART)
+   to the tasks blocked outside leash, every 2 ms until they return or block
+   in leash. */
 #define LEASH_COLLECT   0x1u /* a failing child does not cancel its siblings */
 #define LEASH_INTERRUPT 0x2u /* cancel also interrupts children blocked in foreign syscalls */
 
