@@ -169,31 +169,23 @@ LEASH_API int leash_select_at(struct leash_case *cases, size_t n, int64_t timeou
 /* Defined here for its size, so locks can live inside the caller's structs.
    Every field is private. */
 typedef struct leash_mutex {
-    uint32_t    state_;     /* 0 free, 1 locked, 2 locked with waiters */
-    uint32_t    wlock_;     /* guards the waiter list */
-    void       *owner_;     /* the holding task */
-    void       *waiters_;   /* list of waiting tasks */
-    const char *site_file_; /* where the holder locked it */
-    int         site_line_;
-    uint32_t    flags_;     /* abandoned, initialised */
-    uint64_t    holder_id_; /* set when abandoned: who held it */
-    const char *holder_fn_;
-    char        name_[40];
+    uint32_t state_;   /* 0 free, 1 locked, 2 locked with waiters */
+    uint32_t wlock_;   /* guards the waiter list */
+    void    *owner_;   /* the holding task */
+    void    *waiters_; /* list of waiting tasks */
+    uint32_t flags_;   /* abandoned, initialised */
+    char     name_[40];
 } leash_mutex;
 
 typedef struct leash_rwlock {
-    uint32_t    wlock_; /* guards every field below */
-    uint32_t    flags_;
-    int32_t     readers_; /* read holds, -1 when write-held */
-    uint32_t    wwait_;   /* writers waiting */
-    void       *writer_;
-    void       *holds_; /* list of read holds */
-    void       *waiters_;
-    const char *site_file_;
-    int         site_line_;
-    uint64_t    holder_id_;
-    const char *holder_fn_;
-    char        name_[40];
+    uint32_t wlock_; /* guards every field below */
+    uint32_t flags_;
+    int32_t  readers_; /* read holds, -1 when write-held */
+    uint32_t wwait_;   /* writers waiting */
+    void    *writer_;
+    void    *holds_; /* list of read holds */
+    void    *waiters_;
+    char     name_[40];
 } leash_rwlock;
 
 /* Errors: -EINVAL (m NULL). Never fails otherwise. */

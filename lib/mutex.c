@@ -276,8 +276,6 @@ static int mutex_took(leash_mutex *m, leash_task *self, const char *file, int li
 {
     /* release: a cycle walk that reads the owner also reads its task record */
     __atomic_store_n(&m->owner_, self, __ATOMIC_RELEASE);
-    m->site_file_ = file;
-    m->site_line_ = line;
     if (unlikely(!leash__hold_push(self, m, LEASH_HOLD_MUTEX, file, line))) {
         leash_mutex_unlock(m);
         return -ENOMEM;
@@ -476,8 +474,6 @@ static int rw_lock(leash_rwlock *l, int kind, const char *file, int line)
             l->readers_ = -1;
             l->writer_ = self;
         }
-        l->site_file_ = file;
-        l->site_line_ = line;
     }
     WUNLOCK(l);
     if (entered) {
@@ -542,8 +538,6 @@ void leash__abandon_holds(leash_task *t)
             WLOCK(m);
             first = !(m->flags_ & F_ABANDONED);
             __atomic_or_fetch(&m->flags_, F_ABANDONED, __ATOMIC_RELEASE);
-            m->holder_id_ = t->id;
-            m->holder_fn_ = t->fn_name;
             wq_wake_all(&m->waiters_);
             WUNLOCK(m);
             name = m->name_;
@@ -555,8 +549,6 @@ void leash__abandon_holds(leash_task *t)
             __atomic_or_fetch(&l->flags_, flag, __ATOMIC_RELEASE);
             if (h->kind == LEASH_HOLD_READ)
                 rw_unlink_read(l, h); /* the count stays: it is never released */
-            l->holder_id_ = t->id;
-            l->holder_fn_ = t->fn_name;
             wq_wake_all(&l->waiters_);
             WUNLOCK(l);
             name = l->name_;
