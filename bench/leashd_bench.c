@@ -77,11 +77,11 @@ static void send_all(int fd, const uint8_t *p, size_t n)
 
 static uint8_t *frame_msg(const Leash__Agent__AgentMessage *m, size_t *len)
 {
-    size_t   n = leash__agent__agent_message__get_packed_size(m);
-    uint8_t *b = malloc(n + 4);
-    leash_frame_put_len(b, (uint32_t)n);
-    leash__agent__agent_message__pack(m, b + 4);
-    *len = n + 4;
+    uint8_t *b = leash_frame_pack(&m->base, len);
+    if (!b) {
+        fprintf(stderr, "leashd_bench: out of memory\n");
+        exit(1);
+    }
     return b;
 }
 

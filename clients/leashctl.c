@@ -87,15 +87,13 @@ static int conn(const char *path)
 static int send_req(int fd, Leash__Control__Request *r)
 {
     r->version = LEASH__CONTROL__VERSION__VERSION_CURRENT;
-    size_t   n = leash__control__request__get_packed_size(r);
-    uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
+    size_t   n;
+    uint8_t *buf = leash_frame_pack(&r->base, &n);
     if (!buf)
         return -1;
-    leash_frame_put_len(buf, (uint32_t)n);
-    leash__control__request__pack(r, buf + LEASH_FRAME_HEADER);
     size_t off = 0;
-    while (off < n + LEASH_FRAME_HEADER) {
-        ssize_t w = send(fd, buf + off, n + LEASH_FRAME_HEADER - off, MSG_NOSIGNAL);
+    while (off < n) {
+        ssize_t w = send(fd, buf + off, n - off, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0) {

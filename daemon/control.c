@@ -61,12 +61,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void respond(struct client *c, const Leash__Control__Response *r, bool last)
 {
-    size_t   n = leash__control__response__get_packed_size(r);
-    uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
+    size_t   n;
+    uint8_t *buf = leash_frame_pack(&r->base, &n);
     if (buf) {
-        leash_frame_put_len(buf, (uint32_t)n);
-        leash__control__response__pack(r, buf + LEASH_FRAME_HEADER);
-        bufferevent_write(c->bev, buf, n + LEASH_FRAME_HEADER);
+        bufferevent_write(c->bev, buf, n);
         free(buf);
     }
     if (last) {

@@ -170,13 +170,11 @@ void incident(struct proc *p, const char *kind, uint64_t group, const char *grou
     log_warn("incident %llu: %s: process %d (%s): %s [%s]", (unsigned long long)i->id, kind, i->pid,
              i->process, detail, action);
     if (journal >= 0) {
-        size_t   n = leash__control__incident__get_packed_size(i);
-        uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
+        size_t   n;
+        uint8_t *buf = leash_frame_pack(&i->base, &n);
         if (buf) {
-            leash_frame_put_len(buf, (uint32_t)n);
-            leash__control__incident__pack(i, buf + LEASH_FRAME_HEADER);
             /* one write per record: O_APPEND keeps records whole but for a crash */
-            if (write(journal, buf, n + LEASH_FRAME_HEADER) != (ssize_t)(n + LEASH_FRAME_HEADER))
+            if (write(journal, buf, n) != (ssize_t)n)
                 log_warn("journal: write failed: %s", strerror(errno));
             free(buf);
         }

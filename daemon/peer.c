@@ -104,13 +104,11 @@ int agent_send(struct proc *p, const Leash__Agent__DaemonMessage *m)
 {
     if (p->dead || !p->bev)
         return -ENOTCONN;
-    size_t   n = leash__agent__daemon_message__get_packed_size(m);
-    uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
+    size_t   n;
+    uint8_t *buf = leash_frame_pack(&m->base, &n);
     if (!buf)
         return -ENOMEM;
-    leash_frame_put_len(buf, (uint32_t)n);
-    leash__agent__daemon_message__pack(m, buf + LEASH_FRAME_HEADER);
-    int rc = bufferevent_write(p->bev, buf, n + LEASH_FRAME_HEADER);
+    int rc = bufferevent_write(p->bev, buf, n);
     free(buf);
     return rc ? -EIO : 0;
 }

@@ -176,13 +176,11 @@ static int send_all(int fd, const uint8_t *p, size_t n)
 
 static int send_msg(int fd, const Leash__Agent__AgentMessage *m)
 {
-    size_t   n = leash__agent__agent_message__get_packed_size(m);
-    uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
+    size_t   n;
+    uint8_t *buf = leash_frame_pack(&m->base, &n);
     if (!buf)
         return -ENOMEM;
-    leash_frame_put_len(buf, (uint32_t)n);
-    leash__agent__agent_message__pack(m, buf + LEASH_FRAME_HEADER);
-    int err = send_all(fd, buf, n + LEASH_FRAME_HEADER);
+    int err = send_all(fd, buf, n);
     free(buf);
     return err;
 }

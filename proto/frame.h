@@ -6,8 +6,10 @@
 #ifndef LEASH_FRAME_H
 #define LEASH_FRAME_H
 
+#include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define LEASH_FRAME_HEADER      4
 #define LEASH_FRAME_MAX_DEFAULT (1024 * 1024)
@@ -23,6 +25,20 @@ static inline void leash_frame_put_len(uint8_t *p, uint32_t n)
 static inline uint32_t leash_frame_get_len(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* m packed behind its length, in a malloc'd buffer of *len bytes that the
+   caller frees; NULL when memory runs out. */
+static inline uint8_t *leash_frame_pack(const ProtobufCMessage *m, size_t *len)
+{
+    size_t   n = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(n + LEASH_FRAME_HEADER);
+    if (!buf)
+        return NULL;
+    leash_frame_put_len(buf, (uint32_t)n);
+    protobuf_c_message_pack(m, buf + LEASH_FRAME_HEADER);
+    *len = n + LEASH_FRAME_HEADER;
+    return buf;
 }
 
 /*
