@@ -308,12 +308,7 @@ static void do_cancel(struct client *c, const Leash__Control__CancelRequest *q)
         fail(c, ESRCH, "process %d has no group %llu", (int)q->pid, (unsigned long long)q->group);
         return;
     }
-    Leash__Agent__Cancel cn = LEASH__AGENT__CANCEL__INIT;
-    cn.group = q->group;
-    Leash__Agent__DaemonMessage m = LEASH__AGENT__DAEMON_MESSAGE__INIT;
-    m.msg_case = LEASH__AGENT__DAEMON_MESSAGE__MSG_CANCEL;
-    m.cancel = &cn;
-    int err = agent_send(p, &m);
+    int err = agent_cancel(p, q->group);
     if (err) {
         fail(c, -err, "cannot reach process %d: %s", (int)q->pid, strerror(-err));
         return;

@@ -179,6 +179,9 @@ void control_incident_hook(const Leash__Control__Incident *i);
 /* Starts reading frames from a connected agent. */
 int agent_accept(struct event_base *base, int fd);
 int agent_send(struct proc *p, const Leash__Agent__DaemonMessage *m);
+/* Asks the process to cancel, or interrupt, a group (0: every top-level one). */
+int agent_cancel(struct proc *p, uint64_t group);
+int agent_interrupt(struct proc *p, uint64_t group);
 /* A DumpRequest on its way; the reply goes to cb(arg, snapshot or NULL). */
 int  agent_dump(struct proc *p, void (*cb)(void *arg, const Leash__Agent__Snapshot *s), void *arg);
 void agent_dump_cancel(void *arg);

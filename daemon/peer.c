@@ -113,6 +113,26 @@ int agent_send(struct proc *p, const Leash__Agent__DaemonMessage *m)
     return rc ? -EIO : 0;
 }
 
+int agent_cancel(struct proc *p, uint64_t group)
+{
+    Leash__Agent__Cancel c = LEASH__AGENT__CANCEL__INIT;
+    c.group = group;
+    Leash__Agent__DaemonMessage m = LEASH__AGENT__DAEMON_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__DAEMON_MESSAGE__MSG_CANCEL;
+    m.cancel = &c;
+    return agent_send(p, &m);
+}
+
+int agent_interrupt(struct proc *p, uint64_t group)
+{
+    Leash__Agent__Interrupt i = LEASH__AGENT__INTERRUPT__INIT;
+    i.group = group;
+    Leash__Agent__DaemonMessage m = LEASH__AGENT__DAEMON_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__DAEMON_MESSAGE__MSG_INTERRUPT;
+    m.interrupt = &i;
+    return agent_send(p, &m);
+}
+
 static void deferred_unref(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;

@@ -19,26 +19,6 @@ static int pidfd_signal(int pidfd, int sig)
     return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
 }
 
-static void send_cancel(struct proc *p, uint64_t group)
-{
-    Leash__Agent__Cancel c = LEASH__AGENT__CANCEL__INIT;
-    c.group = group;
-    Leash__Agent__DaemonMessage m = LEASH__AGENT__DAEMON_MESSAGE__INIT;
-    m.msg_case = LEASH__AGENT__DAEMON_MESSAGE__MSG_CANCEL;
-    m.cancel = &c;
-    agent_send(p, &m);
-}
-
-static void send_interrupt(struct proc *p, uint64_t group)
-{
-    Leash__Agent__Interrupt c = LEASH__AGENT__INTERRUPT__INIT;
-    c.group = group;
-    Leash__Agent__DaemonMessage m = LEASH__AGENT__DAEMON_MESSAGE__INIT;
-    m.msg_case = LEASH__AGENT__DAEMON_MESSAGE__MSG_INTERRUPT;
-    m.interrupt = &c;
-    agent_send(p, &m);
-}
-
 static void kill_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -98,9 +78,9 @@ static void step_cb(evutil_socket_t fd, short what, void *arg)
                  "group %llu \"%s\" (opened at %s) still has %zu tasks %lld ms after its deadline",
                  (unsigned long long)g->id, g->name, g->site, live, (long long)over);
         if (st->action == ACT_CANCEL)
-            send_cancel(p, g->id);
+            agent_cancel(p, g->id);
         else if (st->action == ACT_INTERRUPT)
-            send_interrupt(p, g->id);
+            agent_interrupt(p, g->id);
     }
     schedule(g);
 }
@@ -153,9 +133,9 @@ void policy_heartbeat_check(void)
                now >= p->hb_lost_mono + pol->grace_ms + pol->steps[p->hb_step].at_ms) {
             const struct step *st = &pol->steps[p->hb_step++];
             if (st->action == ACT_CANCEL)
-                send_cancel(p, 0);
+                agent_cancel(p, 0);
             else if (st->action == ACT_INTERRUPT)
-                send_interrupt(p, 0);
+                agent_interrupt(p, 0);
             else if (st->action == ACT_KILL)
                 policy_kill(p, "heartbeat lost", "policy");
         }
