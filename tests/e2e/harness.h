@@ -1,0 +1,300 @@
+/*
+ * harness.h: what every end-to-end suite shares: a real leashd on its own
+ * sockets in a temporary directory, leashed processes, and leashctl run as a
+ * child. Each suite is one tests/e2e/test_e2e*.c that includes this once.
+ */
+#ifndef LEASH_E2E_HARNESS_H
+#define LEASH_E2E_HARNESS_H
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+struct daemon {
+    pid_t pid;
+    char  dir[64], agent[128], control[128], state[128], conf[128], log[128];
+};
+
+/* What a test started, so a failing test leaves nothing running. */
+static pid_t started[64];
+static int   nstarted;
+
+static __attribute__((unused)) void track(pid_t p)
+{
+    if (nstarted < 64)
+        started[nstarted++] = p;
+}
+
+/* The leashctl to run: another uid may not reach the build tree (a clone
+   under /root), so the non-admin test runs a copy. */
+static const char *ctl_bin = LEASHCTL_BIN;
+
+static __attribute__((unused)) int teardown(void **state)
+{
+    (void)state;
+    ctl_bin = LEASHCTL_BIN;
+    for (int i = 0; i < nstarted; i++) {
+        if (started[i] > 0 && kill(started[i], SIGKILL) == 0)
+            waitpid(started[i], NULL, 0);
+    }
+    nstarted = 0;
+    return 0;
+}
+
+static __attribute__((unused)) int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static __attribute__((unused)) void pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static __attribute__((unused)) bool connectable(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int  fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
+static __attribute__((unused)) void daemon_paths(struct daemon *d)
+{
+    snprintf(d->agent, sizeof d->agent, "%s/agent.sock", d->dir);
+    snprintf(d->control, sizeof d->control, "%s/control.sock", d->dir);
+    snprintf(d->state, sizeof d->state, "%s/state", d->dir);
+    snprintf(d->conf, sizeof d->conf, "%s/leashd.conf", d->dir);
+    snprintf(d->log, sizeof d->log, "%s/leashd.log", d->dir);
+}
+
+/* Starts leashd and returns once its control socket answers. */
+static __attribute__((unused)) void daemon_start(struct daemon *d)
+{
+    d->pid = fork();
+    assert_true(d->pid >= 0);
+    if (d->pid == 0) {
+        int fd = open(d->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 2);
+        execl(LEASHD_BIN, "leashd", "--config", d->conf, "--agent-socket", d->agent,
+              "--control-socket", d->control, "--state-dir", d->state, (char *)NULL);
+        _exit(127);
+    }
+    track(d->pid);
+    int64_t until = now_ms() + 10000;
+    while (!connectable(d->control)) {
+        int st;
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid)
+            fail_msg("leashd exited at start; see %s", d->log);
+        if (now_ms() > until)
+            fail_msg("leashd never listened on %s", d->control);
+        pause_ms(10);
+    }
+}
+
+static __attribute__((unused)) void daemon_new(struct daemon *d, const char *conf)
+{
+    memset(d, 0, sizeof *d);
+    snprintf(d->dir, sizeof d->dir, "/tmp/leash-e2e-XXXXXX");
+    assert_non_null(mkdtemp(d->dir));
+    chmod(d->dir, 0755);
+    daemon_paths(d);
+    FILE *f = fopen(d->conf, "w");
+    fputs(conf ? conf : "", f);
+    fclose(f);
+    daemon_start(d);
+}
+
+static __attribute__((unused)) int daemon_stop(struct daemon *d)
+{
+    int st = 0;
+    if (d->pid > 0) {
+        kill(d->pid, SIGTERM);
+        waitpid(d->pid, &st, 0);
+        d->pid = 0;
+    }
+    return st;
+}
+
+static __attribute__((unused)) void daemon_cleanup(struct daemon *d)
+{
+    daemon_stop(d);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", d->dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", d->dir);
+}
+
+/* Runs leashctl --socket ... args, as uid when uid >= 0. Returns the exit
+   status; out gets stdout and stderr. */
+static __attribute__((unused)) int ctl_as(const struct daemon *d, int uid, char *out, size_t outlen,
+                                          ...)
+{
+    const char *argv[16] = {"leashctl", "--socket", d->control};
+    int         n = 3;
+    va_list     ap;
+    va_start(ap, outlen);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL && n < 15)
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[0]);
+        if (uid >= 0 && setuid((uid_t)uid) != 0)
+            _exit(126);
+        execv(ctl_bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t  got = 0;
+    ssize_t r;
+    while ((r = read(p[0], out + got, outlen - 1 - got)) > 0)
+        got += (size_t)r;
+    out[got] = '\0';
+    close(p[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+#define ctl(d, out, ...) ctl_as((d), -1, (out), sizeof(out), __VA_ARGS__, (char *)NULL)
+
+/* Polls leashctl until its output holds needle (leashd is another
+   process: its state can only be watched). */
+static __attribute__((unused)) void wait_for_(const struct daemon *d, const char *needle,
+                                              const char *what, ...)
+{
+    char        out[65536];
+    const char *argv[8];
+    int         n = 0;
+    va_list     ap;
+    va_start(ap, what);
+    argv[n++] = what;
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL && n < 7)
+        argv[n++] = a;
+    va_end(ap);
+    int64_t until = now_ms() + 20000;
+    for (;;) {
+        ctl_as(d, -1, out, sizeof out, argv[0], n > 1 ? argv[1] : NULL, n > 2 ? argv[2] : NULL,
+               n > 3 ? argv[3] : NULL, (char *)NULL);
+        if (strstr(out, needle))
+            return;
+        if (now_ms() > until)
+            fail_msg("never saw '%s' in leashctl %s: %s", needle, what, out);
+        pause_ms(50);
+    }
+}
+
+#define wait_for(d, needle, ...) wait_for_((d), (needle), __VA_ARGS__, (char *)NULL)
+
+struct child {
+    pid_t pid;
+    int   out; /* its stdout */
+};
+
+static __attribute__((unused)) void read_line(int fd, char *buf, size_t len, int timeout_ms)
+{
+    size_t  n = 0;
+    int64_t until = now_ms() + timeout_ms;
+    while (n + 1 < len) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int64_t       left = until - now_ms();
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            break;
+        char c;
+        if (read(fd, &c, 1) != 1)
+            break;
+        if (c == '\n')
+            break;
+        buf[n++] = c;
+    }
+    buf[n] = '\0';
+}
+
+static __attribute__((unused)) struct child leashed(const struct daemon *d, const char *mode)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    struct child c = {.pid = fork()};
+    if (c.pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        setenv("LEASH_SOCKET", d->agent, 1);
+        setenv("LEASH_REPORT", "quiet", 1);
+        setenv("LEASH_NAME", mode, 1);
+        execl(LEASHED_BIN, "leashed", mode, (char *)NULL);
+        _exit(127);
+    }
+    track(c.pid);
+    close(p[1]);
+    c.out = p[0];
+    char line[128];
+    read_line(c.out, line, sizeof line, 10000);
+    assert_true(strncmp(line, "ready", 5) == 0);
+    return c;
+}
+
+static __attribute__((unused)) int reap(struct child *c, int timeout_ms)
+{
+    int     st;
+    int64_t until = now_ms() + timeout_ms;
+    while (waitpid(c->pid, &st, WNOHANG) == 0) {
+        if (now_ms() > until) {
+            kill(c->pid, SIGKILL);
+            waitpid(c->pid, &st, 0);
+            fail_msg("leashed %d did not end in %d ms", (int)c->pid, timeout_ms);
+        }
+        pause_ms(10);
+    }
+    close(c->out);
+    c->pid = 0;
+    return st;
+}
+
+static __attribute__((unused)) void kill_child(struct child *c)
+{
+    if (c->pid > 0) {
+        kill(c->pid, SIGKILL);
+        reap(c, 5000);
+    }
+}
+
+static char                                pidstr_buf[16];
+static __attribute__((unused)) const char *pidstr(pid_t p)
+{
+    snprintf(pidstr_buf, sizeof pidstr_buf, "%d", (int)p);
+    return pidstr_buf;
+}
+
+#endif
