@@ -1,8 +1,15 @@
 /*
- * bench: libleash and its raw-pthreads peers, one figure a line:
+ * bench: libleash, its raw-pthreads peers and the floors of the design, one
+ * figure a line:
  *   RESULT <name> <value> <unit>
- * bench/run pairs them with the Go peers from the same run and prints ratios.
- * Each figure is the median of REPS repetitions.
+ * bench/run runs this, the Go peers and leashd_bench in interleaved rounds
+ * and prints the medians with their ratios to the peers and to the floors.
+ * Each figure here is the median of REPS repetitions within one process.
+ *
+ * The floors are what two threads on two CPUs cannot beat, whatever the
+ * library does: a token passed by spinning on one cache line (what a
+ * hand-off between two running threads costs at least), and a futex wake
+ * to the woken thread running (what a hand-off to a sleeping thread costs).
  *
  * Usage: bench [--quick] [NAME...]   (no NAME: every figure)
  */
@@ -17,16 +24,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 static int quick;
-#define REPS (quick ? 3 : 7)
+#define REPS (quick ? 1 : 3)
 
 static int64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -114,6 +133,99 @@ static double pthread_spawn(long n)
             pthread_join(th[i], NULL);
     }
     return (double)(now_ns() - t0) / (double)n;
+}
+
+/* One group, one child, wait: what a request that hands one piece of work
+   to a task pays (Go: errgroup.WithContext, Go, Wait). */
+static double leash_spawn_lone(long n)
+{
+    int64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        leash_group *g;
+        leash_group_open(&g, NULL);
+        leash_go(g, empty, NULL);
+        leash_group_wait(g);
+    }
+    return (double)(now_ns() - t0) / (double)n;
+}
+
+/* --------------------------------------------------------------- floors */
+
+/* A token passed back and forth through one cache line by two spinning
+   threads: the least a round trip between two running threads costs. */
+static _Alignas(64) _Atomic long spin_turn;
+static long spin_n;
+
+static void *spin_partner(void *arg)
+{
+    (void)arg;
+    for (long i = 0; i < spin_n; i++) {
+        while (atomic_load_explicit(&spin_turn, memory_order_acquire) != 2 * i + 1)
+            relax();
+        atomic_store_explicit(&spin_turn, 2 * i + 2, memory_order_release);
+    }
+    return NULL;
+}
+
+static double floor_spin(long n)
+{
+    pthread_t th;
+    spin_n = n;
+    atomic_store(&spin_turn, 0);
+    pthread_create(&th, NULL, spin_partner, NULL);
+    int64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        atomic_store_explicit(&spin_turn, 2 * i + 1, memory_order_release);
+        while (atomic_load_explicit(&spin_turn, memory_order_acquire) != 2 * i + 2)
+            relax();
+    }
+    double r = (double)(now_ns() - t0) / (double)n;
+    pthread_join(th, NULL);
+    return r;
+}
+
+/* Two threads that sleep in FUTEX_WAIT and wake each other in turn: a
+   futex wake until the woken thread runs, per wake. */
+static _Alignas(64) _Atomic uint32_t fx_word[2];
+static long fx_n;
+
+static void fx_wait(int w, uint32_t val)
+{
+    while (atomic_load_explicit(&fx_word[w], memory_order_acquire) == val)
+        syscall(SYS_futex, &fx_word[w], FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void fx_post(int w)
+{
+    atomic_fetch_add_explicit(&fx_word[w], 1, memory_order_release);
+    syscall(SYS_futex, &fx_word[w], FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void *fx_partner(void *arg)
+{
+    (void)arg;
+    for (long i = 0; i < fx_n; i++) {
+        fx_wait(0, (uint32_t)i);
+        fx_post(1);
+    }
+    return NULL;
+}
+
+static double floor_futex(long n)
+{
+    pthread_t th;
+    fx_n = n;
+    atomic_store(&fx_word[0], 0);
+    atomic_store(&fx_word[1], 0);
+    pthread_create(&th, NULL, fx_partner, NULL);
+    int64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        fx_post(0);
+        fx_wait(1, (uint32_t)i);
+    }
+    double r = (double)(now_ns() - t0) / (double)(2 * n);
+    pthread_join(th, NULL);
+    return r;
 }
 
 /* ------------------------------------------------------------- channels */
@@ -336,7 +448,10 @@ int main(int argc, char **argv)
     g_argv = argv;
     long k = quick ? 10 : 1;
     leash_mutex_init(&lm, "bench");
+    measure("floor_spin_roundtrip", floor_spin, 2000000 / k, "ns/roundtrip");
+    measure("floor_futex_wake", floor_futex, 100000 / k, "ns/wake");
     measure("spawn_join_leash", leash_spawn, 200000 / k, "ns/task");
+    measure("spawn_lone_leash", leash_spawn_lone, 200000 / k, "ns/group");
     measure("spawn_join_pthread", pthread_spawn, 20000 / k, "ns/task");
     measure("chan_roundtrip_leash", leash_roundtrip, 200000 / k, "ns/roundtrip");
     measure("chan_buffered_leash", leash_buffered, 2000000 / k, "ns/elem");

@@ -5,7 +5,13 @@
  * agent protocol to it directly. One figure a line:
  *   RESULT <name> <value> <unit>
  *
- * Usage: leashd_bench LEASHD LEASHCTL [--quick]
+ * Its floor: protobuf-c unpacking the same frames from memory, with no
+ * socket and no model behind it, into a bump arena as leashd does
+ * (pbc_decode_events_per_cpu_s).
+ *
+ * Usage: leashd_bench LEASHD LEASHCTL [--quick] [--ingest-only]
+ *   --ingest-only: the ingest figures and the decode floor, not memory
+ *   and leashctl (bench/run's later rounds)
  */
 #define _GNU_SOURCE
 #include "frame.h"
@@ -30,7 +36,7 @@
 static const char *leashd_bin, *leashctl_bin;
 static char        dir[64], agent_sock[128], control_sock[128];
 static pid_t       leashd_pid;
-static bool        quick;
+static bool        quick, ingest_only;
 
 static int64_t now_ns(void)
 {
@@ -322,6 +328,59 @@ static void ingest(int agents, uint64_t total)
     free(th);
 }
 
+/* A bump arena for protobuf-c, emptied after each message. */
+static uint8_t arena[8 << 20];
+static size_t  arena_used;
+
+static void *arena_alloc(void *ctx, size_t n)
+{
+    (void)ctx;
+    n = (n + 15) & ~(size_t)15;
+    if (arena_used + n > sizeof arena)
+        return NULL;
+    void *p = arena + arena_used;
+    arena_used += n;
+    return p;
+}
+
+static void arena_free(void *ctx, void *p)
+{
+    (void)ctx;
+    (void)p;
+}
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The floor of ingest: unpacking the agent's frames, events per CPU-second. */
+static void decode_floor(void)
+{
+    enum { PER_FRAME = 4096 };
+    size_t             len;
+    uint8_t           *b = events_frame(1000, PER_FRAME, true, &len);
+    ProtobufCAllocator a = {.alloc = arena_alloc, .free = arena_free};
+    int                frames = quick ? 200 : 2000;
+    uint64_t           n = 0;
+    double             c0 = thread_cpu_s();
+    for (int i = 0; i < frames; i++) {
+        arena_used = 0;
+        Leash__Agent__AgentMessage *m = leash__agent__agent_message__unpack(
+            &a, len - LEASH_FRAME_HEADER, b + LEASH_FRAME_HEADER);
+        if (!m || m->msg_case != LEASH__AGENT__AGENT_MESSAGE__MSG_EVENTS) {
+            fprintf(stderr, "leashd_bench: cannot unpack its own frame\n");
+            exit(1);
+        }
+        n += m->events->n_events;
+    }
+    double cpu = thread_cpu_s() - c0;
+    result("pbc_decode_events_per_cpu_s", (double)n / (cpu > 0 ? cpu : 1e-9), "events/cpu-s");
+    free(b);
+}
+
 /* RSS per task while leashd tracks `n` live tasks. */
 static int track(uint64_t n, const char *label)
 {
@@ -382,18 +441,30 @@ static void ctl_latency(const char *what)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: leashd_bench LEASHD LEASHCTL [--quick]\n");
+        fprintf(stderr, "usage: leashd_bench LEASHD LEASHCTL [--quick] [--ingest-only]\n");
         return 2;
     }
     leashd_bin = argv[1];
     leashctl_bin = argv[2];
-    quick = argc > 3 && !strcmp(argv[3], "--quick");
+    for (int i = 3; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick"))
+            quick = true;
+        else if (!strcmp(argv[i], "--ingest-only"))
+            ingest_only = true;
+        else {
+            fprintf(stderr, "leashd_bench: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
     signal(SIGPIPE, SIG_IGN);
+    decode_floor();
     start_leashd();
     uint64_t total = quick ? 2000000 : 20000000;
     ingest(1, total);
     ingest(50, total);
-    stop_leashd(); /* a fresh leashd for memory: its heap starts empty */
+    stop_leashd();
+    if (ingest_only)
+        return 0; /* a fresh leashd for memory: its heap starts empty */
     start_leashd();
     int a = track(100000, "100k");
     ctl_latency("ps");

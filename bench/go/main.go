@@ -2,7 +2,7 @@
 //
 //	RESULT <name> <value> <unit>
 //
-// Each figure is the median of the same number of repetitions.
+// Each figure is the median of the same number of repetitions as bench.c's.
 package main
 
 import (
@@ -22,9 +22,9 @@ var quick bool
 
 func reps() int {
 	if quick {
-		return 3
+		return 1
 	}
-	return 7
+	return 3
 }
 
 func result(name string, v float64, unit string) {
@@ -65,6 +65,17 @@ func spawnErrgroup(n int) float64 {
 		for i := 0; i < 1000; i++ {
 			g.Go(func() error { return nil })
 		}
+		g.Wait()
+	}
+	return perOp(t0, n)
+}
+
+// One group, one child, wait: leash's spawn_lone_leash.
+func spawnLone(n int) float64 {
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		g, _ := errgroup.WithContext(context.Background())
+		g.Go(func() error { return nil })
 		g.Wait()
 	}
 	return perOp(t0, n)
@@ -221,6 +232,7 @@ func main() {
 	if wanted("spawn") {
 		measure("spawn_join_go_waitgroup", spawnWaitGroup, 200000/k, "ns/task")
 		measure("spawn_join_go_errgroup", spawnErrgroup, 200000/k, "ns/task")
+		measure("spawn_lone_go", spawnLone, 200000/k, "ns/group")
 	}
 	if wanted("chan") {
 		measure("chan_roundtrip_go", roundtrip, 200000/k, "ns/roundtrip")
