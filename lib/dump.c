@@ -39,6 +39,14 @@ static int snap_task(struct leash_snapshot *s, leash_task *t, int64_t now)
     if (!x->op)
         x->obj = x->bfile = NULL;
     x->held_by = x->op == LEASH_OP_MUTEX ? leash__lock_holder(t) : 0;
+    x->tid = atomic_load_explicit(&t->started, memory_order_acquire)
+                 ? atomic_load_explicit(&t->tid, memory_order_relaxed)
+                 : 0;
+    x->first_on_thread = t->first_on_thread;
+    x->start_ns = t->start_ns;
+    x->cpu_ms = -1;
+    x->cpu_pct = -1;
+    x->sys_nr = -1;
     return 0;
 }
 
@@ -137,6 +145,19 @@ int leash_snapshot_take(struct leash_snapshot *s)
         leash_snapshot_free(s);
         return err;
     }
+    /* what running tasks do, read with no lock held: /proc is slow */
+    for (size_t i = 0; i < s->ntasks; i++) {
+        struct leash_snap_task *x = &s->tasks[i];
+        if (x->op || !x->tid)
+            continue;
+        struct leash__proc_task in = {x->tid, x->id, x->start_ns, x->first_on_thread};
+        struct leash__proc_use  u;
+        leash__proc_read(&in, &u);
+        x->cpu_ms = u.cpu_ms;
+        x->cpu_pct = u.cpu_pct;
+        x->sys_nr = u.sys_nr;
+        memcpy(x->sys_args, u.sys_args, sizeof x->sys_args);
+    }
     for (size_t i = 0; i < s->ngroups; i++)
         if (s->groups[i].count > 1)
             qsort(s->tasks + s->groups[i].first, s->groups[i].count, sizeof *s->tasks,
@@ -199,6 +220,18 @@ void leash_snapshot_text(const struct leash_snapshot *s, struct leash__buf *b)
                 leash__bprintf(b, ", %lld ms]:\n      blocked at ", (long long)t->since_ms);
                 site(b, t->bfile, t->bline);
                 leash__bprintf(b, "\n");
+            } else if (t->sys_nr >= 0) {
+                char nb[32];
+                leash__bprintf(b, "running, in %s(2) for %lld ms",
+                               leash__syscall_name(t->sys_nr, nb, sizeof nb),
+                               (long long)t->since_ms);
+                if (t->cpu_ms >= 0)
+                    leash__bprintf(b, ", %lld ms on CPU", (long long)t->cpu_ms);
+                leash__bprintf(b, "]:\n");
+            } else if (t->cpu_pct >= 0) {
+                leash__bprintf(b, "running, on CPU %d%% for %lld ms", t->cpu_pct,
+                               (long long)t->since_ms);
+                leash__bprintf(b, ", %lld ms on CPU]:\n", (long long)t->cpu_ms);
             } else {
                 leash__bprintf(b, "running, %lld ms]:\n", (long long)t->since_ms);
             }
@@ -263,7 +296,30 @@ void leash_snapshot_json(const struct leash_snapshot *s, struct leash__buf *b)
             } else {
                 leash__bprintf(b, "null");
             }
-            leash__bprintf(b, ",\"since_ms\":%lld}", (long long)t->since_ms);
+            leash__bprintf(b, ",\"since_ms\":%lld", (long long)t->since_ms);
+            if (t->op) {
+                leash__bprintf(b, ",\"cpu_ms\":null,\"cpu_pct\":null,\"syscall\":null}");
+                continue;
+            }
+            if (t->cpu_ms >= 0)
+                leash__bprintf(b, ",\"cpu_ms\":%lld", (long long)t->cpu_ms);
+            else
+                leash__bprintf(b, ",\"cpu_ms\":null");
+            if (t->cpu_pct >= 0)
+                leash__bprintf(b, ",\"cpu_pct\":%d", t->cpu_pct);
+            else
+                leash__bprintf(b, ",\"cpu_pct\":null");
+            if (t->sys_nr >= 0) {
+                char nb[32];
+                leash__bprintf(b, ",\"syscall\":{\"nr\":%ld,\"name\":", t->sys_nr);
+                leash__bjson_str(b, leash__syscall_name(t->sys_nr, nb, sizeof nb));
+                leash__bprintf(b, ",\"args\":[");
+                for (int a = 0; a < 6; a++)
+                    leash__bprintf(b, "%s%llu", a ? "," : "", (unsigned long long)t->sys_args[a]);
+                leash__bprintf(b, "]}}");
+            } else {
+                leash__bprintf(b, ",\"syscall\":null}");
+            }
         }
         leash__bprintf(b, "]}");
     }

@@ -48,6 +48,7 @@ static void cancel_locked(struct leash_group *g, int cause, bool *kick)
     int zero = 0;
     if (!atomic_compare_exchange_strong(&g->cancel_cause, &zero, cause))
         return; /* the first cause wins */
+    leash__reg_group_cancelled(g, cause);
     g->cancel_cut = leash__group_alive(g) > 0 || cause != ETIMEDOUT;
     for (leash_task *t = g->tasks; t; t = t->gnext)
         leash__wake(t);
@@ -145,6 +146,7 @@ int leash_group_open_at(leash_group **gp, const leash_group_opts *opts, const ch
     if (leash__groups)
         leash__groups->rprev = g;
     leash__groups = g;
+    leash__reg_group_open(g);
     leash__unlock(&leash__groups_mu);
     atomic_fetch_add_explicit(&leash__groups_live, 1, memory_order_relaxed);
 
@@ -279,6 +281,7 @@ int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_nam
     t->spawn_file = file;
     t->spawn_line = line;
     t->group = g;
+    leash__reg_task_live(t);
     atomic_fetch_add_explicit(&leash__tasks_started, 1, memory_order_relaxed);
     if (leash__agent_wants())
         leash__agent_push(&(struct leash__aevent){.kind = LEASH_EV_TASK_START,
@@ -380,6 +383,7 @@ int leash__group_wait(struct leash_group *g, leash_task *self, const char *file,
         leash__groups = g->rnext;
     if (g->rnext)
         g->rnext->rprev = g->rprev;
+    leash__reg_group_end(g);
     leash__unlock(&leash__groups_mu);
     /* after leaving the registry: leashd's interrupt finds groups there */
     leash__intr_unregister(g);

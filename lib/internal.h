@@ -5,7 +5,10 @@
 #define LEASH_BUILDING 1
 #include "leash.h"
 
+#include "leash/registry.h"
+
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -113,6 +116,8 @@ typedef struct leash_task {
     struct leash_task  *gnext, *gprev; /* in group->tasks or the root list */
     struct leash_task  *qnext;         /* pool queue, free list */
     pthread_t           thread;
+    _Atomic int         tid;             /* kernel thread id running it; 0: not yet */
+    bool                first_on_thread; /* the first task its worker thread ran */
     bool                root;
     _Atomic bool        started; /* picked up by a worker: `thread` is set */
     int64_t             start_ns;
@@ -121,6 +126,9 @@ typedef struct leash_task {
     _Atomic uint32_t sleeping; /* in futex_wait on wake */
     _Atomic uint32_t in_poll;  /* in poll() on wake_fd: wake writes it */
     int              wake_fd;  /* eventfd, made on first fdwait; kept */
+
+    struct leash_reg_task *reg;      /* its registry slot for life; NULL: none was left */
+    void                  *altstack; /* root tasks: the signal stack leash gave the thread */
 
     /* what it is blocked on, for dumps: a few relaxed stores per blocking call */
     _Atomic int           op;
@@ -163,18 +171,25 @@ void leash__park(leash_task *t, uint32_t seq, int64_t abs_ns);
 /* How many times to spin before parking, 0 on one CPU. */
 int leash__spin_budget(void);
 
+void leash__reg_blocked(struct leash_reg_task *r, int op, const char *obj, const char *file,
+                        int line, int64_t since);
 static inline void leash__blocked(leash_task *t, int op, const char *obj, const char *file,
                                   int line)
 {
+    int64_t since = leash__coarse_ns();
     atomic_store_explicit(&t->obj, obj, memory_order_relaxed);
     atomic_store_explicit(&t->bfile, file, memory_order_relaxed);
     atomic_store_explicit(&t->bline, line, memory_order_relaxed);
-    atomic_store_explicit(&t->since_ns, leash__coarse_ns(), memory_order_relaxed);
+    atomic_store_explicit(&t->since_ns, since, memory_order_relaxed);
     atomic_store_explicit(&t->op, op, memory_order_release);
+    if (t->reg)
+        leash__reg_blocked(t->reg, op, obj, file, line, since);
 }
 static inline void leash__unblocked(leash_task *t)
 {
     atomic_store_explicit(&t->op, LEASH_OP_NONE, memory_order_relaxed);
+    if (t->reg)
+        __atomic_store_n(&t->reg->op, 0, __ATOMIC_RELAXED);
 }
 
 struct leash_hold *leash__hold_push(leash_task *t, void *lock, int kind, const char *file,
@@ -222,12 +237,13 @@ struct leash_group {
     leash_task            *waiter;       /* the opener, while in wait */
     _Atomic int            cancel_cause; /* 0, ECANCELED or ETIMEDOUT */
 
-    struct leash_group *onext;         /* opener's list of unwaited groups */
-    struct leash_group *rnext, *rprev; /* registry of all groups */
-    struct leash_group *inext, *iprev; /* registry of interrupt groups */
-    bool                in_intr;       /* in that registry (under its lock) */
-    size_t              heap_idx;      /* in the timer heap, or SIZE_MAX */
-    _Atomic bool        interrupting;  /* cancelled with interrupt: signal its tasks */
+    struct leash_group     *onext;         /* opener's list of unwaited groups */
+    struct leash_group     *rnext, *rprev; /* registry of all groups */
+    struct leash_group     *inext, *iprev; /* registry of interrupt groups */
+    bool                    in_intr;       /* in that registry (under its lock) */
+    size_t                  heap_idx;      /* in the timer heap, or SIZE_MAX */
+    _Atomic bool            interrupting;  /* cancelled with interrupt: signal its tasks */
+    struct leash_reg_group *reg;           /* its registry slot; NULL: none */
 };
 
 /* 0, or the negative cause that ended t's scope. Reads the clock only when
@@ -324,6 +340,61 @@ void leash__interrupt_by_id(uint64_t id);
 void leash__abandon_holds(leash_task *t);
 /* The task holding the mutex t waits for; 0: none known. */
 uint64_t leash__lock_holder(leash_task *t);
+
+/* ------------------------------------------------------- registry.c */
+
+/* The registry (proto/leash/registry.h); NULL when the memfd could not be
+   made. Made by leash__reg_init, with the fatal-signal handler. */
+extern struct leash_reg_header *leash__reg;
+void                            leash__reg_init(void);
+int                             leash__reg_fd(void); /* the memfd, -1: none */
+uint32_t leash__reg_str(const char *s);              /* a static string's index; 0: none */
+void     leash__reg_task_slot(leash_task *t);        /* a new record takes its slot */
+/* t's fields are set (spawned, or a root task made): its slot shows it */
+void               leash__reg_task_live(leash_task *t);
+void               leash__reg_task_dead(leash_task *t);
+static inline void leash__reg_task_tid(leash_task *t, int tid)
+{
+    if (t->reg)
+        __atomic_store_n(&t->reg->tid, tid, __ATOMIC_RELAXED);
+}
+void               leash__reg_group_open(struct leash_group *g); /* under leash__groups_mu */
+void               leash__reg_group_end(struct leash_group *g);  /* under leash__groups_mu */
+static inline void leash__reg_group_cancelled(struct leash_group *g, int cause)
+{
+    if (g->reg)
+        __atomic_store_n(&g->reg->cancelled, (uint32_t)cause, __ATOMIC_RELAXED);
+}
+/* Async-signal-safe: the fatal signal sig hit task t (NULL: none) on tid. */
+void leash__reg_crash(int sig, int code, const void *addr, leash_task *t, int tid, int64_t now);
+
+/* ---------------------------------------------------------- crash.c */
+
+void  leash__crash_install(void);     /* unless LEASH_CRASH=off */
+void  leash__leakcheck_install(void); /* if LEASH_LEAKCHECK=1 */
+void *leash__altstack_on(void);       /* gives the calling thread an alternate signal stack, if
+                                   it has none; returns it (NULL: none made) */
+void  leash__altstack_off(void *stack);
+void  leash__fatal_signals(sigset_t *set); /* removes the fatal signals from set */
+int   leash__gettid(void);                 /* cached per thread */
+void  leash__gettid_forget(void);          /* in a forked child */
+
+/* ----------------------------------------------------------- proc.c */
+
+struct leash__proc_task {
+    int      tid;
+    uint64_t task;
+    int64_t  start_ns; /* CLOCK_MONOTONIC_COARSE */
+    bool     first_on_thread;
+};
+struct leash__proc_use {
+    int64_t  cpu_ms;  /* -1: unknown */
+    int      cpu_pct; /* -1: unknown */
+    long     sys_nr;  /* -1: not in a system call */
+    uint64_t sys_args[6];
+};
+void        leash__proc_read(const struct leash__proc_task *in, struct leash__proc_use *out);
+const char *leash__syscall_name(long nr, char *buf, size_t size);
 
 /* ----------------------------------------------------------- dump.c */
 

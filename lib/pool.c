@@ -103,7 +103,11 @@ static void add_worker_unlock(void)
 
 static void run(leash_task *t)
 {
+    static _Thread_local uint64_t ran; /* tasks this worker has run */
     t->thread = pthread_self();
+    t->first_on_thread = ran++ == 0;
+    atomic_store_explicit(&t->tid, leash__gettid(), memory_order_relaxed);
+    leash__reg_task_tid(t, atomic_load_explicit(&t->tid, memory_order_relaxed));
     atomic_store_explicit(&t->started, true, memory_order_release);
     leash__task_begin(t);
     leash__self_tls = t;

@@ -15,6 +15,14 @@ struct leash_snap_task {
     int         bline;
     int64_t     since_ms; /* in its state this long */
     uint64_t    held_by;  /* blocked on a mutex: the task holding it; 0: unknown */
+    /* running tasks, from /proc (see proc.c) */
+    int      tid;
+    bool     first_on_thread;
+    int64_t  start_ns;
+    int64_t  cpu_ms;  /* -1: unknown */
+    int      cpu_pct; /* -1: unknown */
+    long     sys_nr;  /* -1: not in a system call */
+    uint64_t sys_args[6];
 };
 
 struct leash_snap_group {

@@ -110,7 +110,10 @@ static void *thread_entry(void *p)
     struct start s = *(struct start *)p;
     free(p);
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
-    return s.fn(s.arg);
+    void *alt = leash__altstack_on();
+    void *r = s.fn(s.arg);
+    leash__altstack_off(alt);
+    return r;
 }
 
 int leash__thread_start(void *(*fn)(void *), void *arg, const char *name, int allow_sig)
@@ -129,6 +132,8 @@ int leash__thread_start(void *(*fn)(void *), void *arg, const char *name, int al
     sigfillset(&all);
     if (allow_sig)
         sigdelset(&all, allow_sig);
+    /* a fault on a blocked fatal signal kills at once, with no handler */
+    leash__fatal_signals(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int err = pthread_create(&th, &attr, thread_entry, st);
     pthread_sigmask(SIG_SETMASK, &old, NULL);

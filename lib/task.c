@@ -65,6 +65,7 @@ leash_task *leash__task_alloc(void)
         if (!t)
             return NULL;
         t->wake_fd = -1;
+        leash__reg_task_slot(t);
     }
     t->id = leash__next_id();
     t->fn_name = NULL;
@@ -76,6 +77,9 @@ leash_task *leash__task_alloc(void)
     t->group = NULL;
     t->gnext = t->gprev = t->qnext = NULL;
     t->root = false;
+    atomic_store_explicit(&t->tid, 0, memory_order_relaxed);
+    t->first_on_thread = false;
+    t->altstack = NULL;
     atomic_store_explicit(&t->started, false, memory_order_relaxed);
     t->start_ns = leash__coarse_ns();
     atomic_store_explicit(&t->op, LEASH_OP_NONE, memory_order_relaxed);
@@ -90,6 +94,7 @@ leash_task *leash__task_alloc(void)
 
 void leash__task_free(leash_task *t)
 {
+    leash__reg_task_dead(t);
     /* hold nodes that overflowed the cache were malloc'd */
     for (struct leash_hold *h = t->hold_free, *n; h; h = n) {
         n = h->tnext;
@@ -142,6 +147,7 @@ static void root_exit(void *p)
         t->gnext->gprev = t->gprev;
     leash__unlock(&leash__roots_mu);
     leash__self_tls = NULL;
+    leash__altstack_off(t->altstack);
     leash__task_free(t);
     leash__task_cache_flush(); /* the thread is going: its cache too */
 }
@@ -154,17 +160,21 @@ static void root_key_init(void)
 leash_task *leash__self_slow(void)
 {
     pthread_once(&root_once, root_key_init);
+    leash__reg_init();
     leash__agent_init();
     leash_task *t = leash__task_alloc();
     if (!t)
         return NULL;
     t->root = true;
     t->thread = pthread_self();
+    atomic_store_explicit(&t->tid, leash__gettid(), memory_order_relaxed);
+    t->altstack = leash__altstack_on();
     atomic_store_explicit(&t->started, true, memory_order_release);
     if (pthread_getname_np(t->thread, t->thread_name, sizeof t->thread_name) != 0 ||
         !t->thread_name[0])
         strcpy(t->thread_name, "thread");
     t->fn_name = t->thread_name;
+    leash__reg_task_live(t);
     leash__lock(&leash__roots_mu);
     t->gnext = leash__roots;
     if (leash__roots)

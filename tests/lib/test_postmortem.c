@@ -1,0 +1,320 @@
+/* test_postmortem.c: what a running task does, the registry, fatal signals
+   and LEASH_LEAKCHECK. */
+#include "helpers.h"
+
+#include "internal.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+static char *dump_text(void)
+{
+    int fd = memfd_create("text", 0);
+    assert_int_equal(leash_dump(fd, LEASH_DUMP_TEXT), 0);
+    off_t n = lseek(fd, 0, SEEK_END);
+    char *s = calloc(1, (size_t)n + 1);
+    assert_int_equal(pread(fd, s, (size_t)n, 0), n);
+    close(fd);
+    return s;
+}
+
+/* The JSON object of the task running fn, in d (a pointer into d). */
+static const char *task_of(const char *d, const char *fn)
+{
+    char needle[128];
+    snprintf(needle, sizeof needle, "\"fn\":\"%s\"", fn);
+    return strstr(d, needle);
+}
+
+/* A number after key in the task's object, -1 when null or absent. */
+static long long field(const char *t, const char *key)
+{
+    char needle[64];
+    snprintf(needle, sizeof needle, "\"%s\":", key);
+    const char *p = t ? strstr(t, needle) : NULL;
+    const char *end = t ? strstr(t, "},{") : NULL;
+    if (!p || (end && p > end))
+        return -1;
+    p += strlen(needle);
+    return strncmp(p, "null", 4) == 0 ? -1 : atoll(p);
+}
+
+static _Atomic int stop;
+
+static int spin(void *arg)
+{
+    (void)arg;
+    volatile uint64_t x = 0;
+    while (!atomic_load_explicit(&stop, memory_order_relaxed))
+        x++;
+    return 0;
+}
+
+static int reader(void *arg)
+{
+    char    c;
+    ssize_t r = read(*(int *)arg, &c, 1);
+    return r == 1 ? 0 : -EIO;
+}
+
+static void dump_tells_a_spinning_task_from_one_in_read(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    atomic_store(&stop, 0);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = "busy"}), 0);
+    assert_int_equal(leash_go(g, spin, NULL), 0);
+    assert_int_equal(leash_go(g, reader, &p[0]), 0);
+
+    /* the reader shows in read(2) once it is there; the spinner's CPU time
+       grows from one dump to the next, however slow the machine */
+    long long first = -1, last = -1;
+    bool      in_read = false;
+    int64_t   until = mono_ms() + 60000;
+    while (mono_ms() < until && !(in_read && first >= 0 && last >= first + 50)) {
+        char *d = dump_json();
+        assert_non_null(d);
+        const char *r = task_of(d, "reader");
+        const char *rs = r ? strstr(r, "\"syscall\":{\"nr\":") : NULL;
+        const char *re = r ? strstr(r, "},{") : NULL;
+        if (rs && (!re || rs < re) &&
+            strncmp(strstr(rs, "\"name\":"), "\"name\":\"read\"", 13) == 0)
+            in_read = true;
+        long long ms = field(task_of(d, "spin"), "cpu_ms");
+        if (ms >= 0 && first < 0)
+            first = ms;
+        if (ms >= 0)
+            last = ms;
+        free(d);
+        if (!(in_read && first >= 0 && last >= first + 50))
+            leash_sleep(20);
+    }
+    assert_true(in_read);
+    assert_true(first >= 0);
+    assert_true(last >= first + 50);
+
+    char     *d = dump_json();
+    long long spin_pct = field(task_of(d, "spin"), "cpu_pct");
+    assert_true(spin_pct >= 0 && spin_pct <= 100);
+    assert_non_null(strstr(task_of(d, "spin"), "\"syscall\":null"));
+    free(d);
+
+    char *t = dump_text();
+    assert_non_null(strstr(t, "reader [running, in read(2) for "));
+    assert_non_null(strstr(t, "spin [running, on CPU "));
+    free(t);
+
+    atomic_store(&stop, 1);
+    assert_int_equal(write(p[1], "x", 1), 1);
+    assert_int_equal(leash_group_wait(g), 0);
+    close(p[0]);
+    close(p[1]);
+    assert_nothing_leaked();
+}
+
+/* ---------------------------------------------------------- the registry */
+
+static int park(void *arg)
+{
+    int v;
+    return leash_chan_recv(arg, &v);
+}
+
+static const char *reg_str(uint32_t i)
+{
+    return (const char *)leash__reg + leash__reg->strs_off + (uint64_t)i * leash__reg->strlen_;
+}
+
+static int live_slots(uint64_t group, const char *fn, const char *op_obj)
+{
+    const struct leash_reg_task *t =
+        (const void *)((const char *)leash__reg + leash__reg->tasks_off);
+    int n = 0;
+    for (uint32_t i = 0; i < leash__reg->tasks_used; i++) {
+        if (!t[i].live || t[i].group != group || (t[i].seq & 1))
+            continue;
+        if (fn && strcmp(reg_str(t[i].fn), fn) != 0)
+            continue;
+        if (op_obj && (t[i].op != LEASH_OP_CHAN_RECV || strcmp(t[i].obj, op_obj) != 0))
+            continue;
+        if (strcmp(reg_str(t[i].file), __FILE__) != 0 || t[i].line == 0)
+            continue;
+        n++;
+    }
+    return n;
+}
+
+static uint64_t group_slot(const char *name)
+{
+    const struct leash_reg_group *g =
+        (const void *)((const char *)leash__reg + leash__reg->groups_off);
+    for (uint32_t i = 0; i < leash__reg->groups_used; i++)
+        if (g[i].live && strcmp(g[i].name, name) == 0)
+            return g[i].id;
+    return 0;
+}
+
+static void registry_holds_live_tasks_with_sites_and_blocked_on(void **state)
+{
+    (void)state;
+    leash_task_id(); /* the library starts */
+    assert_non_null(leash__reg);
+    assert_true(leash__reg_fd() >= 0);
+    assert_int_equal(leash__reg->magic, LEASH_REG_MAGIC);
+    assert_int_equal(leash__reg->pid, getpid());
+    leash_chan *c;
+    assert_int_equal(leash_chan_open(&c, "inbox", sizeof(int), 0), 0);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = "parked"}), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(leash_go(g, park, c), 0);
+    wait_blocked("chan_recv", 3);
+    uint64_t id = group_slot("parked");
+    assert_true(id != 0);
+    assert_int_equal(live_slots(id, "park", "inbox"), 3);
+    leash_group_cancel(g);
+    assert_int_equal(leash_group_wait(g), -ECANCELED);
+    assert_int_equal(live_slots(id, NULL, NULL), 0);
+    assert_int_equal(group_slot("parked"), 0);
+    leash_chan_free(c);
+    assert_nothing_leaked();
+}
+
+/* ------------------------------------------------- in a child process */
+
+static char self_exe[4096];
+
+/* Runs this test binary as a child in mode; returns its wait status. */
+static int run_child(const char *mode, const char *env, char *err, size_t errlen)
+{
+    int ep[2];
+    assert_int_equal(pipe(ep), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(ep[1], 2);
+        close(ep[0]);
+        if (env)
+            putenv((char *)env);
+        /* the sanitizers' own fatal-signal handlers would exit 1 instead */
+        setenv("ASAN_OPTIONS", "handle_segv=0:handle_abort=0:detect_leaks=0", 1);
+        setenv("TSAN_OPTIONS", "handle_segv=0:handle_abort=0", 1);
+        execl(self_exe, self_exe, "--child", mode, (char *)NULL);
+        _exit(127);
+    }
+    close(ep[1]);
+    size_t  n = 0;
+    ssize_t r;
+    while (n + 1 < errlen && (r = read(ep[0], err + n, errlen - 1 - n)) > 0)
+        n += (size_t)r;
+    err[n] = '\0';
+    close(ep[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    return st;
+}
+
+static void leakcheck_fails_a_process_that_exits_with_a_live_task(void **state)
+{
+    (void)state;
+    char err[8192];
+    int  st = run_child("leak", "LEASH_LEAKCHECK=1", err, sizeof err);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 70);
+    assert_non_null(strstr(err, "LEASH_LEAKCHECK: 1 task(s) still alive"));
+    assert_non_null(strstr(err, "park [blocked on chan_recv \"never\""));
+    /* without it, the same process exits 0; with every task joined, too */
+    st = run_child("leak", NULL, err, sizeof err);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    st = run_child("clean", "LEASH_LEAKCHECK=1", err, sizeof err);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void fatal_signals_kill_as_without_leash(void **state)
+{
+    (void)state;
+    char err[8192];
+    int  st = run_child("segv", NULL, err, sizeof err);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGSEGV);
+    st = run_child("abort", NULL, err, sizeof err);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGABRT);
+    st = run_child("segv", "LEASH_CRASH=off", err, sizeof err);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGSEGV);
+    /* a handler the program had before leash still runs */
+    st = run_child("chain", NULL, err, sizeof err);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 42);
+    assert_non_null(strstr(err, "crash recorded: signal 11 task "));
+}
+
+static int deref(void *arg)
+{
+    return *(volatile int *)arg;
+}
+
+static int do_abort(void *arg)
+{
+    (void)arg;
+    abort();
+}
+
+static void own_segv(int sig, siginfo_t *si, void *uc)
+{
+    (void)si;
+    (void)uc;
+    char line[128];
+    int  n = snprintf(line, sizeof line, "crash recorded: signal %d task %llu\n",
+                      leash__reg->crash_signal, (unsigned long long)leash__reg->crash_task);
+    if (leash__reg->crash_seq == 2 && leash__reg->crash_task != 0 && sig == SIGSEGV)
+        (void)!write(2, line, (size_t)n);
+    _exit(42);
+}
+
+static int child(const char *mode)
+{
+    if (strcmp(mode, "chain") == 0) {
+        struct sigaction sa = {.sa_sigaction = own_segv, .sa_flags = SA_SIGINFO};
+        sigaction(SIGSEGV, &sa, NULL);
+    }
+    leash_group *g;
+    leash_group_open(&g, &(leash_group_opts){.name = "child"});
+    if (strcmp(mode, "leak") == 0 || strcmp(mode, "clean") == 0) {
+        static leash_chan *c;
+        leash_chan_open(&c, "never", sizeof(int), 0);
+        leash_go(g, park, c);
+        wait_blocked("chan_recv", 1);
+        if (strcmp(mode, "clean") == 0) {
+            leash_group_cancel(g);
+            leash_group_wait(g);
+        }
+        return 0;
+    }
+    leash_go(g, strcmp(mode, "abort") == 0 ? do_abort : deref, NULL);
+    leash_group_wait(g);
+    return 3;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--child") == 0)
+        return child(argv[2]);
+    ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
+    if (n <= 0)
+        return 1;
+    self_exe[n] = '\0';
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(dump_tells_a_spinning_task_from_one_in_read),
+        cmocka_unit_test(registry_holds_live_tasks_with_sites_and_blocked_on),
+        cmocka_unit_test(leakcheck_fails_a_process_that_exits_with_a_live_task),
+        cmocka_unit_test(fatal_signals_kill_as_without_leash),
+    };
+    return cmocka_run_group_tests(tests, quiet_setup, NULL);
+}
