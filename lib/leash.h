@@ -21,7 +21,9 @@
  *
  * Environment: LEASH_SOCKET (the leashd agent socket; "off" disables),
  * LEASH_NAME (the process's display name), LEASH_REPORT=quiet (no stderr
- * report lines).
+ * report lines), LEASH_CRASH=off (leave fatal signals alone: no record of
+ * which task a SIGSEGV hit), LEASH_LEAKCHECK=1 (at exit, a task started by
+ * leash_go still alive prints the dump to stderr and makes the exit status 70).
  */
 #ifndef LEASH_H
 #define LEASH_H
