@@ -5,10 +5,12 @@
 
 #include "pprof/profile.pb-c.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <wchar.h>
 #include <zlib.h>
 
 int format_parse(const char *s, enum fmt *out)
@@ -103,41 +105,197 @@ void print_status(const Leash__Control__Status *s, bool json)
            s->control_socket, s->state_dir);
 }
 
-void print_ps(const Leash__Control__Ps *ps, bool json)
+/* ------------------------------------------------------------ columns */
+
+/* Bytes of s that fit in max terminal columns, whole characters only; their
+   width in *cols. A byte that is not UTF-8 counts as one column. */
+static size_t fit(const char *s, int max, int *cols)
 {
-    if (json) {
-        printf("[");
-        for (size_t i = 0; i < ps->n_processes; i++) {
-            const Leash__Control__Process *p = ps->processes[i];
-            printf("%s{\"pid\":%d,\"name\":", i ? "," : "", p->pid);
-            jstr(stdout, p->name);
-            printf(",\"uid\":%u,\"groups\":%llu,\"tasks\":%llu,\"stuck\":%llu,\"connected_s\":%lld,"
-                   "\"dropped\":%llu}",
-                   p->uid, (unsigned long long)p->groups, (unsigned long long)p->tasks,
-                   (unsigned long long)p->stuck, (long long)p->connected_s,
-                   (unsigned long long)p->dropped);
+    mbstate_t st;
+    size_t    len = strlen(s), off = 0;
+    int       w = 0;
+    memset(&st, 0, sizeof st);
+    while (off < len) {
+        wchar_t wc;
+        size_t  n = mbrtowc(&wc, s + off, len - off, &st);
+        int     cw;
+        if (n == (size_t)-1 || n == (size_t)-2) {
+            n = 1;
+            cw = 1;
+            memset(&st, 0, sizeof st);
+        } else {
+            if (n == 0)
+                break;
+            cw = wcwidth(wc);
+            if (cw < 0)
+                cw = 1;
         }
-        printf("]\n");
+        if (w + cw > max)
+            break;
+        w += cw;
+        off += n;
+    }
+    *cols = w;
+    return off;
+}
+
+int text_width(const char *s)
+{
+    int w;
+    fit(s, INT_MAX, &w);
+    return w;
+}
+
+void put_cell(FILE *f, const char *s, int width, bool left)
+{
+    int    w;
+    size_t n = fit(s, width, &w);
+    if (!left)
+        fprintf(f, "%*s", width - w, "");
+    fwrite(s, 1, n, f);
+    if (left)
+        fprintf(f, "%*s", width - w, "");
+}
+
+static void cell_pid(const Leash__Control__Process *p, bool json, char *b, size_t n)
+{
+    (void)json;
+    snprintf(b, n, "%d", p->pid);
+}
+
+static void cell_name(const Leash__Control__Process *p, bool json, char *b, size_t n)
+{
+    if (!json) {
+        snprintf(b, n, "%s", p->name);
         return;
     }
-    int w = 4;
-    for (size_t i = 0; i < ps->n_processes; i++) {
-        int n = (int)strlen(ps->processes[i]->name);
-        if (n > w)
-            w = n;
+    FILE *m = fmemopen(b, n, "w");
+    if (m) {
+        jstr(m, p->name);
+        fclose(m);
     }
-    printf("%7s  %-*s  %6s  %6s  %7s  %6s  %9s\n", "PID", w, "NAME", "UID", "GROUPS", "TASKS",
-           "STUCK", "CONNECTED");
-    for (size_t i = 0; i < ps->n_processes; i++) {
-        const Leash__Control__Process *p = ps->processes[i];
-        char                           up[32];
-        duration(p->connected_s, up, sizeof up);
-        printf("%7d  %-*s  %6u  %6llu  %7llu  %6llu  %9s\n", p->pid, w, p->name, p->uid,
-               (unsigned long long)p->groups, (unsigned long long)p->tasks,
-               (unsigned long long)p->stuck, up);
+}
+
+static void cell_connected(const Leash__Control__Process *p, bool json, char *b, size_t n)
+{
+    if (json)
+        snprintf(b, n, "%lld", (long long)p->connected_s);
+    else
+        duration(p->connected_s, b, n);
+}
+
+#define CELL_U64(field)                                                                            \
+    static void cell_##field(const Leash__Control__Process *p, bool json, char *b, size_t n)       \
+    {                                                                                              \
+        (void)json;                                                                                \
+        snprintf(b, n, "%llu", (unsigned long long)p->field);                                      \
     }
-    if (!ps->n_processes)
-        printf("(no leashed processes)\n");
+CELL_U64(uid)
+CELL_U64(groups)
+CELL_U64(tasks)
+CELL_U64(stuck)
+CELL_U64(dropped)
+
+/* One column of `ps` (and `top`): a text header, a JSON key, or both. To add
+   one, write its cell function and add a row here. */
+static const struct ps_column {
+    const char *head; /* NULL: JSON only */
+    const char *key;  /* NULL: text only */
+    int         min;  /* at least this many terminal columns wide */
+    bool        left; /* text left-aligned (numbers are right-aligned) */
+    /* the cell as text, or as a JSON value */
+    void (*cell)(const Leash__Control__Process *p, bool json, char *buf, size_t len);
+} ps_columns[] = {
+    {"PID", "pid", 7, false, cell_pid},
+    {"NAME", "name", 4, true, cell_name},
+    {"UID", "uid", 6, false, cell_uid},
+    {"GROUPS", "groups", 6, false, cell_groups},
+    {"TASKS", "tasks", 7, false, cell_tasks},
+    {"STUCK", "stuck", 6, false, cell_stuck},
+    {"CONNECTED", "connected_s", 9, false, cell_connected},
+    {NULL, "dropped", 0, false, cell_dropped},
+};
+#define NCOLS (sizeof ps_columns / sizeof ps_columns[0])
+
+bool ps_match(const Leash__Control__Process *p, const char *only)
+{
+    if (!only)
+        return true;
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", p->pid);
+    return !strcmp(only, pid) || !strcmp(only, p->name);
+}
+
+void print_ps(FILE *f, const Leash__Control__Ps *ps, bool json, bool headers, const char *only)
+{
+    char cell[512];
+    if (json) {
+        fprintf(f, "[");
+        bool first = true;
+        for (size_t i = 0; i < ps->n_processes; i++) {
+            const Leash__Control__Process *p = ps->processes[i];
+            if (!ps_match(p, only))
+                continue;
+            fprintf(f, "%s{", first ? "" : ",");
+            first = false;
+            bool firstkey = true;
+            for (size_t c = 0; c < NCOLS; c++) {
+                if (!ps_columns[c].key)
+                    continue;
+                ps_columns[c].cell(p, true, cell, sizeof cell);
+                fprintf(f, "%s\"%s\":%s", firstkey ? "" : ",", ps_columns[c].key, cell);
+                firstkey = false;
+            }
+            fprintf(f, "}");
+        }
+        fprintf(f, "]\n");
+        return;
+    }
+    int    width[NCOLS];
+    size_t rows = 0, last = 0;
+    for (size_t c = 0; c < NCOLS; c++) {
+        width[c] = ps_columns[c].head ? text_width(ps_columns[c].head) : 0;
+        if (width[c] < ps_columns[c].min)
+            width[c] = ps_columns[c].min;
+        if (ps_columns[c].head)
+            last = c;
+    }
+    for (size_t i = 0; i < ps->n_processes; i++) {
+        if (!ps_match(ps->processes[i], only))
+            continue;
+        rows++;
+        for (size_t c = 0; c < NCOLS; c++) {
+            if (!ps_columns[c].head)
+                continue;
+            ps_columns[c].cell(ps->processes[i], false, cell, sizeof cell);
+            int w = text_width(cell);
+            if (w > width[c])
+                width[c] = w;
+        }
+    }
+    for (size_t i = 0; i <= ps->n_processes; i++) {
+        const Leash__Control__Process *p = i ? ps->processes[i - 1] : NULL;
+        if (p ? !ps_match(p, only) : !headers)
+            continue;
+        for (size_t c = 0, sep = 0; c < NCOLS; c++) {
+            if (!ps_columns[c].head)
+                continue;
+            const char *s = ps_columns[c].head;
+            if (p) {
+                ps_columns[c].cell(p, false, cell, sizeof cell);
+                s = cell;
+            }
+            fputs(sep++ ? "  " : "", f);
+            /* the last column is not padded: no trailing blanks */
+            put_cell(f, s, c == last && ps_columns[c].left ? text_width(s) : width[c],
+                     ps_columns[c].left);
+        }
+        fputc('\n', f);
+    }
+    if (!rows && headers && only)
+        fprintf(f, "(no leashed process %s)\n", only);
+    else if (!rows && headers)
+        fprintf(f, "(no leashed processes)\n");
 }
 
 /* ------------------------------------------------------------- the tree */
@@ -522,69 +680,73 @@ int print_tree(Leash__Control__TaskTree *t, enum fmt f)
     }
 }
 
-static void incident_json(const Leash__Control__Incident *i)
+static void incident_json(FILE *f, const Leash__Control__Incident *i)
 {
     char when[40];
     rfc3339(i->time_ms, when, sizeof when);
-    printf("{\"id\":%llu,\"time\":\"%s\",\"pid\":%d,\"process\":", (unsigned long long)i->id, when,
-           i->pid);
-    jstr(stdout, i->process);
-    printf(",\"kind\":");
-    jstr(stdout, i->kind);
-    printf(",\"group\":%llu,\"group_name\":", (unsigned long long)i->group);
-    jstr(stdout, i->group_name);
-    printf(",\"task\":%llu,\"detail\":", (unsigned long long)i->task);
-    jstr(stdout, i->detail);
-    printf(",\"action\":");
-    jstr(stdout, i->action);
-    printf("}");
+    fprintf(f, "{\"id\":%llu,\"time\":\"%s\",\"pid\":%d,\"process\":", (unsigned long long)i->id,
+            when, i->pid);
+    jstr(f, i->process);
+    fprintf(f, ",\"kind\":");
+    jstr(f, i->kind);
+    fprintf(f, ",\"group\":%llu,\"group_name\":", (unsigned long long)i->group);
+    jstr(f, i->group_name);
+    fprintf(f, ",\"task\":%llu,\"detail\":", (unsigned long long)i->task);
+    jstr(f, i->detail);
+    fprintf(f, ",\"action\":");
+    jstr(f, i->action);
+    fprintf(f, "}");
 }
 
-static void incident_row(const Leash__Control__Incident *i)
+static void incident_row(FILE *f, const Leash__Control__Incident *i)
 {
     char when[40];
     rfc3339(i->time_ms, when, sizeof when);
-    printf("%5llu  %s  %7d  %-12.12s  %-16s  %-9s  %s\n", (unsigned long long)i->id, when, i->pid,
-           i->process, i->kind, i->action, i->detail);
+    fprintf(f, "%5llu  %s  %7d  ", (unsigned long long)i->id, when, i->pid);
+    put_cell(f, i->process, 12, true);
+    fprintf(f, "  %-16s  %-9s  %s\n", i->kind, i->action, i->detail);
 }
 
-static void incident_header(void)
+static void incident_header(FILE *f)
 {
-    printf("%5s  %-24s  %7s  %-12s  %-16s  %-9s  %s\n", "ID", "TIME", "PID", "PROCESS", "KIND",
-           "ACTION", "DETAIL");
+    fprintf(f, "%5s  %-24s  %7s  %-12s  %-16s  %-9s  %s\n", "ID", "TIME", "PID", "PROCESS", "KIND",
+            "ACTION", "DETAIL");
 }
 
-void print_incidents(const Leash__Control__Incidents *l, bool json, bool follow)
+void print_incidents(FILE *f, const Leash__Control__Incidents *l, bool json, bool follow,
+                     bool headers, size_t last)
 {
+    size_t from = l->n_incidents > last ? l->n_incidents - last : 0;
     if (json && follow) { /* one object per line, the same as what follows */
-        for (size_t i = 0; i < l->n_incidents; i++) {
-            incident_json(l->incidents[i]);
-            printf("\n");
+        for (size_t i = from; i < l->n_incidents; i++) {
+            incident_json(f, l->incidents[i]);
+            fprintf(f, "\n");
         }
         return;
     }
     if (json) {
-        printf("[");
-        for (size_t i = 0; i < l->n_incidents; i++) {
-            printf(i ? "," : "");
-            incident_json(l->incidents[i]);
+        fprintf(f, "[");
+        for (size_t i = from; i < l->n_incidents; i++) {
+            fprintf(f, i > from ? "," : "");
+            incident_json(f, l->incidents[i]);
         }
-        printf("]\n");
+        fprintf(f, "]\n");
         return;
     }
-    incident_header();
-    for (size_t i = 0; i < l->n_incidents; i++)
-        incident_row(l->incidents[i]);
-    if (!l->n_incidents && !follow)
-        printf("(no incidents)\n");
+    if (headers)
+        incident_header(f);
+    for (size_t i = from; i < l->n_incidents; i++)
+        incident_row(f, l->incidents[i]);
+    if (!l->n_incidents && !follow && headers)
+        fprintf(f, "(no incidents)\n");
 }
 
 void print_incident_followed(const Leash__Control__Incident *i, bool json)
 {
     if (json) {
-        incident_json(i);
+        incident_json(stdout, i);
         printf("\n");
     } else {
-        incident_row(i);
+        incident_row(stdout, i);
     }
 }

@@ -3,6 +3,8 @@
 #define LEASHCTL_FORMAT_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
 
 #include "leash/control.pb-c.h"
 
@@ -10,10 +12,23 @@ enum fmt { FMT_TEXT, FMT_JSON, FMT_FOLDED, FMT_PPROF };
 
 int  format_parse(const char *s, enum fmt *out); /* -1: unknown */
 void print_status(const Leash__Control__Status *s, bool json);
-void print_ps(const Leash__Control__Ps *ps, bool json);
+
+/* Terminal columns s takes (wcwidth; needs a UTF-8 LC_CTYPE). */
+int text_width(const char *s);
+/* s padded to width columns (cut there, at a character, if wider). */
+void put_cell(FILE *f, const char *s, int width, bool left);
+
+/* Whether p is the one `only` names (a pid or a name; NULL: any). */
+bool ps_match(const Leash__Control__Process *p, const char *only);
+/* The processes (those `only` names) as a table with headers or not, or as
+   JSON. */
+void print_ps(FILE *f, const Leash__Control__Ps *ps, bool json, bool headers, const char *only);
+
 /* Sorts t's snapshot, then prints it. -1 when it could not be written. */
-int  print_tree(Leash__Control__TaskTree *t, enum fmt f);
-void print_incidents(const Leash__Control__Incidents *l, bool json, bool follow);
+int print_tree(Leash__Control__TaskTree *t, enum fmt f);
+/* The last `last` incidents of l (SIZE_MAX: all). */
+void print_incidents(FILE *f, const Leash__Control__Incidents *l, bool json, bool follow,
+                     bool headers, size_t last);
 void print_incident_followed(const Leash__Control__Incident *i, bool json);
 
 #endif

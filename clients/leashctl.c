@@ -1,39 +1,165 @@
 /*
  * leashctl: the command-line client of leashd's control socket.
  *
+ * Options go the GNU way (getopt_long: `--format=json`, `-f json`, anywhere
+ * on the line). Each command is a row of `commands` below: its name, what it
+ * takes and the function that runs it.
+ *
  * Exit status: 0 done, 1 failed (including "no leashd"), 2 bad usage.
  */
 #define _GNU_SOURCE
+#include "conn.h"
 #include "format.h"
 
-#include "frame.h"
-
 #include <errno.h>
+#include <getopt.h>
+#include <langinfo.h>
+#include <locale.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
-#include <unistd.h>
 
-static const char usage_text[] =
-    "usage: leashctl [--socket PATH] COMMAND [ARGS]\n"
-    "  status [--json]                      daemon, processes, live groups and tasks, incidents\n"
-    "  ps [--json]                          one row per leashed process\n"
-    "  tasks PID [--json]                   the group/task tree of one process, as leashd sees it\n"
-    "  dump PID [--format text|json|folded|pprof] [--json]\n"
-    "                                       a live dump from the process\n"
-    "  incidents [--since 10m] [--follow] [--json]\n"
-    "  cancel PID GROUP                     cancel one group of a process (admin)\n"
-    "  kill PID                             SIGTERM, then SIGKILL after kill_grace (admin)\n"
-    "  reload                               reread leashd's config (admin)\n"
-    "The control socket: --socket, else $LEASH_CONTROL, else where leashd puts it.\n";
+#include "top.h"
 
-static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage(const char *fmt, ...)
+/* The options a command may take, besides --socket and --help. */
+enum {
+    OPT_FORMAT = 1u << 0, /* --json, -f/--format */
+    OPT_SINCE = 1u << 1,  /* --since */
+    OPT_FOLLOW = 1u << 2, /* --follow */
+    OPT_LAST = 1u << 3,   /* -n N */
+    OPT_NOHEAD = 1u << 4, /* -q, --no-headers */
+    OPT_ALL = 1u << 5,    /* -a, --all */
+};
+
+/* What the command line said. */
+struct ctl {
+    const struct command *cmd;
+    const char           *socket; /* the control socket to use */
+    char                  socket_buf[256];
+    enum fmt              fmt;
+    bool                  json; /* fmt is FMT_JSON */
+    bool                  headers, all, follow;
+    const char           *since;
+    size_t                last; /* incidents -n; SIZE_MAX: all */
+    char                **pos;  /* the arguments after the command */
+    int                   npos;
+};
+
+struct command {
+    const char *name;
+    const char *args;    /* what follows the name in a synopsis */
+    const char *summary; /* one line */
+    unsigned    opts;    /* OPT_* */
+    const char *formats; /* the --format values, when OPT_FORMAT */
+    int         min_args, max_args;
+    int (*run)(struct ctl *c);
+};
+
+static int cmd_status(struct ctl *c);
+static int cmd_ps(struct ctl *c);
+static int cmd_tasks(struct ctl *c);
+static int cmd_dump(struct ctl *c);
+static int cmd_incidents(struct ctl *c);
+static int cmd_cancel(struct ctl *c);
+static int cmd_kill(struct ctl *c);
+static int cmd_reload(struct ctl *c);
+static int cmd_top(struct ctl *c);
+static int cmd_help(struct ctl *c);
+
+/* A process is named by its pid or by its name (every process of that name). */
+static const struct command commands[] = {
+    {"status", "", "daemon, processes, live groups and tasks, incidents", OPT_FORMAT, "text json",
+     0, 0, cmd_status},
+    {"ps", "[PID|NAME]", "one row per leashed process (or those named)", OPT_FORMAT | OPT_NOHEAD,
+     "text json", 0, 1, cmd_ps},
+    {"top", "", "a live view, refreshed every second (q quits)", 0, NULL, 0, 0, cmd_top},
+    {"tasks", "PID|NAME", "the group/task tree of a process, as leashd sees it", OPT_FORMAT,
+     "text json", 1, 1, cmd_tasks},
+    {"dump", "PID|NAME|--all", "a live dump from the process (one object per line in JSON)",
+     OPT_FORMAT | OPT_ALL, "text json folded pprof", 0, 1, cmd_dump},
+    {"incidents", "", "what leashd saw and did, oldest first",
+     OPT_FORMAT | OPT_SINCE | OPT_FOLLOW | OPT_LAST | OPT_NOHEAD, "text json", 0, 0, cmd_incidents},
+    {"cancel", "PID|NAME GROUP", "cancel one group of a process (admin)", OPT_FORMAT, "text", 2, 2,
+     cmd_cancel},
+    {"kill", "PID|NAME", "SIGTERM, then SIGKILL after kill_grace (admin)", OPT_FORMAT, "text", 1, 1,
+     cmd_kill},
+    {"reload", "", "reread leashd's config (admin)", OPT_FORMAT, "text", 0, 0, cmd_reload},
+    {"help", "[COMMAND]", "this help, or what a command takes", 0, NULL, 0, 1, cmd_help},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+/* What each option says in help. */
+static const struct {
+    unsigned    bit;
+    const char *spelling, *doc;
+} option_docs[] = {
+    {OPT_FORMAT, "-f, --format=FMT", "output format:"},
+    {OPT_FORMAT, "    --json", "the same as --format=json"},
+    {OPT_ALL, "-a, --all", "every leashed process"},
+    {OPT_NOHEAD, "-q, --no-headers", "rows only, no header line"},
+    {OPT_SINCE, "    --since=AGE", "only those newer than AGE (30s, 10m, 2h, 1d)"},
+    {OPT_FOLLOW, "    --follow", "then print each new one as it happens (-f alone, too)"},
+    {OPT_LAST, "-n, --last=N", "only the last N (with --follow: then the new ones)"},
+};
+
+static const char *prog_version = LEASH_VERSION;
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
+}
+
+/* Whether cmd has options worth a line in its help. */
+static bool shows_options(const struct command *cmd)
+{
+    return (cmd->opts & ~(unsigned)OPT_FORMAT) || (cmd->formats && strcmp(cmd->formats, "text"));
+}
+
+static void usage_all(FILE *f)
+{
+    fprintf(f, "usage: leashctl [--socket=PATH] COMMAND [OPTIONS] [ARGS]\n");
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        char head[64];
+        snprintf(head, sizeof head, "%s %s", commands[i].name, commands[i].args);
+        fprintf(f, "  %-26s %s\n", head, commands[i].summary);
+    }
+    fprintf(f, "Options:\n"
+               "      --socket=PATH  leashd's control socket: else $LEASH_CONTROL, else where\n"
+               "                     leashd puts it\n"
+               "  -f, --format=FMT   output format (text, json; dump: folded, pprof too)\n"
+               "      --json         the same as --format=json\n"
+               "  -h, --help         this help; COMMAND --help: what a command takes\n"
+               "  -V, --version      leashctl's version\n"
+               "Exit status: 0 done, 1 failed, 2 bad usage.\n");
+}
+
+static void usage_command(FILE *f, const struct command *cmd)
+{
+    fprintf(f, "usage: leashctl %s%s%s%s\n%s\n", cmd->name, *cmd->args ? " " : "", cmd->args,
+            shows_options(cmd) ? " [OPTIONS]" : "", cmd->summary);
+    if (shows_options(cmd))
+        fprintf(f, "Options:\n");
+    for (size_t i = 0; i < sizeof option_docs / sizeof option_docs[0]; i++) {
+        /* cancel, kill and reload take --json (and ignore it): not worth saying */
+        if (!(cmd->opts & option_docs[i].bit) ||
+            (option_docs[i].bit == OPT_FORMAT && !strcmp(cmd->formats, "text")))
+            continue;
+        fprintf(f, "  %-18s %s", option_docs[i].spelling, option_docs[i].doc);
+        if (option_docs[i].bit == OPT_FORMAT && option_docs[i].spelling[0] == '-')
+            fprintf(f, " %s", cmd->formats);
+        fputc('\n', f);
+    }
+}
+
+static int usage(const struct command *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int usage(const struct command *cmd, const char *fmt, ...)
 {
     if (fmt) {
         va_list ap;
@@ -43,114 +169,24 @@ static int usage(const char *fmt, ...)
         fprintf(stderr, "\n");
         va_end(ap);
     }
-    fputs(usage_text, stderr);
+    if (cmd)
+        fprintf(stderr, "usage: leashctl %s%s%s%s\nTry 'leashctl %s --help'.\n", cmd->name,
+                *cmd->args ? " " : "", cmd->args, shows_options(cmd) ? " [OPTIONS]" : "",
+                cmd->name);
+    else
+        fprintf(stderr, "usage: leashctl [--socket=PATH] COMMAND [OPTIONS] [ARGS]\n"
+                        "Try 'leashctl --help'.\n");
     return 2;
 }
 
-static const char *default_socket(char *buf, size_t len)
-{
-    const char *e = getenv("LEASH_CONTROL");
-    if (e && *e)
-        return e;
-    if (geteuid() == 0)
-        return "/run/leash/control.sock";
-    const char *xdg = getenv("XDG_RUNTIME_DIR");
-    if (xdg && *xdg == '/')
-        snprintf(buf, len, "%s/leash/control.sock", xdg);
-    else
-        snprintf(buf, len, "/tmp/leash-%u/control.sock", (unsigned)geteuid());
-    struct stat st;
-    /* a user with no leashd of its own talks to the system one */
-    if (stat(buf, &st) != 0 && stat("/run/leash/control.sock", &st) == 0)
-        return "/run/leash/control.sock";
-    return buf;
-}
-
-static int conn(const char *path)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sa.sun_path) {
-        fprintf(stderr, "leashctl: socket path too long: %s\n", path);
-        return -1;
-    }
-    strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        fprintf(stderr, "leashctl: no leashd at %s (%s)\n", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int send_req(int fd, Leash__Control__Request *r)
-{
-    r->version = LEASH__CONTROL__VERSION__VERSION_CURRENT;
-    size_t   n;
-    uint8_t *buf = leash_frame_pack(&r->base, &n);
-    if (!buf)
-        return -1;
-    size_t off = 0;
-    while (off < n) {
-        ssize_t w = send(fd, buf + off, n - off, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
-            fprintf(stderr, "leashctl: send: %s\n", strerror(errno));
-            free(buf);
-            return -1;
-        }
-        off += (size_t)w;
-    }
-    free(buf);
-    return 0;
-}
-
-static int read_full(int fd, uint8_t *p, size_t n)
-{
-    while (n) {
-        ssize_t r = read(fd, p, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-/* The next response, or NULL when leashd closed the connection. */
-static Leash__Control__Response *recv_resp(int fd)
-{
-    uint8_t hdr[LEASH_FRAME_HEADER];
-    if (read_full(fd, hdr, sizeof hdr))
-        return NULL;
-    uint32_t n = leash_frame_get_len(hdr);
-    if (n > 256u * 1024 * 1024) {
-        fprintf(stderr, "leashctl: response of %u bytes is too large\n", n);
-        return NULL;
-    }
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf || read_full(fd, buf, n)) {
-        free(buf);
-        fprintf(stderr, "leashctl: leashd closed the connection mid-response\n");
-        return NULL;
-    }
-    Leash__Control__Response *r = leash__control__response__unpack(NULL, n, buf);
-    free(buf);
-    if (!r)
-        fprintf(stderr, "leashctl: cannot decode leashd's response\n");
-    return r;
-}
+/* ------------------------------------------------------------ arguments */
 
 static int parse_pid(const char *s, int32_t *out)
 {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || *end || v <= 0 || v > 0x7fffffff)
+    if (errno || end == s || *end || v <= 0 || v > 0x7fffffff)
         return -1;
     *out = (int32_t)v;
     return 0;
@@ -176,162 +212,415 @@ static int64_t parse_dur(const char *s)
     return -1;
 }
 
-struct args {
-    const char *socket, *format, *since;
-    bool        json, follow;
-    const char *pos[4];
-    int         npos;
+static bool in_list(const char *word, const char *list)
+{
+    size_t n = strlen(word);
+    for (const char *p = list; p && *p;) {
+        const char *sp = strchr(p, ' ');
+        size_t      len = sp ? (size_t)(sp - p) : strlen(p);
+        if (len == n && !strncmp(p, word, n))
+            return true;
+        p += len + (sp != NULL);
+    }
+    return false;
+}
+
+/* -------------------------------------------------------------- process */
+
+struct pids {
+    int32_t *v;
+    size_t   n;
 };
 
-int main(int argc, char **argv)
-{
-    struct args a = {0};
-    const char *cmd = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
-            fputs(usage_text, stdout);
-            return 0;
-        } else if (!strcmp(s, "--json")) {
-            a.json = true;
-        } else if (!strcmp(s, "--follow") || !strcmp(s, "-f")) {
-            a.follow = true;
-        } else if (!strcmp(s, "--socket") || !strcmp(s, "--format") || !strcmp(s, "--since")) {
-            if (i + 1 >= argc)
-                return usage("%s needs a value", s);
-            const char **dst = s[2] == 's' && s[3] == 'o' ? &a.socket
-                               : s[2] == 'f'              ? &a.format
-                                                          : &a.since;
-            *dst = argv[++i];
-        } else if (s[0] == '-' && s[1]) {
-            return usage("unknown option %s", s);
-        } else if (!cmd) {
-            cmd = s;
-        } else if (a.npos < 4) {
-            a.pos[a.npos++] = s;
-        } else {
-            return usage("too many arguments");
-        }
-    }
-    if (!cmd)
-        return usage(NULL);
+struct resolve {
+    const char  *name; /* NULL: every process */
+    struct pids *out;
+};
 
-    Leash__Control__Request          req = LEASH__CONTROL__REQUEST__INIT;
-    Leash__Control__StatusRequest    st = LEASH__CONTROL__STATUS_REQUEST__INIT;
-    Leash__Control__PsRequest        ps = LEASH__CONTROL__PS_REQUEST__INIT;
-    Leash__Control__TasksRequest     tk = LEASH__CONTROL__TASKS_REQUEST__INIT;
-    Leash__Control__DumpRequest      dp = LEASH__CONTROL__DUMP_REQUEST__INIT;
-    Leash__Control__IncidentsRequest in = LEASH__CONTROL__INCIDENTS_REQUEST__INIT;
-    Leash__Control__CancelRequest    cn = LEASH__CONTROL__CANCEL_REQUEST__INIT;
-    Leash__Control__KillRequest      kl = LEASH__CONTROL__KILL_REQUEST__INIT;
-    Leash__Control__ReloadRequest    rl = LEASH__CONTROL__RELOAD_REQUEST__INIT;
-    int                              want_pos = 0;
-    enum fmt                         fmt = a.json ? FMT_JSON : FMT_TEXT;
-    if (!strcmp(cmd, "status")) {
-        req.req_case = LEASH__CONTROL__REQUEST__REQ_STATUS;
-        req.status = &st;
-    } else if (!strcmp(cmd, "ps")) {
-        req.req_case = LEASH__CONTROL__REQUEST__REQ_PS;
-        req.ps = &ps;
-    } else if (!strcmp(cmd, "tasks") || !strcmp(cmd, "dump")) {
-        want_pos = 1;
-        bool dump = cmd[0] == 'd';
-        if (a.format) {
-            if (!dump && strcmp(a.format, "text") && strcmp(a.format, "json"))
-                return usage("tasks takes --format text or json");
-            if (format_parse(a.format, &fmt))
-                return usage("unknown format '%s' (text, json, folded or pprof)", a.format);
-        }
-        if (a.npos < 1 || parse_pid(a.pos[0], dump ? &dp.pid : &tk.pid))
-            return usage("%s needs a PID", cmd);
+static int resolve_cb(void *arg, const Leash__Control__Response *r)
+{
+    struct resolve *rs = arg;
+    if (r->resp_case != LEASH__CONTROL__RESPONSE__RESP_PS)
+        return 1;
+    rs->out->v = calloc(r->ps->n_processes + 1, sizeof *rs->out->v);
+    if (!rs->out->v)
+        return 1;
+    for (size_t i = 0; i < r->ps->n_processes; i++)
+        if (!rs->name || !strcmp(rs->name, r->ps->processes[i]->name))
+            rs->out->v[rs->out->n++] = r->ps->processes[i]->pid;
+    return 0;
+}
+
+/* The pids that arg names: a pid as it is, a name as every process of that
+   name (leashd asked), NULL as every process. 0, or 1 when none is found
+   or leashd could not be asked (said why). Free out->v. */
+static int resolve(struct ctl *c, const char *arg, struct pids *out)
+{
+    out->v = NULL;
+    out->n = 0;
+    int32_t pid;
+    if (arg && !parse_pid(arg, &pid)) {
+        out->v = malloc(sizeof *out->v);
+        if (!out->v)
+            return 1;
+        out->v[out->n++] = pid;
+        return 0;
+    }
+    Leash__Control__Request   req = LEASH__CONTROL__REQUEST__INIT;
+    Leash__Control__PsRequest ps = LEASH__CONTROL__PS_REQUEST__INIT;
+    req.req_case = LEASH__CONTROL__REQUEST__REQ_PS;
+    req.ps = &ps;
+    struct resolve rs = {arg, out};
+    if (conn_call(c->socket, &req, resolve_cb, &rs, 0))
+        return 1;
+    if (arg && !out->n) {
+        fprintf(stderr, "leashctl: no leashed process named '%s'\n", arg);
+        return 1;
+    }
+    return 0;
+}
+
+/* Exactly one process, for the commands that change something. */
+static int resolve_one(struct ctl *c, const char *arg, int32_t *pid)
+{
+    struct pids p;
+    if (resolve(c, arg, &p))
+        return 1;
+    int rc = 0;
+    if (p.n == 1) {
+        *pid = p.v[0];
+    } else {
+        fprintf(stderr, "leashctl: '%s' names %zu processes (", arg, p.n);
+        for (size_t i = 0; i < p.n; i++)
+            fprintf(stderr, "%s%d", i ? ", " : "", p.v[i]);
+        fprintf(stderr, "): name one by its pid\n");
+        rc = 1;
+    }
+    free(p.v);
+    return rc;
+}
+
+/* ------------------------------------------------------------- commands */
+
+static int status_cb(void *arg, const Leash__Control__Response *r)
+{
+    struct ctl *c = arg;
+    if (r->resp_case != LEASH__CONTROL__RESPONSE__RESP_STATUS)
+        return 1;
+    print_status(r->status, c->json);
+    return 0;
+}
+
+static int cmd_status(struct ctl *c)
+{
+    Leash__Control__Request       req = LEASH__CONTROL__REQUEST__INIT;
+    Leash__Control__StatusRequest st = LEASH__CONTROL__STATUS_REQUEST__INIT;
+    req.req_case = LEASH__CONTROL__REQUEST__REQ_STATUS;
+    req.status = &st;
+    return conn_call(c->socket, &req, status_cb, c, 0);
+}
+
+static int ps_cb(void *arg, const Leash__Control__Response *r)
+{
+    struct ctl *c = arg;
+    if (r->resp_case != LEASH__CONTROL__RESPONSE__RESP_PS)
+        return 1;
+    const char *only = c->npos ? c->pos[0] : NULL;
+    print_ps(stdout, r->ps, c->json, c->headers, only);
+    for (size_t i = 0; only && i < r->ps->n_processes; i++)
+        if (ps_match(r->ps->processes[i], only))
+            return 0;
+    return only ? 1 : 0; /* named, and not there */
+}
+
+static int cmd_ps(struct ctl *c)
+{
+    Leash__Control__Request   req = LEASH__CONTROL__REQUEST__INIT;
+    Leash__Control__PsRequest ps = LEASH__CONTROL__PS_REQUEST__INIT;
+    req.req_case = LEASH__CONTROL__REQUEST__REQ_PS;
+    req.ps = &ps;
+    return conn_call(c->socket, &req, ps_cb, c, 0);
+}
+
+static int tree_cb(void *arg, const Leash__Control__Response *r)
+{
+    struct ctl *c = arg;
+    if (r->resp_case != LEASH__CONTROL__RESPONSE__RESP_TASKS)
+        return 1;
+    if (print_tree(r->tasks, c->fmt)) {
+        fprintf(stderr, "leashctl: cannot write the dump\n");
+        return 1;
+    }
+    return 0;
+}
+
+/* tasks and dump: one request per process named. */
+static int tree_each(struct ctl *c, bool dump)
+{
+    struct pids p;
+    if (resolve(c, c->all ? NULL : c->pos[0], &p))
+        return 1;
+    if (c->fmt == FMT_PPROF && p.n > 1) {
+        fprintf(stderr,
+                "leashctl: '%s' names %zu processes; a pprof profile holds one: name it "
+                "by its pid\n",
+                c->pos[0], p.n);
+        free(p.v);
+        return 1;
+    }
+    if (!p.n && c->fmt == FMT_TEXT)
+        printf("(no leashed processes)\n");
+    int rc = 0;
+    for (size_t i = 0; i < p.n; i++) {
+        Leash__Control__Request      req = LEASH__CONTROL__REQUEST__INIT;
+        Leash__Control__DumpRequest  dp = LEASH__CONTROL__DUMP_REQUEST__INIT;
+        Leash__Control__TasksRequest tk = LEASH__CONTROL__TASKS_REQUEST__INIT;
         if (dump) {
+            dp.pid = p.v[i];
             req.req_case = LEASH__CONTROL__REQUEST__REQ_DUMP;
             req.dump = &dp;
         } else {
+            tk.pid = p.v[i];
             req.req_case = LEASH__CONTROL__REQUEST__REQ_TASKS;
             req.tasks = &tk;
         }
-    } else if (!strcmp(cmd, "incidents")) {
-        if (a.since) {
-            int64_t d = parse_dur(a.since);
-            if (d < 0)
-                return usage("bad --since '%s' (such as 30s, 10m, 2h, 1d)", a.since);
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            in.since_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - d;
-            if (in.since_ms < 0)
-                in.since_ms = 0;
-        }
-        in.follow = a.follow;
-        req.req_case = LEASH__CONTROL__REQUEST__REQ_INCIDENTS;
-        req.incidents = &in;
-    } else if (!strcmp(cmd, "cancel")) {
-        want_pos = 2;
-        char *end;
-        if (a.npos < 2 || parse_pid(a.pos[0], &cn.pid))
-            return usage("cancel needs PID GROUP");
-        errno = 0;
-        cn.group = strtoull(a.pos[1], &end, 10);
-        if (errno || *end || !cn.group)
-            return usage("GROUP must be a group id (leashctl tasks PID shows them)");
-        req.req_case = LEASH__CONTROL__REQUEST__REQ_CANCEL;
-        req.cancel = &cn;
-    } else if (!strcmp(cmd, "kill")) {
-        want_pos = 1;
-        if (a.npos < 1 || parse_pid(a.pos[0], &kl.pid))
-            return usage("kill needs a PID");
-        req.req_case = LEASH__CONTROL__REQUEST__REQ_KILL;
-        req.kill = &kl;
-    } else if (!strcmp(cmd, "reload")) {
-        req.req_case = LEASH__CONTROL__REQUEST__REQ_RELOAD;
-        req.reload = &rl;
-    } else {
-        return usage("unknown command '%s'", cmd);
+        if (i && c->fmt == FMT_TEXT)
+            printf("\n");
+        /* with several processes, one that ended meanwhile is no failure */
+        int r = conn_call(c->socket, &req, tree_cb, c, p.n > 1 ? ESRCH : 0);
+        if (r > 0)
+            rc = r;
     }
-    if (a.npos > want_pos)
-        return usage("%s: unexpected argument '%s'", cmd, a.pos[want_pos]);
-    if (a.follow && strcmp(cmd, "incidents"))
-        return usage("--follow goes with incidents");
-    if (a.since && strcmp(cmd, "incidents"))
-        return usage("--since goes with incidents");
-
-    char        buf[256];
-    const char *path = a.socket ? a.socket : default_socket(buf, sizeof buf);
-    int         fd = conn(path);
-    if (fd < 0 || send_req(fd, &req))
-        return 1;
-    int                       rc = 0;
-    Leash__Control__Response *r;
-    bool                      first = true;
-    while ((r = recv_resp(fd)) != NULL) {
-        switch (r->resp_case) {
-        case LEASH__CONTROL__RESPONSE__RESP_ERROR:
-            fprintf(stderr, "leashctl: %s\n", r->error->message);
-            rc = 1;
-            break;
-        case LEASH__CONTROL__RESPONSE__RESP_DONE: printf("%s\n", r->done->message); break;
-        case LEASH__CONTROL__RESPONSE__RESP_STATUS: print_status(r->status, a.json); break;
-        case LEASH__CONTROL__RESPONSE__RESP_PS: print_ps(r->ps, a.json); break;
-        case LEASH__CONTROL__RESPONSE__RESP_TASKS:
-            if (print_tree(r->tasks, fmt)) {
-                fprintf(stderr, "leashctl: cannot write the dump\n");
-                rc = 1;
-            }
-            break;
-        case LEASH__CONTROL__RESPONSE__RESP_INCIDENTS:
-            print_incidents(r->incidents, a.json, a.follow);
-            break;
-        case LEASH__CONTROL__RESPONSE__RESP_INCIDENT:
-            print_incident_followed(r->incident, a.json);
-            break;
-        default: fprintf(stderr, "leashctl: unexpected response from leashd\n"); rc = 1;
-        }
-        fflush(stdout);
-        first = false;
-        leash__control__response__free_unpacked(r, NULL);
-    }
-    close(fd);
-    if (first)
-        return 1; /* no response at all: said why already */
+    free(p.v);
     return rc;
+}
+
+static int cmd_tasks(struct ctl *c)
+{
+    return tree_each(c, false);
+}
+
+static int cmd_dump(struct ctl *c)
+{
+    if (c->all && c->npos)
+        return usage(c->cmd, "dump takes a process or --all, not both");
+    if (!c->all && !c->npos)
+        return usage(c->cmd, "dump needs a PID or a NAME (or --all)");
+    if (c->all && c->fmt == FMT_PPROF)
+        return usage(c->cmd, "a pprof profile holds one process: not with --all");
+    return tree_each(c, true);
+}
+
+static int incidents_cb(void *arg, const Leash__Control__Response *r)
+{
+    struct ctl *c = arg;
+    if (r->resp_case == LEASH__CONTROL__RESPONSE__RESP_INCIDENTS)
+        print_incidents(stdout, r->incidents, c->json, c->follow, c->headers, c->last);
+    else if (r->resp_case == LEASH__CONTROL__RESPONSE__RESP_INCIDENT)
+        print_incident_followed(r->incident, c->json);
+    else
+        return 1;
+    return 0;
+}
+
+static int cmd_incidents(struct ctl *c)
+{
+    Leash__Control__Request          req = LEASH__CONTROL__REQUEST__INIT;
+    Leash__Control__IncidentsRequest in = LEASH__CONTROL__INCIDENTS_REQUEST__INIT;
+    if (c->since) {
+        int64_t         d = parse_dur(c->since);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        in.since_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - d;
+        if (in.since_ms < 0)
+            in.since_ms = 0;
+    }
+    in.follow = c->follow;
+    req.req_case = LEASH__CONTROL__REQUEST__REQ_INCIDENTS;
+    req.incidents = &in;
+    return conn_call(c->socket, &req, incidents_cb, c, 0);
+}
+
+static int cmd_cancel(struct ctl *c)
+{
+    Leash__Control__Request       req = LEASH__CONTROL__REQUEST__INIT;
+    Leash__Control__CancelRequest cn = LEASH__CONTROL__CANCEL_REQUEST__INIT;
+    char                         *end;
+    errno = 0;
+    cn.group = strtoull(c->pos[1], &end, 10);
+    if (errno || *end || !cn.group || c->pos[1][0] == '-')
+        return usage(c->cmd, "GROUP must be a group id (leashctl tasks PID shows them)");
+    if (resolve_one(c, c->pos[0], &cn.pid))
+        return 1;
+    req.req_case = LEASH__CONTROL__REQUEST__REQ_CANCEL;
+    req.cancel = &cn;
+    return conn_call(c->socket, &req, NULL, NULL, 0);
+}
+
+static int cmd_kill(struct ctl *c)
+{
+    Leash__Control__Request     req = LEASH__CONTROL__REQUEST__INIT;
+    Leash__Control__KillRequest kl = LEASH__CONTROL__KILL_REQUEST__INIT;
+    if (resolve_one(c, c->pos[0], &kl.pid))
+        return 1;
+    req.req_case = LEASH__CONTROL__REQUEST__REQ_KILL;
+    req.kill = &kl;
+    return conn_call(c->socket, &req, NULL, NULL, 0);
+}
+
+static int cmd_reload(struct ctl *c)
+{
+    Leash__Control__Request       req = LEASH__CONTROL__REQUEST__INIT;
+    Leash__Control__ReloadRequest rl = LEASH__CONTROL__RELOAD_REQUEST__INIT;
+    req.req_case = LEASH__CONTROL__REQUEST__REQ_RELOAD;
+    req.reload = &rl;
+    return conn_call(c->socket, &req, NULL, NULL, 0);
+}
+
+static int cmd_top(struct ctl *c)
+{
+    return top_run(c->socket);
+}
+
+static int cmd_help(struct ctl *c)
+{
+    if (!c->npos) {
+        usage_all(stdout);
+        return 0;
+    }
+    const struct command *cmd = find_command(c->pos[0]);
+    if (!cmd)
+        return usage(NULL, "unknown command '%s'", c->pos[0]);
+    usage_command(stdout, cmd);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ main */
+
+int main(int argc, char **argv)
+{
+    /* widths of names in columns: any UTF-8 locale will do */
+    setlocale(LC_CTYPE, "");
+    if (strcmp(nl_langinfo(CODESET), "UTF-8"))
+        setlocale(LC_CTYPE, "C.UTF-8");
+
+    enum { LONG_SOCKET = 256, LONG_JSON, LONG_SINCE, LONG_FOLLOW };
+    static const struct option longopts[] = {
+        {"socket", required_argument, NULL, LONG_SOCKET},
+        {"format", required_argument, NULL, 'f'},
+        {"json", no_argument, NULL, LONG_JSON},
+        {"since", required_argument, NULL, LONG_SINCE},
+        {"follow", no_argument, NULL, LONG_FOLLOW},
+        {"last", required_argument, NULL, 'n'},
+        {"no-headers", no_argument, NULL, 'q'},
+        {"all", no_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    /* `-f` alone (not followed by a format) is the --follow it always was */
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
+        if (!strcmp(argv[i], "-f") &&
+            (i + 1 == argc || !in_list(argv[i + 1], "text json folded pprof")))
+            argv[i] = (char *)"--follow";
+
+    struct ctl  c = {.headers = true, .last = SIZE_MAX};
+    const char *format = NULL, *last = NULL;
+    unsigned    given = 0;
+    bool        help = false;
+    int         ch;
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, ":f:n:qahV", longopts, NULL)) != -1) {
+        switch (ch) {
+        case LONG_SOCKET: c.socket = optarg; break;
+        case 'f':
+            format = optarg;
+            given |= OPT_FORMAT;
+            break;
+        case LONG_JSON:
+            c.json = true;
+            given |= OPT_FORMAT;
+            break;
+        case LONG_SINCE:
+            c.since = optarg;
+            given |= OPT_SINCE;
+            break;
+        case LONG_FOLLOW:
+            c.follow = true;
+            given |= OPT_FOLLOW;
+            break;
+        case 'n':
+            last = optarg;
+            given |= OPT_LAST;
+            break;
+        case 'q':
+            c.headers = false;
+            given |= OPT_NOHEAD;
+            break;
+        case 'a':
+            c.all = true;
+            given |= OPT_ALL;
+            break;
+        case 'h': help = true; break;
+        case 'V': printf("leashctl %s\n", prog_version); return 0;
+        case ':': return usage(NULL, "%s needs a value", argv[optind - 1]);
+        default:
+            if (optopt)
+                return usage(NULL, "unknown option -%c", optopt);
+            return usage(NULL, "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind == argc) {
+        if (help) {
+            usage_all(stdout);
+            return 0;
+        }
+        return usage(NULL, NULL);
+    }
+    c.cmd = find_command(argv[optind]);
+    if (!c.cmd)
+        return usage(NULL, "unknown command '%s'", argv[optind]);
+    if (help) {
+        usage_command(stdout, c.cmd);
+        return 0;
+    }
+    c.pos = argv + optind + 1;
+    c.npos = argc - optind - 1;
+
+    /* what the command takes: every check before leashd is asked */
+    static const struct {
+        unsigned    bit;
+        const char *name;
+    } names[] = {{OPT_FORMAT, "--format"}, {OPT_SINCE, "--since"},       {OPT_FOLLOW, "--follow"},
+                 {OPT_LAST, "-n"},         {OPT_NOHEAD, "--no-headers"}, {OPT_ALL, "--all"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if ((given & names[i].bit) && !(c.cmd->opts & names[i].bit))
+            return usage(c.cmd, "%s does not take %s", c.cmd->name, names[i].name);
+    if (c.npos < c.cmd->min_args)
+        return usage(c.cmd, "%s needs %s", c.cmd->name, c.cmd->args);
+    if (c.npos > c.cmd->max_args)
+        return usage(c.cmd, "%s: unexpected argument '%s'", c.cmd->name, c.pos[c.cmd->max_args]);
+    c.fmt = c.json ? FMT_JSON : FMT_TEXT;
+    if (format) {
+        if (format_parse(format, &c.fmt))
+            return usage(c.cmd, "unknown format '%s' (text, json, folded or pprof)", format);
+        if (!in_list(format, c.cmd->formats))
+            return usage(c.cmd, "%s takes --format %s", c.cmd->name, c.cmd->formats);
+        if (c.json && c.fmt != FMT_JSON)
+            return usage(c.cmd, "--json and --format=%s disagree", format);
+    }
+    c.json = c.fmt == FMT_JSON;
+    if (c.since && parse_dur(c.since) < 0)
+        return usage(c.cmd, "bad --since '%s' (such as 30s, 10m, 2h, 1d)", c.since);
+    if (last) {
+        char *end;
+        errno = 0;
+        long long n = strtoll(last, &end, 10);
+        if (errno || end == last || *end || n < 0)
+            return usage(c.cmd, "-n takes a count, not '%s'", last);
+        c.last = (size_t)n;
+    }
+    if (!c.socket)
+        c.socket = conn_default_socket(c.socket_buf, sizeof c.socket_buf);
+    return c.cmd->run(&c);
 }

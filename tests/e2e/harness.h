@@ -76,7 +76,10 @@ static __attribute__((unused)) void pause_ms(int ms)
 static __attribute__((unused)) bool connectable(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    size_t             n = strlen(path);
+    if (n >= sizeof sa.sun_path)
+        return false;
+    memcpy(sa.sun_path, path, n);
     int  fd = socket(AF_UNIX, SOCK_STREAM, 0);
     bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
     close(fd);

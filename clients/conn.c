@@ -1,0 +1,156 @@
+/* conn.c: leashctl's side of the control protocol: connect, send one
+   framed Request, read framed Responses until leashd closes. */
+#define _GNU_SOURCE
+#include "conn.h"
+
+#include "frame.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+const char *conn_default_socket(char *buf, size_t len)
+{
+    const char *e = getenv("LEASH_CONTROL");
+    if (e && *e)
+        return e;
+    if (geteuid() == 0)
+        return "/run/leash/control.sock";
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    if (xdg && *xdg == '/')
+        snprintf(buf, len, "%s/leash/control.sock", xdg);
+    else
+        snprintf(buf, len, "/tmp/leash-%u/control.sock", (unsigned)geteuid());
+    struct stat st;
+    /* a user with no leashd of its own talks to the system one */
+    if (stat(buf, &st) != 0 && stat("/run/leash/control.sock", &st) == 0)
+        return "/run/leash/control.sock";
+    return buf;
+}
+
+static int connect_to(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        fprintf(stderr, "leashctl: socket path too long: %s\n", path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        fprintf(stderr, "leashctl: no leashd at %s (%s)\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int send_req(int fd, Leash__Control__Request *r)
+{
+    r->version = LEASH__CONTROL__VERSION__VERSION_CURRENT;
+    size_t   n;
+    uint8_t *buf = leash_frame_pack(&r->base, &n);
+    if (!buf)
+        return -1;
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = send(fd, buf + off, n - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            fprintf(stderr, "leashctl: send: %s\n", strerror(errno));
+            free(buf);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    free(buf);
+    return 0;
+}
+
+static int read_full(int fd, uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t r = read(fd, p, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* The next response, or NULL when leashd closed the connection. */
+static Leash__Control__Response *recv_resp(int fd)
+{
+    uint8_t hdr[LEASH_FRAME_HEADER];
+    if (read_full(fd, hdr, sizeof hdr))
+        return NULL;
+    uint32_t n = leash_frame_get_len(hdr);
+    if (n > 256u * 1024 * 1024) {
+        fprintf(stderr, "leashctl: response of %u bytes is too large\n", n);
+        return NULL;
+    }
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf || read_full(fd, buf, n)) {
+        free(buf);
+        fprintf(stderr, "leashctl: leashd closed the connection mid-response\n");
+        return NULL;
+    }
+    Leash__Control__Response *r = leash__control__response__unpack(NULL, n, buf);
+    free(buf);
+    if (!r)
+        fprintf(stderr, "leashctl: cannot decode leashd's response\n");
+    return r;
+}
+
+int conn_call(const char *path, Leash__Control__Request *req, conn_cb cb, void *arg,
+              int quiet_errno)
+{
+    int fd = connect_to(path);
+    if (fd < 0)
+        return 1;
+    if (send_req(fd, req)) {
+        close(fd);
+        return 1;
+    }
+    int                       rc = 0;
+    bool                      any = false;
+    Leash__Control__Response *r;
+    while ((r = recv_resp(fd)) != NULL) {
+        any = true;
+        switch (r->resp_case) {
+        case LEASH__CONTROL__RESPONSE__RESP_ERROR:
+            if (quiet_errno && r->error->code == quiet_errno) {
+                rc = -quiet_errno;
+                break;
+            }
+            fprintf(stderr, "leashctl: %s\n", r->error->message);
+            rc = 1;
+            break;
+        case LEASH__CONTROL__RESPONSE__RESP_DONE: printf("%s\n", r->done->message); break;
+        case LEASH__CONTROL__RESPONSE__RESP_STATUS:
+        case LEASH__CONTROL__RESPONSE__RESP_PS:
+        case LEASH__CONTROL__RESPONSE__RESP_TASKS:
+        case LEASH__CONTROL__RESPONSE__RESP_INCIDENTS:
+        case LEASH__CONTROL__RESPONSE__RESP_INCIDENT:
+            if (cb && cb(arg, r))
+                rc = 1;
+            break;
+        default: fprintf(stderr, "leashctl: unexpected response from leashd\n"); rc = 1;
+        }
+        fflush(stdout);
+        leash__control__response__free_unpacked(r, NULL);
+    }
+    close(fd);
+    return any ? rc : 1; /* no response at all: said why already */
+}

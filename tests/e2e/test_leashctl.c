@@ -1,0 +1,395 @@
+/*
+ * test_leashctl.c: leashctl as an operator uses it: GNU options, help and
+ * version, processes named by pid or name, dump --all, headers off, the last
+ * N incidents, columns that stay aligned with multi-byte names, and top in a
+ * real terminal (tmux).
+ */
+#include "harness.h"
+
+/* A leashed process in mode `mode`, known to leashd as `name`. */
+static struct child leashed_named(const struct daemon *d, const char *mode, const char *name)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    struct child c = {.pid = fork()};
+    if (c.pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        setenv("LEASH_SOCKET", d->agent, 1);
+        setenv("LEASH_REPORT", "quiet", 1);
+        setenv("LEASH_NAME", name, 1);
+        execl(LEASHED_BIN, "leashed", mode, (char *)NULL);
+        _exit(127);
+    }
+    track(c.pid);
+    close(p[1]);
+    c.out = p[0];
+    char line[128];
+    read_line(c.out, line, sizeof line, 10000);
+    assert_true(strncmp(line, "ready", 5) == 0);
+    return c;
+}
+
+static size_t count(const char *s, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = strstr(s, needle); p; p = strstr(p + strlen(needle), needle))
+        n++;
+    return n;
+}
+
+/* Waits until `ps --no-headers` lists n processes. */
+static void wait_for_processes(const struct daemon *d, size_t n)
+{
+    char    out[65536];
+    int64_t until = now_ms() + 20000;
+    while (ctl(d, out, "ps", "--no-headers"), count(out, "\n") != n) {
+        if (now_ms() > until)
+            fail_msg("never saw %zu processes: %s", n, out);
+        pause_ms(20);
+    }
+}
+
+static void version_and_every_help_answer_zero(void **state)
+{
+    (void)state;
+    struct daemon d = {0}; /* none runs: none is needed */
+    snprintf(d.control, sizeof d.control, "/tmp/leash-none-%d/control.sock", (int)getpid());
+    char out[16384];
+    assert_int_equal(ctl(&d, out, "--version"), 0);
+    assert_true(strncmp(out, "leashctl ", 9) == 0);
+    assert_int_equal(ctl(&d, out, "-V"), 0);
+    assert_int_equal(ctl(&d, out, "--help"), 0);
+    assert_int_equal(ctl(&d, out, "help"), 0);
+    static const char *const cmds[] = {"status",    "ps",     "top",  "tasks",  "dump",
+                                       "incidents", "cancel", "kill", "reload", "help"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "  %s ", cmds[i]);
+        assert_non_null(strstr(out, want)); /* `help` lists it */
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "usage: leashctl %s", cmds[i]);
+        assert_int_equal(ctl(&d, out, cmds[i], "--help"), 0);
+        assert_true(strncmp(out, want, strlen(want)) == 0);
+        assert_int_equal(ctl(&d, out, "help", cmds[i]), 0);
+        assert_true(strncmp(out, want, strlen(want)) == 0);
+        assert_int_equal(ctl(&d, out, "-h", cmds[i]), 0);
+        assert_true(strncmp(out, want, strlen(want)) == 0);
+    }
+    assert_int_equal(ctl(&d, out, "dump", "--help"), 0);
+    assert_non_null(strstr(out, "--all"));
+    assert_non_null(strstr(out, "pprof"));
+
+    /* bad usage is 2, said before any leashd is asked */
+    assert_int_equal(ctl(&d, out, "help", "frobnicate"), 2);
+    assert_non_null(strstr(out, "unknown command 'frobnicate'"));
+    assert_int_equal(ctl(&d, out, "ps", "--bogus"), 2);
+    assert_non_null(strstr(out, "unknown option --bogus"));
+    assert_int_equal(ctl(&d, out, "status", "-n", "3"), 2);
+    assert_non_null(strstr(out, "status does not take -n"));
+    assert_int_equal(ctl(&d, out, "dump", "--all", "12"), 2);
+    assert_int_equal(ctl(&d, out, "dump", "--all", "-f", "pprof"), 2);
+    assert_int_equal(ctl(&d, out, "incidents", "-n", "x"), 2);
+    assert_int_equal(ctl(&d, out, "--format=yaml", "ps"), 2);
+    assert_int_equal(ctl(&d, out, "tasks", "12", "--format=folded"), 2);
+    assert_int_equal(ctl(&d, out, "ps", "--json", "--format=text"), 2);
+    assert_int_equal(ctl(&d, out, "--socket"), 2);
+    /* and a good line still needs a leashd: 1 */
+    assert_int_equal(ctl(&d, out, "ps", "-q", "--format=json"), 1);
+    assert_non_null(strstr(out, "no leashd at"));
+}
+
+static void processes_are_named_by_pid_or_by_name(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    struct child a1 = leashed_named(&d, "park", "alpha");
+    struct child a2 = leashed_named(&d, "park", "alpha");
+    struct child b = leashed_named(&d, "park", "beta");
+    wait_for_processes(&d, 3);
+    char out[262144], pid[16];
+
+    assert_int_equal(ctl(&d, out, "ps", "alpha", "--json"), 0);
+    assert_int_equal(count(out, "\"name\":\"alpha\""), 2);
+    assert_null(strstr(out, "beta"));
+    snprintf(pid, sizeof pid, "%d", (int)b.pid);
+    assert_int_equal(ctl(&d, out, "ps", "-q", "beta"), 0);
+    assert_int_equal(count(out, "\n"), 1); /* no header line */
+    assert_non_null(strstr(out, pid));
+    assert_int_equal(ctl(&d, out, "ps", pid, "--no-headers"), 0);
+    assert_non_null(strstr(out, "beta"));
+    assert_int_equal(ctl(&d, out, "ps", "gamma"), 1);
+
+    /* dump by name: one JSON object per line, one line per process */
+    assert_int_equal(ctl(&d, out, "dump", "beta", "-f", "json"), 0);
+    assert_int_equal(count(out, "\n"), 1);
+    assert_non_null(strstr(out, "\"name\":\"beta\""));
+    assert_non_null(strstr(out, "\"op\":\"chan_recv\""));
+    assert_int_equal(ctl(&d, out, "dump", "alpha", "--format=json"), 0);
+    assert_int_equal(count(out, "\n"), 2);
+    assert_int_equal(count(out, "{\"pid\":"), 2);
+    assert_int_equal(ctl(&d, out, "dump", "--all", "--json"), 0);
+    assert_int_equal(count(out, "\n"), 3);
+    assert_int_equal(count(out, "\"name\":\"alpha\",\"groups\""), 2);
+    assert_int_equal(count(out, "\"name\":\"beta\",\"groups\""), 1);
+    assert_int_equal(ctl(&d, out, "dump", "-a"), 0);
+    assert_int_equal(count(out, " 5 tasks, "), 3);
+    assert_int_equal(ctl(&d, out, "tasks", "beta", "--json"), 0);
+    assert_non_null(strstr(out, "\"name\":\"beta\""));
+    assert_int_equal(ctl(&d, out, "dump", "gamma"), 1);
+    assert_non_null(strstr(out, "no leashed process named 'gamma'"));
+    /* a profile, or a change, needs exactly one process */
+    assert_int_equal(ctl(&d, out, "dump", "alpha", "-f", "pprof"), 1);
+    assert_int_equal(ctl(&d, out, "kill", "alpha"), 1);
+    assert_non_null(strstr(out, "'alpha' names 2 processes"));
+
+    /* kill by name reaches that process and no other */
+    assert_int_equal(ctl(&d, out, "kill", "beta"), 0);
+    int st = reap(&b, 20000);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(waitpid(a1.pid, NULL, WNOHANG), 0);
+    assert_int_equal(waitpid(a2.pid, NULL, WNOHANG), 0);
+    kill_child(&a1);
+    kill_child(&a2);
+    daemon_cleanup(&d);
+}
+
+/* Terminal columns of s, for the characters these tests use: CJK ideographs
+   are two wide, every other character one. */
+static int columns(const char *s, size_t n)
+{
+    int w = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c & 0xc0) == 0x80)
+            continue;                        /* continuation byte */
+        w += c >= 0xe3 && c <= 0xe9 ? 2 : 1; /* U+3000..U+9FFF lead bytes */
+    }
+    return w;
+}
+
+static void columns_stay_aligned_with_multibyte_names(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    struct child a = leashed_named(&d, "park", "ééé-ü");
+    struct child b = leashed_named(&d, "park", "日本-x");
+    struct child c = leashed_named(&d, "park", "plain");
+    wait_for_processes(&d, 3);
+    char out[65536];
+    assert_int_equal(ctl(&d, out, "ps"), 0);
+    /* each line is as wide as the header, and UID ends at the same column */
+    char *save, *line = strtok_r(out, "\n", &save);
+    assert_non_null(line);
+    int         width = columns(line, strlen(line));
+    const char *uid = strstr(line, "UID");
+    assert_non_null(uid);
+    int    uid_end = columns(line, (size_t)(uid - line)) + 3;
+    size_t rows = 0, bytes_differ = 0;
+    size_t header_bytes = strlen(line);
+    while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
+        rows++;
+        assert_int_equal(columns(line, strlen(line)), width);
+        bytes_differ += strlen(line) != header_bytes;
+        /* the uid (0 or the test's) ends where the header's UID does */
+        char *name_end = strstr(line, "ééé-ü");
+        if (!name_end)
+            name_end = strstr(line, "日本-x");
+        if (!name_end)
+            name_end = strstr(line, "plain");
+        assert_non_null(name_end);
+        char *p = name_end;
+        while (*p && *p != ' ')
+            p++; /* past the name */
+        while (*p == ' ')
+            p++;
+        while (*p >= '0' && *p <= '9')
+            p++; /* past the uid */
+        assert_int_equal(columns(line, (size_t)(p - line)), uid_end);
+    }
+    assert_int_equal(rows, 3);
+    assert_true(bytes_differ >= 2); /* the names really are multi-byte */
+    kill_child(&a);
+    kill_child(&b);
+    kill_child(&c);
+    daemon_cleanup(&d);
+}
+
+static void incidents_last_n_and_every_format_spelling(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "stuck_after = \"300ms\";\n");
+    struct child s1 = leashed_named(&d, "stuck", "s1");
+    wait_for(&d, "\"process\":\"s1\"", "incidents", "--json");
+    struct child s2 = leashed_named(&d, "stuck", "s2");
+    wait_for(&d, "\"process\":\"s2\"", "incidents", "--json");
+    kill_child(&s1);
+    kill_child(&s2);
+    wait_for_processes(&d, 0); /* nothing more will happen */
+    char all[65536], out[65536];
+    assert_int_equal(ctl(&d, all, "incidents", "--json"), 0);
+    size_t n = count(all, "\"id\":");
+    assert_true(n >= 2);
+    const char *lastp = NULL;
+    for (const char *p = strstr(all, "\"id\":"); p; p = strstr(p + 1, "\"id\":"))
+        lastp = p;
+    char last_id[32];
+    snprintf(last_id, sizeof last_id, "%.*s", (int)strcspn(lastp, ","), lastp);
+
+    assert_int_equal(ctl(&d, out, "incidents", "-n", "1", "--json"), 0);
+    assert_int_equal(count(out, "\"id\":"), 1);
+    assert_non_null(strstr(out, last_id));
+    assert_int_equal(ctl(&d, out, "incidents", "--last=2", "--json"), 0);
+    assert_int_equal(count(out, "\"id\":"), 2);
+    assert_int_equal(ctl(&d, out, "incidents", "-n", "0", "--json"), 0);
+    assert_string_equal(out, "[]\n");
+    assert_int_equal(ctl(&d, out, "incidents", "-n", "100000", "--json"), 0);
+    assert_string_equal(out, all);
+
+    /* --json, --format=json, --format json, -f json, -fjson: the same */
+    const char *spellings[][2] = {
+        {"--format=json", NULL}, {"--format", "json"}, {"-f", "json"}, {"-fjson", NULL}};
+    for (size_t i = 0; i < 4; i++) {
+        if (spellings[i][1])
+            assert_int_equal(ctl(&d, out, "incidents", spellings[i][0], spellings[i][1]), 0);
+        else
+            assert_int_equal(ctl(&d, out, "incidents", spellings[i][0]), 0);
+        assert_string_equal(out, all);
+    }
+    /* options before the command, too */
+    assert_int_equal(ctl(&d, out, "--json", "incidents"), 0);
+    assert_string_equal(out, all);
+
+    assert_int_equal(ctl(&d, out, "incidents"), 0);
+    assert_non_null(strstr(out, "ID  "));
+    assert_int_equal(count(out, "\n"), n + 1);
+    assert_int_equal(ctl(&d, out, "incidents", "-q"), 0);
+    assert_null(strstr(out, "ID  "));
+    assert_int_equal(count(out, "\n"), n);
+    assert_int_equal(ctl(&d, out, "incidents", "-q", "-n", "1"), 0);
+    assert_int_equal(count(out, "\n"), 1);
+    daemon_cleanup(&d);
+}
+
+static void status_json_has_the_documented_keys(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    char out[16384];
+    assert_int_equal(ctl(&d, out, "status", "--json"), 0);
+    static const char *const keys[] = {"version", "pid",          "uptime_s",       "processes",
+                                       "groups",  "tasks",        "stuck",          "incidents",
+                                       "events",  "agent_socket", "control_socket", "state_dir"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "\"%s\":", keys[i]);
+        assert_non_null(strstr(out, want));
+    }
+    char pid[32];
+    snprintf(pid, sizeof pid, "\"pid\":%d,", (int)d.pid);
+    assert_non_null(strstr(out, pid));
+    assert_non_null(strstr(out, d.control));
+    daemon_cleanup(&d);
+}
+
+/* ------------------------------------------------------------------ top */
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char    cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* What the pane shows now. */
+static void capture(const char *tmux, char *out, size_t len)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "tmux -S %s capture-pane -p -t top 2>/dev/null", tmux);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, len - 1, f);
+    out[n] = '\0';
+    pclose(f);
+}
+
+static void wait_pane(const char *tmux, const char *needle)
+{
+    char    out[16384];
+    int64_t until = now_ms() + 20000;
+    for (;;) {
+        capture(tmux, out, sizeof out);
+        if (strstr(out, needle))
+            return;
+        if (now_ms() > until)
+            fail_msg("top never showed '%s':\n%s", needle, out);
+        pause_ms(50);
+    }
+}
+
+static void top_refreshes_and_quits_on_q(void **state)
+{
+    (void)state;
+    if (sh("tmux -V >/dev/null 2>&1"))
+        fail_msg("tmux is missing: scripts/deps installs it");
+    struct daemon d;
+    daemon_new(&d, NULL);
+    struct child a = leashed_named(&d, "park", "first");
+    char         tmux[160], rcfile[160];
+    snprintf(tmux, sizeof tmux, "%s/tmux.sock", d.dir);
+    snprintf(rcfile, sizeof rcfile, "%s/top.rc", d.dir);
+    assert_int_equal(sh("tmux -S %s new-session -d -s top -x 100 -y 30 "
+                        "'%s --socket %s top; echo $? >%s.tmp; mv %s.tmp %s'",
+                        tmux, LEASHCTL_BIN, d.control, rcfile, rcfile, rcfile),
+                     0);
+    wait_pane(tmux, "first");
+    wait_pane(tmux, "q quits");
+    /* it is live: a process that connects later shows up without a key */
+    struct child b = leashed_named(&d, "park", "second");
+    wait_pane(tmux, "second");
+    assert_int_equal(sh("tmux -S %s send-keys -t top q", tmux), 0);
+    int64_t until = now_ms() + 20000;
+    while (access(rcfile, F_OK) != 0) {
+        if (now_ms() > until) {
+            char out[16384];
+            capture(tmux, out, sizeof out);
+            sh("tmux -S %s kill-server 2>/dev/null", tmux);
+            fail_msg("top did not quit on q:\n%s", out);
+        }
+        pause_ms(20);
+    }
+    FILE *f = fopen(rcfile, "r");
+    int   rc = -1;
+    assert_int_equal(fscanf(f, "%d", &rc), 1);
+    fclose(f);
+    assert_int_equal(rc, 0);
+    sh("tmux -S %s kill-server 2>/dev/null", tmux);
+    kill_child(&a);
+    kill_child(&b);
+    daemon_cleanup(&d);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(version_and_every_help_answer_zero, teardown),
+        cmocka_unit_test_teardown(processes_are_named_by_pid_or_by_name, teardown),
+        cmocka_unit_test_teardown(columns_stay_aligned_with_multibyte_names, teardown),
+        cmocka_unit_test_teardown(incidents_last_n_and_every_format_spelling, teardown),
+        cmocka_unit_test_teardown(status_json_has_the_documented_keys, teardown),
+        cmocka_unit_test_teardown(top_refreshes_and_quits_on_q, teardown),
+    };
+    return cmocka_run_group_tests_name("leashctl", tests, NULL, NULL);
+}
