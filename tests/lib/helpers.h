@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -59,34 +60,68 @@ static inline int64_t mono_ms(void)
 }
 
 /*
- * Waits until the dump shows at least n tasks blocked on op (e.g.
- * "chan_send"): the observable state a test needs before it acts, instead of
- * a sleep. Fails the test after 10 s.
+ * How long a test waits for a state it expects before it calls the test
+ * failed. Reached only when the state never comes, so it is generous: a
+ * loaded machine, valgrind or TSan may take seconds to start a thread.
  */
-static inline void wait_blocked(const char *op, int n)
+#define TEST_WAIT_MS 60000
+
+/* A moment between two looks at a state, so that looking does not take a
+   CPU from the tasks that are to reach it. */
+static inline void poll_pause(void)
+{
+    struct timespec ts = {0, 200000};
+    nanosleep(&ts, NULL);
+}
+
+/* How many tasks the dump shows blocked on op (e.g. "chan_send"). */
+static inline int blocked_count(const char *op)
 {
     char needle[64];
     snprintf(needle, sizeof needle, "\"op\":\"%s\"", op);
-    int64_t until = mono_ms() + 10000;
-    for (;;) {
-        char *d = dump_json();
-        assert_non_null(d);
-        int c = count_of(d, needle);
-        free(d);
-        if (c >= n)
-            return;
+    char *d = dump_json();
+    assert_non_null(d);
+    int c = count_of(d, needle);
+    free(d);
+    return c;
+}
+
+/*
+ * Waits until the dump shows at least n tasks blocked on op: the observable
+ * state a test needs before it acts, instead of a sleep.
+ */
+static inline void wait_blocked(const char *op, int n)
+{
+    int64_t until = mono_ms() + TEST_WAIT_MS;
+    while (blocked_count(op) < n) {
         if (mono_ms() > until)
             fail_msg("never saw %d tasks blocked on %s", n, op);
-        sched_yield();
+        poll_pause();
     }
 }
 
-/* Waits until the dump shows a task running fn. */
+/*
+ * Whether the dump shows at least n tasks blocked on op before the
+ * CLOCK_MONOTONIC time until_ms: what a deadline test asks of its setup
+ * (see deadline_test).
+ */
+static inline bool blocked_before(const char *op, int n, int64_t until_ms)
+{
+    for (;;) {
+        if (mono_ms() >= until_ms)
+            return false;
+        if (blocked_count(op) >= n)
+            return true;
+        poll_pause();
+    }
+}
+
+/* Waits until the dump lists a task running fn. */
 static inline void wait_task(const char *fn)
 {
     char needle[128];
     snprintf(needle, sizeof needle, "\"fn\":\"%s\"", fn);
-    int64_t until = mono_ms() + 10000;
+    int64_t until = mono_ms() + TEST_WAIT_MS;
     for (;;) {
         char *d = dump_json();
         assert_non_null(d);
@@ -96,9 +131,71 @@ static inline void wait_task(const char *fn)
             return;
         if (mono_ms() > until)
             fail_msg("never saw a task running %s", fn);
-        sched_yield();
+        poll_pause();
     }
 }
+
+/* Waits until *counter reaches n (a task counts itself in when it gets
+   where the test needs it). */
+static inline void wait_count(_Atomic int *counter, int n)
+{
+    int64_t until = mono_ms() + TEST_WAIT_MS;
+    while (atomic_load(counter) < n) {
+        if (mono_ms() > until)
+            fail_msg("the counter stayed at %d of %d", atomic_load(counter), n);
+        poll_pause();
+    }
+}
+
+/* Waits until no task started by leash_go is alive. */
+static inline void wait_tasks_ended(void)
+{
+    int64_t            until = mono_ms() + TEST_WAIT_MS;
+    struct leash_stats st;
+    for (;;) {
+        assert_int_equal(leash_stats(&st), 0);
+        if (st.tasks_live == 0)
+            return;
+        if (mono_ms() > until)
+            fail_msg("%llu tasks never ended", (unsigned long long)st.tasks_live);
+        poll_pause();
+    }
+}
+
+/*
+ * A test about a deadline needs its setup (a child started, a task blocked
+ * where the deadline is to find it) done before the deadline passes, and
+ * how long that takes is up to the machine: a first spawn under valgrind
+ * takes 100 ms, and a CPU hog can hold a thread back for longer. So such
+ * a test is written as a round that takes the deadline to use: the round
+ * returns false when its setup came too late (which it can observe), and
+ * true after it has asserted everything the test proves. deadline_test runs
+ * a round with 20 ms, then with twice as long each time one came too late,
+ * up to 20 s, and fails if none was in time. A quiet machine runs one
+ * round; a slow one pays only what it needs. A round that came too late
+ * still cleans up, and asserts nothing that depends on when things ran.
+ */
+#define DEADLINE_FIRST_MS 20
+#define DEADLINE_LAST_MS  20480
+
+static inline void deadline_test(bool (*round)(int64_t timeout_ms, void *arg), void *arg)
+{
+    for (int64_t ms = DEADLINE_FIRST_MS;; ms *= 2) {
+        if (round(ms, arg))
+            return;
+        if (ms >= DEADLINE_LAST_MS)
+            fail_msg("the setup was never done before a %lld ms deadline", (long long)ms);
+        print_message("setup not done before a %lld ms deadline: again with %lld ms\n",
+                      (long long)ms, (long long)ms * 2);
+    }
+}
+
+/*
+ * Bound of a call that must not hang (a lock that must fail at once, a
+ * wait that must end): far above any time a loaded machine takes, far
+ * below for ever. Never a speed test: speed is for bench/.
+ */
+#define NOT_HUNG_MS 30000
 
 /* Every test ends here: nothing of the library is left alive. */
 static inline void assert_nothing_leaked(void)

@@ -12,6 +12,24 @@ static int spin_until_cancelled(void *arg)
     return 0;
 }
 
+static bool checkpoint_deadline_round(int64_t ms, void *arg)
+{
+    (void)arg;
+    int          rc = 0;
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = ms}), 0);
+    /* in time: the child was spawned; whenever it runs, its checkpoint
+       meets the deadline */
+    bool in_time = leash_go(g, spin_until_cancelled, &rc) == 0;
+    int  wrc = leash_group_wait(g);
+    if (in_time) {
+        assert_int_equal(wrc, -ETIMEDOUT);
+        assert_int_equal(rc, -ETIMEDOUT);
+    }
+    assert_nothing_leaked();
+    return in_time;
+}
+
 static void checkpoint_says_why_the_scope_ended(void **state)
 {
     (void)state;
@@ -23,10 +41,7 @@ static void checkpoint_says_why_the_scope_ended(void **state)
     leash_group_cancel(g);
     assert_int_equal(leash_group_wait(g), -ECANCELED);
     assert_int_equal(rc, -ECANCELED);
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 10}), 0);
-    assert_int_equal(leash_go(g, spin_until_cancelled, &rc), 0);
-    assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
-    assert_int_equal(rc, -ETIMEDOUT);
+    deadline_test(checkpoint_deadline_round, NULL);
     assert_nothing_leaked();
 }
 
@@ -61,25 +76,44 @@ static void sleep_sleeps(void **state)
     assert_nothing_leaked();
 }
 
+struct loop {
+    int rounds, err;
+};
+
 static int endless_loop(void *arg)
 {
     /* the seed's loop that never ends, with a cancellation point in it */
-    int *rounds = arg, err;
-    while ((err = leash_sleep(1)) == 0)
-        (*rounds)++;
-    return err;
+    struct loop *l = arg;
+    while ((l->err = leash_sleep(1)) == 0)
+        l->rounds++;
+    return l->err;
+}
+
+static bool endless_loop_round(int64_t ms, void *arg)
+{
+    (void)arg;
+    struct loop  l = {0};
+    leash_group *g;
+    int64_t      t0 = mono_ms();
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = ms}), 0);
+    bool spawned = leash_go(g, endless_loop, &l) == 0;
+    int  rc = leash_group_wait(g);
+    /* in time: the loop went round before the deadline (a sleep that never
+       returned 0 would come too late every time, up to the last round) */
+    bool in_time = spawned && l.rounds > 0;
+    if (in_time) {
+        assert_int_equal(rc, -ETIMEDOUT);
+        assert_int_equal(l.err, -ETIMEDOUT);
+        assert_true(mono_ms() - t0 >= ms);
+    }
+    assert_nothing_leaked();
+    return in_time;
 }
 
 static void endless_loop_with_sleep_ends_at_the_deadline(void **state)
 {
     (void)state;
-    int          rounds = 0;
-    leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 30}), 0);
-    assert_int_equal(leash_go(g, endless_loop, &rounds), 0);
-    assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
-    assert_true(rounds > 0);
-    assert_nothing_leaked();
+    deadline_test(endless_loop_round, NULL);
 }
 
 struct fdw {
@@ -111,6 +145,23 @@ static void fdwait_returns_revents(void **state)
     assert_nothing_leaked();
 }
 
+static bool fdwait_deadline_round(int64_t ms, void *arg)
+{
+    struct fdw   f = {.fd = *(int *)arg, .rc = 1};
+    leash_group *g;
+    int64_t      t0 = mono_ms();
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = ms}), 0);
+    /* in time: the child was parked in fdwait when the deadline came */
+    bool in_time = leash_go(g, wait_readable, &f) == 0 && blocked_before("fdwait", 1, t0 + ms);
+    int  rc = leash_group_wait(g);
+    if (in_time) {
+        assert_int_equal(rc, -ETIMEDOUT);
+        assert_int_equal(f.rc, -ETIMEDOUT);
+    }
+    assert_nothing_leaked();
+    return in_time;
+}
+
 static void fdwait_is_cancellable(void **state)
 {
     (void)state;
@@ -124,10 +175,7 @@ static void fdwait_is_cancellable(void **state)
     leash_group_cancel(g);
     assert_int_equal(leash_group_wait(g), -ECANCELED);
     assert_int_equal(f.rc, -ECANCELED);
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 15}), 0);
-    assert_int_equal(leash_go(g, wait_readable, &f), 0);
-    assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
-    assert_int_equal(f.rc, -ETIMEDOUT);
+    deadline_test(fdwait_deadline_round, &p[0]);
     close(p[0]);
     close(p[1]);
     assert_nothing_leaked();
@@ -158,10 +206,11 @@ static void deadline_is_the_earliest_around_the_task(void **state)
     assert_true(leash_deadline() == INT64_MAX);
     int64_t      d = 0, before = mono_ms();
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 5000}), 0);
+    /* far beyond the test's end: it cannot pass before the child reads it */
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 600000}), 0);
     assert_int_equal(leash_go(g, read_deadline, &d), 0);
     assert_int_equal(leash_group_wait(g), 0);
-    assert_true(d >= before + 5000 && d <= mono_ms() + 5000);
+    assert_true(d >= before + 600000 && d <= mono_ms() + 600000);
     assert_int_equal(leash_group_open(&g, NULL), 0);
     assert_int_equal(leash_go(g, read_deadline, &d), 0);
     assert_int_equal(leash_group_wait(g), 0);
@@ -170,8 +219,9 @@ static void deadline_is_the_earliest_around_the_task(void **state)
 }
 
 struct foreign {
-    int fd;
-    int rc, err;
+    int         fd;
+    int         rc, err;
+    _Atomic int entered;
 };
 
 static int foreign_read(void *arg)
@@ -179,29 +229,54 @@ static int foreign_read(void *arg)
     /* a foreign call with no timeout: a plain read(2) on a pipe nobody writes */
     struct foreign *f = arg;
     char            c;
+    atomic_store(&f->entered, 1);
     f->rc = (int)read(f->fd, &c, 1);
     f->err = errno;
     return 0;
 }
 
-static void interrupt_group_makes_foreign_calls_fail_with_eintr(void **state)
+/* Whether *flag is set before the CLOCK_MONOTONIC time until_ms. */
+static bool set_before(_Atomic int *flag, int64_t until_ms)
 {
-    (void)state;
+    while (!atomic_load(flag)) {
+        if (mono_ms() >= until_ms)
+            return false;
+        poll_pause();
+    }
+    return true;
+}
+
+static bool interrupt_round(int64_t ms, void *arg)
+{
+    (void)arg;
     int p[2];
     assert_int_equal(pipe(p), 0);
     struct foreign f = {.fd = p[0]};
     leash_group   *g;
     int64_t        t0 = mono_ms();
     assert_int_equal(
-        leash_group_open(&g, &(leash_group_opts){.timeout_ms = 20, .flags = LEASH_INTERRUPT}), 0);
-    assert_int_equal(leash_go(g, foreign_read, &f), 0);
-    assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
-    assert_true(mono_ms() - t0 < 5000);
-    assert_int_equal(f.rc, -1);
-    assert_int_equal(f.err, EINTR);
+        leash_group_open(&g, &(leash_group_opts){.timeout_ms = ms, .flags = LEASH_INTERRUPT}), 0);
+    /* in time: the child was on its way into read(2) before the deadline */
+    bool in_time = leash_go(g, foreign_read, &f) == 0 && set_before(&f.entered, t0 + ms);
+    if (!in_time)
+        assert_int_equal(write(p[1], "x", 1), 1); /* whatever the child does, it ends */
+    int rc = leash_group_wait(g);
+    if (in_time) {
+        assert_int_equal(rc, -ETIMEDOUT);
+        assert_true(mono_ms() - t0 < NOT_HUNG_MS);
+        assert_int_equal(f.rc, -1);
+        assert_int_equal(f.err, EINTR);
+    }
     close(p[0]);
     close(p[1]);
     assert_nothing_leaked();
+    return in_time;
+}
+
+static void interrupt_group_makes_foreign_calls_fail_with_eintr(void **state)
+{
+    (void)state;
+    deadline_test(interrupt_round, NULL);
 }
 
 static int nested_foreign(void *arg)
@@ -221,7 +296,7 @@ static void interrupt_applies_to_the_whole_subtree(void **state)
     leash_group   *g;
     assert_int_equal(leash_group_open(&g, &(leash_group_opts){.flags = LEASH_INTERRUPT}), 0);
     assert_int_equal(leash_go(g, nested_foreign, &f), 0);
-    wait_task("foreign_read");
+    wait_count(&f.entered, 1);
     leash_group_cancel(g);
     assert_int_equal(leash_group_wait(g), -ECANCELED);
     assert_int_equal(f.err, EINTR);

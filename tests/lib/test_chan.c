@@ -139,18 +139,33 @@ static void closed_channel_drains_then_says_epipe(void **state)
     assert_nothing_leaked();
 }
 
-static void send_nobody_receives_ends_at_the_deadline(void **state)
+static bool unreceived_send_round(int64_t ms, void *arg)
 {
-    (void)state;
+    (void)arg;
     leash_chan *c;
     assert_int_equal(leash_chan_open(&c, "result", sizeof(int), 0), 0);
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 20}), 0);
+    int64_t      t0 = mono_ms();
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = ms}), 0);
+    bool spawned = true;
     for (int i = 0; i < 3; i++)
-        assert_int_equal(leash_go(g, send_one, c), 0);
-    assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
+        spawned &= leash_go(g, send_one, c) == 0;
+    /* in time: the three were parked in send when the deadline came */
+    bool in_time = spawned && blocked_before("chan_send", 3, t0 + ms);
+    int  rc = leash_group_wait(g);
+    if (in_time) {
+        assert_int_equal(rc, -ETIMEDOUT);
+        assert_true(mono_ms() - t0 >= ms);
+    }
     leash_chan_free(c);
     assert_nothing_leaked();
+    return in_time;
+}
+
+static void send_nobody_receives_ends_at_the_deadline(void **state)
+{
+    (void)state;
+    deadline_test(unreceived_send_round, NULL);
 }
 
 static int op_in_cancelled_scope(void *arg)
@@ -293,20 +308,32 @@ static void blocked_select_is_completed_by_a_sender(void **state)
     assert_nothing_leaked();
 }
 
-static void blocked_select_ends_at_the_deadline(void **state)
+static bool blocked_select_round(int64_t ms, void *arg)
 {
-    (void)state;
-    struct sel s = {0};
+    (void)arg;
+    struct sel s = {.rc = 1};
     assert_int_equal(leash_chan_open(&s.a, "a", sizeof(int), 0), 0);
     assert_int_equal(leash_chan_open(&s.b, "b", sizeof(int), 0), 0);
     leash_group *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = 20}), 0);
-    assert_int_equal(leash_go(g, selector, &s), 0);
-    assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
-    assert_int_equal(s.rc, -ETIMEDOUT);
+    int64_t      t0 = mono_ms();
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.timeout_ms = ms}), 0);
+    /* in time: the select was parked when the deadline came */
+    bool in_time = leash_go(g, selector, &s) == 0 && blocked_before("select", 1, t0 + ms);
+    int  rc = leash_group_wait(g);
+    if (in_time) {
+        assert_int_equal(rc, -ETIMEDOUT);
+        assert_int_equal(s.rc, -ETIMEDOUT);
+    }
     leash_chan_free(s.a);
     leash_chan_free(s.b);
     assert_nothing_leaked();
+    return in_time;
+}
+
+static void blocked_select_ends_at_the_deadline(void **state)
+{
+    (void)state;
+    deadline_test(blocked_select_round, NULL);
 }
 
 static void select_with_no_cases_waits_for_the_scope(void **state)

@@ -24,7 +24,7 @@ static void json_dump_names_the_channel_the_line_and_the_group(void **state)
     assert_int_equal(leash_chan_open(&p.c, "results", sizeof(int), 0), 0);
     leash_group *g;
     assert_int_equal(
-        leash_group_open(&g, &(leash_group_opts){.name = "search", .timeout_ms = 100000}), 0);
+        leash_group_open(&g, &(leash_group_opts){.name = "search", .timeout_ms = 600000}), 0);
     assert_int_equal(leash_go(g, park_on_send, &p), 0);
     wait_blocked("chan_send", 1);
     char *d = dump_json();

@@ -224,24 +224,37 @@ static void waiting_writer_is_told_when_a_reader_exits_holding(void **state)
     assert_nothing_leaked();
 }
 
-static void waiting_for_a_rwlock_ends_at_the_deadline(void **state)
+static bool rwlock_deadline_round(int64_t ms, void *arg)
 {
-    (void)state;
+    (void)arg;
     struct rw r = {0};
     leash_rwlock_init(&r.l, "busy");
     assert_int_equal(leash_rwlock_wrlock(&r.l), 0);
     leash_group *g;
+    int64_t      t0 = mono_ms();
     assert_int_equal(
-        leash_group_open(&g, &(leash_group_opts){.timeout_ms = 20, .flags = LEASH_COLLECT}), 0);
-    assert_int_equal(leash_go(g, rdlock_once, &r), 0);
-    assert_int_equal(leash_go(g, wrlock_once, &r), 0);
-    assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
+        leash_group_open(&g, &(leash_group_opts){.timeout_ms = ms, .flags = LEASH_COLLECT}), 0);
+    bool spawned = leash_go(g, rdlock_once, &r) == 0;
+    spawned &= leash_go(g, wrlock_once, &r) == 0;
+    /* in time: a reader and a writer waited when the deadline came */
+    bool in_time = spawned && blocked_before("rwlock_rd", 1, t0 + ms) &&
+                   blocked_before("rwlock_wr", 1, t0 + ms);
+    int rc = leash_group_wait(g);
+    if (in_time)
+        assert_int_equal(rc, -ETIMEDOUT);
     assert_int_equal(leash_rwlock_unlock(&r.l), 0);
     /* the writer that gave up no longer holds readers back */
     assert_int_equal(leash_rwlock_rdlock(&r.l), 0);
     assert_int_equal(leash_rwlock_unlock(&r.l), 0);
     leash_rwlock_destroy(&r.l);
     assert_nothing_leaked();
+    return in_time;
+}
+
+static void waiting_for_a_rwlock_ends_at_the_deadline(void **state)
+{
+    (void)state;
+    deadline_test(rwlock_deadline_round, NULL);
 }
 
 static int unlock_not_mine(void *arg)
