@@ -29,6 +29,15 @@
 
 #include <cmocka.h>
 
+/*
+ * How long a test waits for something it expects (leashd listening, a
+ * process ready, an incident, a line of output) before it fails. Reached
+ * only when the thing never comes, so it is generous: under ASan or TSan on
+ * a loaded machine, a process can take seconds to start and connect. Tests
+ * wait for states they can see, never for a time.
+ */
+#define E2E_WAIT_MS 60000
+
 struct daemon {
     pid_t pid;
     char  dir[64], agent[128], control[128], state[128], conf[128], log[128];
@@ -108,7 +117,7 @@ static __attribute__((unused)) void daemon_start(struct daemon *d)
         _exit(127);
     }
     track(d->pid);
-    int64_t until = now_ms() + 10000;
+    int64_t until = now_ms() + E2E_WAIT_MS;
     while (!connectable(d->control)) {
         int st;
         if (waitpid(d->pid, &st, WNOHANG) == d->pid)
@@ -192,34 +201,60 @@ static __attribute__((unused)) int ctl_as(const struct daemon *d, int uid, char 
 
 #define ctl(d, out, ...) ctl_as((d), -1, (out), sizeof(out), __VA_ARGS__, (char *)NULL)
 
-/* Polls leashctl until its output holds needle (leashd is another
-   process: its state can only be watched). */
-static __attribute__((unused)) void wait_for_(const struct daemon *d, const char *needle,
-                                              const char *what, ...)
+static __attribute__((unused)) int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* Polls leashctl WHAT ARGS... until its output holds needle at least times
+   times (leashd is another process: its state can only be watched). */
+static void wait_for_va(const struct daemon *d, const char *needle, int times, const char *what,
+                        va_list ap)
 {
     char        out[65536];
     const char *argv[8];
     int         n = 0;
-    va_list     ap;
-    va_start(ap, what);
     argv[n++] = what;
     const char *a;
     while ((a = va_arg(ap, const char *)) != NULL && n < 7)
         argv[n++] = a;
-    va_end(ap);
-    int64_t until = now_ms() + 20000;
+    int64_t until = now_ms() + E2E_WAIT_MS;
     for (;;) {
         ctl_as(d, -1, out, sizeof out, argv[0], n > 1 ? argv[1] : NULL, n > 2 ? argv[2] : NULL,
-               n > 3 ? argv[3] : NULL, (char *)NULL);
-        if (strstr(out, needle))
+               n > 3 ? argv[3] : NULL, n > 4 ? argv[4] : NULL, (char *)NULL);
+        if (count_of(out, needle) >= times)
             return;
         if (now_ms() > until)
-            fail_msg("never saw '%s' in leashctl %s: %s", needle, what, out);
+            fail_msg("never saw '%s' %d times in leashctl %s: %s", needle, times, what, out);
         pause_ms(50);
     }
 }
 
+static __attribute__((unused)) void wait_for_(const struct daemon *d, const char *needle,
+                                              const char *what, ...)
+{
+    va_list ap;
+    va_start(ap, what);
+    wait_for_va(d, needle, 1, what, ap);
+    va_end(ap);
+}
+
+static __attribute__((unused)) void wait_for_n_(const struct daemon *d, const char *needle,
+                                                int times, const char *what, ...)
+{
+    va_list ap;
+    va_start(ap, what);
+    wait_for_va(d, needle, times, what, ap);
+    va_end(ap);
+}
+
+/* wait_for(d, needle, "tasks", pid, "--json"): until leashctl's output has needle. */
 #define wait_for(d, needle, ...) wait_for_((d), (needle), __VA_ARGS__, (char *)NULL)
+/* The same, until it has needle n times. */
+#define wait_for_n(d, needle, n, ...) wait_for_n_((d), (needle), (n), __VA_ARGS__, (char *)NULL)
 
 struct child {
     pid_t pid;
@@ -263,8 +298,9 @@ static __attribute__((unused)) struct child leashed(const struct daemon *d, cons
     close(p[1]);
     c.out = p[0];
     char line[128];
-    read_line(c.out, line, sizeof line, 10000);
-    assert_true(strncmp(line, "ready", 5) == 0);
+    read_line(c.out, line, sizeof line, E2E_WAIT_MS);
+    if (strncmp(line, "ready", 5) != 0)
+        fail_msg("leashed %s never said ready (said '%s')", mode, line);
     return c;
 }
 
@@ -289,7 +325,7 @@ static __attribute__((unused)) void kill_child(struct child *c)
 {
     if (c->pid > 0) {
         kill(c->pid, SIGKILL);
-        reap(c, 5000);
+        reap(c, E2E_WAIT_MS);
     }
 }
 
@@ -298,6 +334,34 @@ static __attribute__((unused)) const char *pidstr(pid_t p)
 {
     snprintf(pidstr_buf, sizeof pidstr_buf, "%d", (int)p);
     return pidstr_buf;
+}
+
+/*
+ * Waits until leashd lists the process (its agent has connected and said
+ * hello). A leashed process says "ready" once its tasks are set up, but its
+ * agent connects in the background: a test that asks leashd about it must
+ * wait for this first.
+ */
+static __attribute__((unused)) void wait_connected(const struct daemon *d, const struct child *c,
+                                                   const char *name)
+{
+    char want[96];
+    snprintf(want, sizeof want, "{\"pid\":%d,\"name\":\"%s\"", (int)c->pid, name);
+    wait_for_(d, want, "ps", "--json", (char *)NULL);
+}
+
+/* A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick,
+   rather than one derived from the pid that another test run may hold). */
+static __attribute__((unused)) int free_port(void)
+{
+    int                fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(0x7f000001);
+    socklen_t len = sizeof sa;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
 }
 
 #endif

@@ -13,7 +13,7 @@ static void spinning_task_is_killed(void **state)
     daemon_new(&d, "policies = ( { match = \"spin\"; grace = \"50ms\"; kill_grace = \"300ms\";\n"
                    "  escalate = [ \"report\", \"cancel\", \"kill@200ms\" ]; } );\n");
     struct child c = leashed(&d, "spin");
-    int          st = reap(&c, 15000);
+    int          st = reap(&c, E2E_WAIT_MS);
     assert_true(WIFSIGNALED(st));
     assert_true(WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGKILL);
     char out[65536];
@@ -33,9 +33,9 @@ static void foreign_read_is_interrupted(void **state)
                    "  escalate = [ \"report\", \"interrupt@100ms\" ]; } );\n");
     struct child c = leashed(&d, "foreign");
     char         line[128];
-    read_line(c.out, line, sizeof line, 10000);
+    read_line(c.out, line, sizeof line, E2E_WAIT_MS);
     assert_string_equal(line, "read: EINTR");
-    int st = reap(&c, 10000);
+    int st = reap(&c, E2E_WAIT_MS);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     char out[65536];
     assert_int_equal(ctl(&d, out, "incidents", "--json"), 0);
@@ -51,7 +51,10 @@ static void dump_shows_parked_tasks_in_every_format(void **state)
     struct child c = leashed(&d, "park");
     const char  *pid = strdup(pidstr(c.pid));
     char         out[65536];
-    /* the tasks may still be on their way to their blocking calls */
+    /* the tasks may still be on their way to their blocking calls: wait
+       until all four are parked (both receivers, the lock and the sleep) */
+    wait_for(&d, "park;group parked;recv_forever;chan_recv e2e.chan 2\n", "dump", pid, "--format",
+             "folded");
     wait_for(&d, "\"op\":\"sleep\"", "dump", pid, "--format", "json");
     wait_for(&d, "\"op\":\"mutex\"", "dump", pid, "--format", "json");
     assert_int_equal(ctl(&d, out, "dump", pid, "--format", "json"), 0);
@@ -122,7 +125,7 @@ static void cancel_reaches_the_group(void **state)
     assert_non_null(strstr(out, "has no group 424242"));
     assert_int_equal(ctl(&d, out, "cancel", pidstr(c.pid), group), 0);
     char line[128];
-    read_line(c.out, line, sizeof line, 10000);
+    read_line(c.out, line, sizeof line, E2E_WAIT_MS);
     assert_string_equal(line, "recv: ECANCELED");
     kill_child(&c);
     daemon_cleanup(&d);
@@ -163,7 +166,7 @@ static int raw_connect(const char *path)
 static bool closed_by_peer(int fd)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, 5000) != 1)
+    if (poll(&p, 1, E2E_WAIT_MS) != 1)
         return false;
     char b[64];
     return read(fd, b, sizeof b) == 0;
@@ -174,7 +177,8 @@ static void garbage_and_oversized_frames_drop_only_that_peer(void **state)
     (void)state;
     struct daemon d;
     daemon_new(&d, "max_frame = 4096;\n");
-    struct child  c = leashed(&d, "park");
+    struct child c = leashed(&d, "park");
+    wait_connected(&d, &c, "park");
     int           g = raw_connect(d.agent);
     const uint8_t junk[] = {0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff};
     assert_int_equal(write(g, junk, sizeof junk), (ssize_t)sizeof junk);
@@ -212,7 +216,10 @@ static void agent_killed_with_sigkill_is_agent_lost(void **state)
     struct daemon d;
     daemon_new(&d, NULL);
     struct child c = leashed(&d, "park");
+    /* leashd knows all four tasks before the process dies */
     wait_for(&d, "\"fn\":\"nap\"", "tasks", pidstr(c.pid), "--json");
+    wait_for(&d, "\"fn\":\"lock_wait\"", "tasks", pidstr(c.pid), "--json");
+    wait_for_n(&d, "\"fn\":\"recv_forever\"", 2, "tasks", pidstr(c.pid), "--json");
     kill_child(&c);
     wait_for(&d, "\"kind\":\"agent_lost\"", "incidents", "--json", NULL);
     char out[65536];
@@ -229,7 +236,8 @@ static void non_admin_sees_only_its_own_and_changes_nothing(void **state)
     struct daemon d;
     daemon_new(&d, "admin_uids = [ 0 ];\n");
     struct child c = leashed(&d, "park");
-    char         out[65536], copy[160], cmd[400];
+    wait_connected(&d, &c, "park"); /* so that "belongs to uid 0" can be said */
+    char out[65536], copy[160], cmd[400];
     snprintf(copy, sizeof copy, "%s/leashctl", d.dir);
     snprintf(cmd, sizeof cmd, "cp %s %s && chmod 755 %s", LEASHCTL_BIN, copy, copy);
     assert_int_equal(system(cmd), 0);
@@ -322,7 +330,7 @@ static void sighup_reload_keeps_running_config_on_error(void **state)
     fclose(f);
     kill(d.pid, SIGHUP);
     char    out[65536];
-    int64_t until = now_ms() + 10000;
+    int64_t until = now_ms() + E2E_WAIT_MS;
     for (;;) { /* leashd says so in its log */
         FILE  *l = fopen(d.log, "r");
         size_t n = fread(out, 1, sizeof out - 1, l);
@@ -351,7 +359,7 @@ static void metrics_are_served_in_prometheus_text(void **state)
 {
     (void)state;
     struct daemon d;
-    int           port = 20000 + (int)(getpid() % 20000);
+    int           port = free_port();
     char          conf[128];
     snprintf(conf, sizeof conf, "metrics_listen = \"127.0.0.1:%d\";\n", port);
     daemon_new(&d, conf);
@@ -414,7 +422,7 @@ static void incidents_can_be_followed(void **state)
     close(p[1]);
     struct child c = leashed(&d, "stuck");
     char         line[4096];
-    read_line(p[0], line, sizeof line, 20000); /* one JSON object a line, as it happens */
+    read_line(p[0], line, sizeof line, E2E_WAIT_MS); /* one JSON object a line, as it happens */
     assert_non_null(strstr(line, "\"kind\":\"stuck_task\""));
     assert_int_equal(line[0], '{');
     close(p[0]);
@@ -438,7 +446,7 @@ static void systemd_is_told_ready_and_fed_the_watchdog(void **state)
     unsetenv("NOTIFY_SOCKET");
     unsetenv("WATCHDOG_USEC");
     bool    ready = false, watchdog = false;
-    int64_t until = now_ms() + 10000;
+    int64_t until = now_ms() + E2E_WAIT_MS;
     while ((!ready || !watchdog) && now_ms() < until) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 100) != 1)
