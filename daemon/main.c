@@ -213,6 +213,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "leashd: cannot use state dir %s\n", cfg.state_dir);
         return 1;
     }
+    /* signals first: a SIGHUP or SIGTERM that comes as soon as the sockets
+       answer must reload or stop leashd, not kill it */
+    base = event_base_new();
+    if (!base) {
+        fprintf(stderr, "leashd: cannot start the event loop\n");
+        return 1;
+    }
+    struct event *sigs[4];
+    int           signums[] = {SIGHUP, SIGTERM, SIGINT};
+    for (int i = 0; i < 3; i++) {
+        sigs[i] = evsignal_new(base, signums[i], on_signal, NULL);
+        event_add(sigs[i], NULL);
+    }
     int afd = socket_listen(cfg.agent_socket, 0666, err, sizeof err);
     int cfd = afd >= 0 ? socket_listen(cfg.control_socket, 0666, err, sizeof err) : -1;
     if (afd < 0 || cfd < 0) {
@@ -224,24 +237,17 @@ int main(int argc, char **argv)
         incidents_close();
         return 1;
     }
-    base = event_base_new();
     struct evconnlistener *al =
         evconnlistener_new(base, on_agent, NULL, LEV_OPT_CLOSE_ON_FREE, -1, afd);
     struct evconnlistener *cl =
         evconnlistener_new(base, on_control, NULL, LEV_OPT_CLOSE_ON_FREE, -1, cfd);
-    if (!base || !al || !cl) {
+    if (!al || !cl) {
         fprintf(stderr, "leashd: cannot start the event loop\n");
         return 1;
     }
     if (cfg.metrics_listen && metrics_start(base, cfg.metrics_listen, err, sizeof err)) {
         fprintf(stderr, "leashd: %s\n", err);
         return 1;
-    }
-    struct event *sigs[4];
-    int           signums[] = {SIGHUP, SIGTERM, SIGINT};
-    for (int i = 0; i < 3; i++) {
-        sigs[i] = evsignal_new(base, signums[i], on_signal, NULL);
-        event_add(sigs[i], NULL);
     }
     struct event  *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
     struct timeval tv = {0, 250000};
