@@ -25,8 +25,9 @@ static struct child leashed_named(const struct daemon *d, const char *mode, cons
     close(p[1]);
     c.out = p[0];
     char line[128];
-    read_line(c.out, line, sizeof line, 10000);
-    assert_true(strncmp(line, "ready", 5) == 0);
+    read_line(c.out, line, sizeof line, E2E_WAIT_MS);
+    if (strncmp(line, "ready", 5) != 0)
+        fail_msg("leashed %s never said ready (said '%s')", name, line);
     return c;
 }
 
@@ -42,7 +43,7 @@ static size_t count(const char *s, const char *needle)
 static void wait_for_processes(const struct daemon *d, size_t n)
 {
     char    out[65536];
-    int64_t until = now_ms() + 20000;
+    int64_t until = now_ms() + E2E_WAIT_MS;
     while (ctl(d, out, "ps", "--no-headers"), count(out, "\n") != n) {
         if (now_ms() > until)
             fail_msg("never saw %zu processes: %s", n, out);
@@ -110,6 +111,9 @@ static void processes_are_named_by_pid_or_by_name(void **state)
     struct child a2 = leashed_named(&d, "park", "alpha");
     struct child b = leashed_named(&d, "park", "beta");
     wait_for_processes(&d, 3);
+    /* a live dump shows what each process does now: wait until every task
+       of the three is parked (four each, and the main thread) */
+    wait_for_n(&d, " 5 tasks, 5 blocked", 3, "dump", "--all");
     char out[262144], pid[16];
 
     assert_int_equal(ctl(&d, out, "ps", "alpha", "--json"), 0);
@@ -148,7 +152,7 @@ static void processes_are_named_by_pid_or_by_name(void **state)
 
     /* kill by name reaches that process and no other */
     assert_int_equal(ctl(&d, out, "kill", "beta"), 0);
-    int st = reap(&b, 20000);
+    int st = reap(&b, E2E_WAIT_MS);
     assert_true(WIFSIGNALED(st));
     assert_int_equal(waitpid(a1.pid, NULL, WNOHANG), 0);
     assert_int_equal(waitpid(a2.pid, NULL, WNOHANG), 0);
@@ -329,7 +333,7 @@ static void capture(const char *tmux, char *out, size_t len)
 static void wait_pane(const char *tmux, const char *needle)
 {
     char    out[16384];
-    int64_t until = now_ms() + 20000;
+    int64_t until = now_ms() + E2E_WAIT_MS;
     for (;;) {
         capture(tmux, out, sizeof out);
         if (strstr(out, needle))
@@ -361,7 +365,7 @@ static void top_refreshes_and_quits_on_q(void **state)
     struct child b = leashed_named(&d, "park", "second");
     wait_pane(tmux, "second");
     assert_int_equal(sh("tmux -S %s send-keys -t top q", tmux), 0);
-    int64_t until = now_ms() + 20000;
+    int64_t until = now_ms() + E2E_WAIT_MS;
     while (access(rcfile, F_OK) != 0) {
         if (now_ms() > until) {
             char out[16384];
