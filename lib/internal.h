@@ -24,10 +24,17 @@ int64_t leash__coarse_ns(void); /* CLOCK_MONOTONIC_COARSE: cheap, a few ms of re
 int64_t leash__deadline_after(int64_t ms); /* now + ms in ns, saturating; ms < 0: INT64_MAX */
 /* Waits while *word == val, until woken or abs_ns (CLOCK_MONOTONIC; INT64_MAX:
    none) passes. Returns 0, or -ETIMEDOUT; spurious returns are allowed. */
-int  leash__futex_wait(_Atomic uint32_t *word, uint32_t val, int64_t abs_ns);
-void leash__futex_wake(_Atomic uint32_t *word, int n);
-void leash__cpu_relax(void);
-int  leash__ncpu(void);
+int                leash__futex_wait(_Atomic uint32_t *word, uint32_t val, int64_t abs_ns);
+void               leash__futex_wake(_Atomic uint32_t *word, int n);
+static inline void leash__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+int leash__ncpu(void);
 
 /* A small futex lock (0 free, 1 held, 2 held with sleepers) that spins first:
    every critical section it guards is a few dozen instructions. */
@@ -168,7 +175,9 @@ uint64_t leash__next_id(void);
 void leash__wake(leash_task *t);
 /* Parks t until woken (t->wake moves off seq) or abs_ns. */
 void leash__park(leash_task *t, uint32_t seq, int64_t abs_ns);
-/* How many times to spin before parking, 0 on one CPU. */
+/* How many times to spin before parking: 0 on one CPU, and 0 while more
+   threads are runnable than there are CPUs (measured, see task.c), when a
+   spinner only takes the CPU from the thread it waits for. */
 int leash__spin_budget(void);
 
 void leash__reg_blocked(struct leash_reg_task *r, int op, const char *obj, const char *file,
@@ -192,10 +201,42 @@ static inline void leash__unblocked(leash_task *t)
         __atomic_store_n(&t->reg->op, 0, __ATOMIC_RELAXED);
 }
 
-struct leash_hold *leash__hold_push(leash_task *t, void *lock, int kind, const char *file,
-                                    int line);
+/* A hold node from the task's cache, or malloc'd; NULL when memory runs out. */
+struct leash_hold *leash__hold_new(leash_task *t);
+/* Records that t holds lock (inline: it is on every lock's fast path). */
+static inline struct leash_hold *leash__hold_push(leash_task *t, void *lock, int kind,
+                                                  const char *file, int line)
+{
+    struct leash_hold *h = t->hold_free;
+    if (likely(h != NULL))
+        t->hold_free = h->tnext;
+    else if (!(h = leash__hold_new(t)))
+        return NULL;
+    h->lock = lock;
+    h->kind = kind;
+    h->file = file;
+    h->line = line;
+    h->task = t;
+    h->lnext = h->lprev = NULL;
+    h->tprev = NULL;
+    h->tnext = t->holds;
+    if (t->holds)
+        t->holds->tprev = h;
+    t->holds = h;
+    return h;
+}
 struct leash_hold *leash__hold_find(leash_task *t, const void *lock);
-void               leash__hold_drop(leash_task *t, struct leash_hold *h);
+static inline void leash__hold_drop(leash_task *t, struct leash_hold *h)
+{
+    if (h->tprev)
+        h->tprev->tnext = h->tnext;
+    else
+        t->holds = h->tnext;
+    if (h->tnext)
+        h->tnext->tprev = h->tprev;
+    h->tnext = t->hold_free;
+    t->hold_free = h;
+}
 
 /* the registry of root tasks, for dumps */
 extern leash__lock_t leash__roots_mu;

@@ -4,7 +4,11 @@
  * A mutex is a three-state futex word (0 free, 1 locked, 2 locked with
  * waiters) taken with one compare-and-swap; the owner and its site are a few
  * plain stores after it, and the task's list of held locks is task-local.
- * Every check (re-entry, a dead holder, a cycle) is on the contended path.
+ * A short contention only spins (bounded, as glibc's adaptive mutex does, and
+ * only while the holder runs and the machine has a CPU for every runnable
+ * thread); every check (re-entry, a dead holder, a cycle) comes after the
+ * spin, before the caller parks. A mutex that is abandoned or held by the
+ * caller never comes free, so its spin ends and the check answers.
  *
  * Cycles: a task about to wait records the lock it waits for under graph_mu,
  * after walking holder -> the lock that holder waits for -> its holders...
@@ -296,23 +300,44 @@ static void mutex_pass_on(leash_mutex *m)
     }
 }
 
-static int mutex_lock_slow(leash_mutex *m, leash_task *self, const char *file, int line)
+#define MUTEX_SPIN 100 /* glibc's adaptive mutex: at most 100 tries */
+
+/* Short contention: try again a bounded number of times while the holder
+   runs, as glibc's adaptive mutex does (at most 100 tries), reading the
+   word and trying a compare-and-swap only when it reads free. */
+static bool mutex_spin(leash_mutex *m)
 {
+    /* a holder parked in leash will not release soon: no use spinning
+       (task records are never freed, so the pointer is safe to follow) */
+    leash_task *o = __atomic_load_n(&m->owner_, __ATOMIC_ACQUIRE);
+    if (o && atomic_load_explicit(&o->op, memory_order_relaxed) != LEASH_OP_NONE)
+        return false;
+    int spin = leash__spin_budget() ? MUTEX_SPIN : 0;
+    for (int i = 0; i < spin; i++) {
+        leash__cpu_relax();
+        uint32_t z = 0;
+        if (LD(&m->state_) == 0 && __atomic_compare_exchange_n(&m->state_, &z, 1, false,
+                                                               __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            return true;
+    }
+    return false;
+}
+
+/* Out of line: the fast path then needs no saved registers. */
+__attribute__((noinline)) static int mutex_lock_slow(leash_mutex *m, leash_task *self,
+                                                     const char *file, int line)
+{
+    /* the holder is likely running and about to release: no check sits on
+       this path, each is made before parking (a mutex abandoned, or held by
+       the caller itself, never comes free, so the spin ends) */
+    if (mutex_spin(m))
+        return mutex_took(m, self, file, line);
     if (LD(&m->flags_) & F_ABANDONED)
         return -EOWNERDEAD;
     if (LD(&m->owner_) == (void *)self) {
         struct leash_hold *h = leash__hold_find(self, m);
         if (h)
             return self_deadlock(self, m, LEASH_HOLD_MUTEX, h, file, line);
-    }
-    /* the holder is likely running and about to release: spin first */
-    int spin = leash__spin_budget() / 8;
-    for (int i = 0; i < spin; i++) {
-        uint32_t z = 0;
-        if (LD(&m->state_) == 0 && __atomic_compare_exchange_n(&m->state_, &z, 1, false,
-                                                               __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-            return mutex_took(m, self, file, line);
-        leash__cpu_relax();
     }
     int err = graph_enter(self, m, LEASH_HOLD_MUTEX, file, line);
     if (err)
@@ -337,18 +362,44 @@ static int mutex_lock_slow(leash_mutex *m, leash_task *self, const char *file, i
     return err ? err : mutex_took(m, self, file, line);
 }
 
-int leash_mutex_lock_at(leash_mutex *m, const char *file, int line)
+/* Every lock that the fast path below does not finish. */
+__attribute__((noinline)) static int mutex_lock_general(leash_mutex *m, const char *file, int line)
 {
-    if (unlikely(!mutex_ok(m)))
-        return -EINVAL;
     leash_task *self = leash__self();
     if (unlikely(!self))
         return -ENOMEM;
     uint32_t z = 0;
-    if (likely(__atomic_compare_exchange_n(&m->state_, &z, 1, false, __ATOMIC_ACQUIRE,
-                                           __ATOMIC_RELAXED)))
+    if (__atomic_compare_exchange_n(&m->state_, &z, 1, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return mutex_took(m, self, file, line);
     return mutex_lock_slow(m, self, file, line);
+}
+
+int leash_mutex_lock_at(leash_mutex *m, const char *file, int line)
+{
+    if (unlikely(!mutex_ok(m)))
+        return -EINVAL;
+    /* the common case, with nothing out of line to call: a known task with
+       a spare hold record, and the mutex free */
+    leash_task *self = leash__self_tls;
+    uint32_t    z = 0;
+    if (likely(self && self->hold_free) &&
+        likely(__atomic_compare_exchange_n(&m->state_, &z, 1, false, __ATOMIC_ACQUIRE,
+                                           __ATOMIC_RELAXED))) {
+        __atomic_store_n(&m->owner_, self, __ATOMIC_RELEASE);
+        leash__hold_push(self, m, LEASH_HOLD_MUTEX, file, line);
+        return 0;
+    }
+    return mutex_lock_general(m, file, line);
+}
+
+/* Hands the mutex to the first waiter (state was 2). */
+__attribute__((noinline)) static void mutex_wake_one(leash_mutex *m)
+{
+    WLOCK(m);
+    leash_task *t = wq_pop(&m->waiters_);
+    WUNLOCK(m);
+    if (t)
+        leash__wake(t);
 }
 
 int leash_mutex_unlock(leash_mutex *m)
@@ -364,13 +415,8 @@ int leash_mutex_unlock(leash_mutex *m)
     else if ((h = leash__hold_find(self, m)) != NULL)
         leash__hold_drop(self, h);
     ST(&m->owner_, NULL);
-    if (unlikely(__atomic_exchange_n(&m->state_, 0, __ATOMIC_RELEASE) == 2)) {
-        WLOCK(m);
-        leash_task *t = wq_pop(&m->waiters_);
-        WUNLOCK(m);
-        if (t)
-            leash__wake(t);
-    }
+    if (unlikely(__atomic_exchange_n(&m->state_, 0, __ATOMIC_RELEASE) == 2))
+        mutex_wake_one(m);
     return 0;
 }
 

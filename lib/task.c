@@ -3,6 +3,8 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -239,37 +241,64 @@ void leash__park(leash_task *t, uint32_t seq, int64_t abs_ns)
     atomic_store_explicit(&t->sleeping, 0, memory_order_relaxed);
 }
 
+/*
+ * Spinning pays only while the thread waited for runs on another CPU. When
+ * more threads are runnable than there are CPUs, a spinner takes the CPU
+ * from the very thread it waits for, so the budget drops to 0. That count is
+ * read from the kernel, not guessed: the fourth field of /proc/loadavg
+ * ("runnable/total") is the number of runnable threads of the whole machine
+ * at that instant. It is sampled at most every LOAD_SAMPLE_NS, by whichever
+ * caller finds the sample stale (one pread of a kept descriptor, ~1 us).
+ */
+#define LOAD_SAMPLE_NS (10LL * 1000 * 1000)
+
+static _Atomic int64_t load_at = INT64_MIN / 2;
+static _Atomic int     load_fd = -1; /* -2: not readable, spin as if idle */
+static _Atomic int     oversubscribed;
+
+static void load_sample(void)
+{
+    int fd = atomic_load_explicit(&load_fd, memory_order_acquire);
+    if (fd == -1) {
+        int nfd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+        int want = nfd >= 0 ? nfd : -2;
+        if (atomic_compare_exchange_strong(&load_fd, &fd, want))
+            fd = want;
+        else if (nfd >= 0)
+            close(nfd);
+    }
+    if (fd < 0)
+        return;
+    char    buf[128];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0)
+        return;
+    buf[n] = '\0';
+    double a, b, c;
+    int    runnable;
+    if (sscanf(buf, "%lf %lf %lf %d/", &a, &b, &c, &runnable) == 4)
+        atomic_store_explicit(&oversubscribed, runnable > leash__ncpu(), memory_order_relaxed);
+}
+
 int leash__spin_budget(void)
 {
-    return leash__ncpu() > 1 ? 2000 : 0;
+    if (leash__ncpu() <= 1)
+        return 0;
+    int64_t now = leash__coarse_ns(), at = atomic_load_explicit(&load_at, memory_order_relaxed);
+    if (now - at >= LOAD_SAMPLE_NS &&
+        atomic_compare_exchange_strong_explicit(&load_at, &at, now, memory_order_relaxed,
+                                                memory_order_relaxed))
+        load_sample();
+    return atomic_load_explicit(&oversubscribed, memory_order_relaxed) ? 0 : 2000;
 }
 
 /* ------------------------------------------------------------- held locks */
 
-struct leash_hold *leash__hold_push(leash_task *t, void *lock, int kind, const char *file, int line)
+struct leash_hold *leash__hold_new(leash_task *t)
 {
-    struct leash_hold *h = t->hold_free;
-    if (likely(h != NULL)) {
-        t->hold_free = h->tnext;
-    } else if (t->hold_cache_used < sizeof t->hold_cache / sizeof t->hold_cache[0]) {
-        h = &t->hold_cache[t->hold_cache_used++];
-    } else {
-        h = malloc(sizeof *h);
-        if (!h)
-            return NULL;
-    }
-    h->lock = lock;
-    h->kind = kind;
-    h->file = file;
-    h->line = line;
-    h->task = t;
-    h->lnext = h->lprev = NULL;
-    h->tprev = NULL;
-    h->tnext = t->holds;
-    if (t->holds)
-        t->holds->tprev = h;
-    t->holds = h;
-    return h;
+    if (t->hold_cache_used < sizeof t->hold_cache / sizeof t->hold_cache[0])
+        return &t->hold_cache[t->hold_cache_used++];
+    return malloc(sizeof(struct leash_hold));
 }
 
 struct leash_hold *leash__hold_find(leash_task *t, const void *lock)
@@ -278,18 +307,6 @@ struct leash_hold *leash__hold_find(leash_task *t, const void *lock)
         if (h->lock == lock)
             return h;
     return NULL;
-}
-
-void leash__hold_drop(leash_task *t, struct leash_hold *h)
-{
-    if (h->tprev)
-        h->tprev->tnext = h->tnext;
-    else
-        t->holds = h->tnext;
-    if (h->tnext)
-        h->tnext->tprev = h->tprev;
-    h->tnext = t->hold_free;
-    t->hold_free = h;
 }
 
 const char *leash__op_name(int op)
