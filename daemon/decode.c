@@ -17,13 +17,18 @@ static bool str_ok(const char *s, size_t max)
 {
     if (!s)
         return true; /* protobuf-c gives "" for absent strings; NULL is tolerated */
-    size_t n = strnlen(s, max + 1);
-    if (n > max)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 && s[i] != '\t')
-            return false;
-    return true;
+    /* one pass finds the end and any control character: every byte of
+       every name of every event goes through here */
+    for (size_t i = 0; i <= max; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20) {
+            if (c == '\0')
+                return true;
+            if (c != '\t')
+                return false;
+        }
+    }
+    return false; /* longer than max */
 }
 
 static bool op_ok(int op)
@@ -196,18 +201,24 @@ ProtobufCAllocator *arena_allocator(void)
     return &a;
 }
 
+/* What the arena keeps between messages: a batch of a few thousand events
+   needs a few blocks, and giving them back to malloc after every message
+   made each one an munmap, then page faults on fresh pages for the next. */
+#define ARENA_KEEP (16u * 1024 * 1024)
+
 void arena_reset(void)
 {
-    /* keep the blocks for the next message; give back all but one when a
-       huge message made many */
-    if (arena_first) {
-        struct block *keep = arena_first->next;
-        while (keep && keep->next) {
-            struct block *n = keep->next;
-            keep->next = n->next;
+    /* keep the blocks for the next message, up to ARENA_KEEP; give back
+       the rest, made by a huge message */
+    size_t kept = 0;
+    for (struct block *b = arena_first; b; b = b->next) {
+        kept += b->cap;
+        while (b->next && kept + b->next->cap > ARENA_KEEP) {
+            struct block *n = b->next;
+            b->next = n->next;
             free(n);
         }
-        arena_first->used = 0;
+        b->used = 0;
     }
     arena_cur = arena_first;
 }

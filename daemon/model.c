@@ -130,10 +130,26 @@ static uint64_t fnv(const char *s)
     return h;
 }
 
+/* The names of a batch repeat (one function and site spawned many times):
+   the last few found are compared first, with no hashing. A name ever
+   taken out of the table must be taken out of here too. */
+#define RECENT 4
+static const char *recent[RECENT];
+static unsigned    recent_next;
+
+static const char *remember(const char *s)
+{
+    recent[recent_next++ % RECENT] = s;
+    return s;
+}
+
 const char *intern(const char *s)
 {
     if (!s || !*s)
         return "";
+    for (int k = 0; k < RECENT; k++)
+        if (recent[k] && recent[k][0] == s[0] && strcmp(recent[k], s) == 0)
+            return recent[k];
     if ((strs.n + 1) * 2 > strs.cap) {
         size_t cap = strs.cap ? strs.cap * 2 : 1024;
         char **t = calloc(cap, sizeof *t);
@@ -154,7 +170,7 @@ const char *intern(const char *s)
     size_t i = fnv(s) & (strs.cap - 1);
     while (strs.s[i]) {
         if (strcmp(strs.s[i], s) == 0)
-            return strs.s[i];
+            return remember(strs.s[i]);
         i = (i + 1) & (strs.cap - 1);
     }
     char *c = strdup(s);
@@ -162,7 +178,7 @@ const char *intern(const char *s)
         return "?";
     strs.s[i] = c;
     strs.n++;
-    return c;
+    return remember(c);
 }
 
 const char *leashd_op_name(int op)
