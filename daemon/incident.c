@@ -167,8 +167,7 @@ void incident(struct proc *p, const char *kind, uint64_t group, const char *grou
     i->task = task;
     i->detail = dup_or_empty(detail);
     i->action = dup_or_empty(action);
-    log_warn("incident %llu: %s: process %d (%s): %s [%s]", (unsigned long long)i->id, kind, i->pid,
-             i->process, detail, action);
+    log_incident(i);
     if (journal >= 0) {
         size_t   n;
         uint8_t *buf = leash_frame_pack(&i->base, &n);

@@ -17,8 +17,15 @@ struct event;
 
 /* ------------------------------------------------------------- log.c */
 
-void    log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void    log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Decides, once at start, whether stderr is journald's stream. */
+void log_init(void);
+bool log_to_journal(void);
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* An incident: under journald a structured entry (LEASH_INCIDENT_ID,
+   LEASH_KIND, LEASH_ACTION, LEASH_PID, LEASH_PROCESS, LEASH_GROUP, ...),
+   else a log line. */
+void    log_incident(const Leash__Control__Incident *i);
 int64_t mono_ms(void);
 int64_t wall_ms(void);
 
@@ -200,7 +207,12 @@ void metrics_stop(void);
 /* ---------------------------------------------------------- sockets.c */
 
 int socket_listen(const char *path, mode_t mode, char *err, size_t errlen);
-int mkdir_p(const char *dir, mode_t mode);
+/* The listening socket systemd passed for name ("agent", "control": its
+   FileDescriptorName=) or bound to path; -1 when none was passed. */
+int socket_inherited(const char *name, const char *path);
+/* Closes the passed sockets nobody took (said in the log). */
+void socket_inherited_done(void);
+int  mkdir_p(const char *dir, mode_t mode);
 
 /* ----------------------------------------------------------- main.c */
 

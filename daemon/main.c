@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 struct config      cfg;
@@ -88,23 +89,9 @@ int daemon_reload(char *err, size_t errlen)
 
 static void notify(const char *msg)
 {
-    const char *path = getenv("NOTIFY_SOCKET");
-    if (!path || !*path)
-        return;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    size_t             n = strlen(path);
-    if (n >= sizeof sa.sun_path)
-        return;
-    memcpy(sa.sun_path, path, n);
-    if (sa.sun_path[0] == '@')
-        sa.sun_path[0] = '\0'; /* abstract namespace */
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return;
-    if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
-               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0)
-        log_warn("sd_notify: %s", strerror(errno));
-    close(fd);
+    int r = sd_notify(0, msg); /* 0: no NOTIFY_SOCKET, not under systemd */
+    if (r < 0)
+        log_warn("sd_notify: %s", strerror(-r));
 }
 
 static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
@@ -197,6 +184,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    log_init();
     char err[512];
     if (load(&cfg, err, sizeof err)) {
         fprintf(stderr, "leashd: %s\n", err);
@@ -226,14 +214,24 @@ int main(int argc, char **argv)
         sigs[i] = evsignal_new(base, signums[i], on_signal, NULL);
         event_add(sigs[i], NULL);
     }
-    int afd = socket_listen(cfg.agent_socket, 0666, err, sizeof err);
-    int cfd = afd >= 0 ? socket_listen(cfg.control_socket, 0666, err, sizeof err) : -1;
+    /* sockets systemd passed (leashd.socket) are its to remove, not ours */
+    int  afd = socket_inherited("agent", cfg.agent_socket);
+    int  cfd = socket_inherited("control", cfg.control_socket);
+    bool own_afd = afd < 0, own_cfd = cfd < 0;
+    socket_inherited_done();
+    if (own_afd)
+        afd = socket_listen(cfg.agent_socket, 0666, err, sizeof err);
+    if (afd >= 0 && own_cfd)
+        cfd = socket_listen(cfg.control_socket, 0666, err, sizeof err);
     if (afd < 0 || cfd < 0) {
         fprintf(stderr, "leashd: %s\n", err);
         if (afd >= 0) {
             close(afd);
-            unlink(cfg.agent_socket);
+            if (own_afd)
+                unlink(cfg.agent_socket);
         }
+        if (cfd >= 0)
+            close(cfd); /* passed by systemd: made here, it would not be failing */
         incidents_close();
         return 1;
     }
@@ -253,15 +251,16 @@ int main(int argc, char **argv)
     struct timeval tv = {0, 250000};
     event_add(tick, &tv);
     struct event *wd = NULL;
-    const char   *wusec = getenv("WATCHDOG_USEC");
-    if (wusec && atoll(wusec) > 0) {
-        long long      half = atoll(wusec) / 2;
-        struct timeval wtv = {half / 1000000, half % 1000000};
+    uint64_t      wusec = 0;
+    if (sd_watchdog_enabled(0, &wusec) > 0 && wusec > 0) {
+        uint64_t       half = wusec / 2; /* fed twice per period, as systemd advises */
+        struct timeval wtv = {(time_t)(half / 1000000), (suseconds_t)(half % 1000000)};
         wd = event_new(base, -1, EV_PERSIST, watchdog_cb, NULL);
         event_add(wd, &wtv);
     }
-    log_info("leashd %s: agents on %s, control on %s, state in %s%s%s", LEASH_VERSION,
-             cfg.agent_socket, cfg.control_socket, cfg.state_dir,
+    log_info("leashd %s: agents on %s%s, control on %s%s, state in %s%s%s", LEASH_VERSION,
+             cfg.agent_socket, own_afd ? "" : " (from systemd)", cfg.control_socket,
+             own_cfd ? "" : " (from systemd)", cfg.state_dir,
              cfg.metrics_listen ? ", metrics on " : "",
              cfg.metrics_listen ? cfg.metrics_listen : "");
     notify("READY=1");
@@ -272,8 +271,10 @@ int main(int argc, char **argv)
     evconnlistener_free(cl);
     leashd_stopping = true;
     agent_close_all();
-    unlink(cfg.agent_socket);
-    unlink(cfg.control_socket);
+    if (own_afd)
+        unlink(cfg.agent_socket);
+    if (own_cfd)
+        unlink(cfg.control_socket);
     metrics_stop();
     incidents_close();
     for (int i = 0; i < 3; i++)

@@ -1,5 +1,6 @@
 /* sockets.c: listening Unix sockets made carefully: path length checked, a
-   stale socket removed (a live one refused), umask set around bind, mode fixed. */
+   stale socket removed (a live one refused), umask set around bind, mode fixed;
+   or handed over by systemd (socket activation). */
 #include "leashd.h"
 
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 int mkdir_p(const char *dir, mode_t mode)
@@ -84,4 +86,69 @@ int socket_listen(const char *path, mode_t mode, char *err, size_t errlen)
         return -1;
     }
     return fd;
+}
+
+/* The sockets systemd passed (LISTEN_FDS), read once: the call clears the
+   variables, so a process leashd starts never takes them for its own. */
+static int    inherited_n = -1;
+static char **inherited_names;
+static bool  *inherited_taken;
+
+int socket_inherited(const char *name, const char *path)
+{
+    if (inherited_n < 0) {
+        inherited_n = sd_listen_fds_with_names(1, &inherited_names);
+        if (inherited_n < 0) {
+            log_warn("socket activation: %s", strerror(-inherited_n));
+            inherited_n = 0;
+        }
+        inherited_taken = inherited_n ? calloc((size_t)inherited_n, sizeof *inherited_taken) : NULL;
+        if (inherited_n && !inherited_taken)
+            inherited_n = 0;
+    }
+    /* by FileDescriptorName= first, else by the path it is bound to */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < inherited_n; i++) {
+            int fd = SD_LISTEN_FDS_START + i;
+            if (inherited_taken[i])
+                continue;
+            bool match = pass == 0 ? inherited_names && inherited_names[i] &&
+                                         strcmp(inherited_names[i], name) == 0
+                                   : sd_is_socket_unix(fd, SOCK_STREAM, 1, path, 0) > 0;
+            if (!match)
+                continue;
+            if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+                log_warn("socket activation: the %s socket (fd %d) is not a listening Unix "
+                         "stream socket",
+                         name, fd);
+                return -1;
+            }
+            int fl = fcntl(fd, F_GETFL);
+            if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 ||
+                fcntl(fd, F_SETFD, FD_CLOEXEC) != 0)
+                return -1;
+            inherited_taken[i] = true;
+            return fd;
+        }
+    }
+    return -1;
+}
+
+void socket_inherited_done(void)
+{
+    for (int i = 0; i < inherited_n; i++) {
+        if (!inherited_taken[i]) {
+            log_warn("socket activation: fd %d (%s) is none of leashd's sockets; closed",
+                     SD_LISTEN_FDS_START + i,
+                     inherited_names && inherited_names[i] ? inherited_names[i] : "unnamed");
+            close(SD_LISTEN_FDS_START + i);
+        }
+    }
+    if (inherited_names)
+        for (int i = 0; i < inherited_n; i++)
+            free(inherited_names[i]);
+    free(inherited_names);
+    free(inherited_taken);
+    inherited_names = NULL;
+    inherited_taken = NULL;
 }
