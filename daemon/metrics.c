@@ -12,7 +12,10 @@ static struct evhttp *http;
 static void serve(struct evhttp_request *req, void *arg)
 {
     (void)arg;
-    if (strcmp(evhttp_request_get_uri(req), "/metrics") != 0) {
+    /* the path alone: a scraper may add a query string (?x=1) */
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char              *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    if (!path || strcmp(path, "/metrics") != 0) {
         evhttp_send_error(req, HTTP_NOTFOUND, "try /metrics");
         return;
     }
@@ -58,6 +61,11 @@ static void serve(struct evhttp_request *req, void *arg)
     for (int i = 0; incident_kinds[i]; i++)
         evbuffer_add_printf(b, "leashd_incidents_total{kind=\"%s\"} %llu\n", incident_kinds[i],
                             (unsigned long long)incidents_by_kind(incident_kinds[i]));
+    evbuffer_add_printf(b,
+                        "# HELP leashd_build_info leashd's version, as a label; the value is 1.\n"
+                        "# TYPE leashd_build_info gauge\n"
+                        "leashd_build_info{version=\"%s\"} 1\n",
+                        LEASH_VERSION);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     evhttp_send_reply(req, HTTP_OK, "OK", b);

@@ -1,9 +1,10 @@
 /*
- * test_systemd.c: leashd as systemd runs it: sockets passed by socket
+ * test_operator.c: leashd as an operator runs it: sockets passed by socket
  * activation (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), incidents as
  * structured journal entries when stderr is journald's stream (a
  * journald-style receiver on /run/systemd/journal/socket, in a mount
- * namespace of the test's own), plain lines anywhere else.
+ * namespace of the test's own), plain lines anywhere else, and what
+ * Prometheus scrapes.
  */
 #include "harness.h"
 
@@ -357,6 +358,54 @@ static void elsewhere_lines_are_plain_and_say_the_incident(void **state)
     daemon_cleanup(&d);
 }
 
+/* ----------------------------------------------------------- Prometheus */
+
+/* GET path from the metrics port; the whole response. */
+static void http_get(int port, const char *path, char *out, size_t len)
+{
+    int                fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(0x7f000001);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    char req[512];
+    int  n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", path);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    size_t  got = 0;
+    ssize_t r;
+    while ((r = read(fd, out + got, len - 1 - got)) > 0)
+        got += (size_t)r;
+    out[got] = '\0';
+    close(fd);
+}
+
+static void metrics_carry_build_info_and_ignore_the_query(void **state)
+{
+    (void)state;
+    struct daemon d;
+    int           port = 40000 + (int)(getpid() % 20000);
+    char          conf[128];
+    snprintf(conf, sizeof conf, "metrics_listen = \"127.0.0.1:%d\";\n", port);
+    daemon_new(&d, conf);
+    char out[32768], version[64];
+    assert_int_equal(ctl(&d, out, "--version"), 0);
+    /* "leashctl 0.1.0\n": leashd and leashctl are built together */
+    snprintf(version, sizeof version, "leashd_build_info{version=\"%.*s\"} 1\n",
+             (int)strcspn(out + 9, "\n"), out + 9);
+    http_get(port, "/metrics", out, sizeof out);
+    assert_non_null(strstr(out, "200 OK"));
+    assert_non_null(strstr(out, "# TYPE leashd_build_info gauge\n"));
+    assert_non_null(strstr(out, version));
+    http_get(port, "/metrics?x=1&name[]=leashd_tasks", out, sizeof out);
+    assert_non_null(strstr(out, "200 OK"));
+    assert_non_null(strstr(out, "leashd_processes 0\n"));
+    assert_non_null(strstr(out, version));
+    http_get(port, "/metrics/x", out, sizeof out);
+    assert_non_null(strstr(out, "404"));
+    http_get(port, "/?/metrics", out, sizeof out);
+    assert_non_null(strstr(out, "404"));
+    daemon_cleanup(&d);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -364,8 +413,9 @@ int main(void)
         cmocka_unit_test_teardown(socket_activation_serves_on_the_passed_sockets, teardown),
         cmocka_unit_test_teardown(passed_sockets_for_another_pid_are_not_taken, teardown),
         cmocka_unit_test_teardown(elsewhere_lines_are_plain_and_say_the_incident, teardown),
+        cmocka_unit_test_teardown(metrics_carry_build_info_and_ignore_the_query, teardown),
         /* last: it leaves this process in a mount namespace of its own */
         cmocka_unit_test_teardown(under_journald_each_incident_is_a_structured_entry, teardown),
     };
-    return cmocka_run_group_tests_name("systemd", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("operator", tests, NULL, NULL);
 }
