@@ -313,6 +313,11 @@ void leash__task_done(leash_task *t, int rc)
     if (leash__agent_wants())
         leash__agent_push(
             &(struct leash__aevent){.kind = LEASH_EV_TASK_END, .task = t->id, .group = g->id});
+    /* out of the registry before the waiter can see the group empty: once
+       leash_group_wait returns, no child of the group shows as live there
+       (leash__task_free says it again, for every other way a record ends) */
+    if (t->reg)
+        leash__reg_task_dead(t);
     leash__lock(&g->mu);
     if (rc != 0 && !atomic_load_explicit(&g->cancel_cause, memory_order_relaxed) && !g->first_err) {
         g->first_err = rc;
