@@ -45,7 +45,7 @@ static void start_with(struct daemon *d, const char *const *env, const int *fds,
     }
     track(d->pid);
     /* a passed socket answers before leashd runs: wait for its word instead */
-    int64_t until = now_ms() + 20000;
+    int64_t until = now_ms() + E2E_WAIT_MS;
     for (;;) {
         char  buf[8192] = "";
         FILE *f = fopen(d->log, "r");
@@ -294,7 +294,7 @@ static void under_journald_each_incident_is_a_structured_entry(void **state)
     struct child c = leashed(&d, "stuck");
     struct entry e;
     bool         got = false;
-    int64_t      until = now_ms() + 20000;
+    int64_t      until = now_ms() + E2E_WAIT_MS;
     while (!got && now_ms() < until)
         got = next_entry(jfd, &e, 1000) && !strcmp(field(&e, "LEASH_KIND"), "stuck_task");
     assert_true(got);
@@ -320,7 +320,7 @@ static void under_journald_each_incident_is_a_structured_entry(void **state)
     snprintf(first_id, sizeof first_id, "%s", field(&e, "LEASH_INCIDENT_ID"));
     kill_child(&c);
     got = false;
-    until = now_ms() + 20000;
+    until = now_ms() + E2E_WAIT_MS;
     while (!got && now_ms() < until)
         got = next_entry(jfd, &e, 1000) && !strcmp(field(&e, "LEASH_KIND"), "agent_lost");
     assert_true(got);
@@ -382,7 +382,7 @@ static void metrics_carry_build_info_and_ignore_the_query(void **state)
 {
     (void)state;
     struct daemon d;
-    int           port = 40000 + (int)(getpid() % 20000);
+    int           port = free_port();
     char          conf[128];
     snprintf(conf, sizeof conf, "metrics_listen = \"127.0.0.1:%d\";\n", port);
     daemon_new(&d, conf);
