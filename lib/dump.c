@@ -106,6 +106,7 @@ int leash_snapshot_take(struct leash_snapshot *s)
     root->id = 0;
     leash__copy_name(root->name, sizeof root->name, "root");
     root->deadline_ms_left = -1;
+    root->strategy = -1;
     leash__lock(&leash__roots_mu);
     for (leash_task *t = leash__roots; t && !err; t = t->gnext)
         err = snap_task(s, t, now);
@@ -126,6 +127,9 @@ int leash_snapshot_take(struct leash_snapshot *s)
         x->limit = g->limit;
         x->opener = g->opener->id;
         x->age_ms = (now - g->open_ns) / 1000000;
+        x->strategy = g->strategy;
+        x->restarts = atomic_load_explicit(&g->restarts, memory_order_relaxed);
+        x->backoff_ms = atomic_load_explicit(&g->backoff_ms, memory_order_relaxed);
         x->deadline_ms_left = g->deadline_ns == INT64_MAX ? -1
                               : g->deadline_ns > now      ? (g->deadline_ns - now) / 1000000
                                                           : 0;
@@ -174,6 +178,16 @@ void leash_snapshot_free(struct leash_snapshot *s)
     memset(s, 0, sizeof *s);
 }
 
+const char *leash__strategy_name(int strategy)
+{
+    switch (strategy) {
+    case LEASH_ONE_FOR_ONE: return "one_for_one";
+    case LEASH_ONE_FOR_ALL: return "one_for_all";
+    case LEASH_REST_FOR_ONE: return "rest_for_one";
+    }
+    return NULL;
+}
+
 static void site(struct leash__buf *b, const char *file, int line)
 {
     if (file)
@@ -201,6 +215,12 @@ void leash_snapshot_text(const struct leash_snapshot *s, struct leash__buf *b)
                            (long long)g->age_ms);
             if (g->deadline_ms_left >= 0)
                 leash__bprintf(b, ", deadline in %lld ms", (long long)g->deadline_ms_left);
+            if (g->strategy >= 0) {
+                leash__bprintf(b, ", supervisor %s, %llu restarts",
+                               leash__strategy_name(g->strategy), (unsigned long long)g->restarts);
+                if (g->restarts)
+                    leash__bprintf(b, " (the latest after %lld ms)", (long long)g->backoff_ms);
+            }
             if (g->cancelled)
                 leash__bprintf(b, ", CANCELLED (%s)",
                                g->cancelled == ETIMEDOUT ? "deadline" : "cancel");
@@ -264,6 +284,10 @@ void leash_snapshot_json(const struct leash_snapshot *s, struct leash__buf *b)
         else
             leash__bprintf(b, "null");
         leash__bprintf(b, ",\"cancelled\":%s", g->cancelled ? "true" : "false");
+        leash__bprintf(b, ",\"restarts\":%llu,\"strategy\":", (unsigned long long)g->restarts);
+        leash__bjson_str(b, leash__strategy_name(g->strategy));
+        if (g->strategy >= 0)
+            leash__bprintf(b, ",\"backoff_ms\":%lld", (long long)g->backoff_ms);
         if (i) {
             leash__bprintf(b, ",\"site\":\"");
             site(b, g->open_file, g->open_line);

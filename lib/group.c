@@ -32,6 +32,8 @@ int leash__scope_err(leash_task *t, bool check_clock)
     int c = atomic_load_explicit(&g->cancel_cause, memory_order_seq_cst);
     if (c)
         return -c;
+    if (unlikely(atomic_load_explicit(&t->stop, memory_order_seq_cst)))
+        return -ECANCELED;
     if (check_clock && g->deadline_ns != INT64_MAX && leash__now_ns() >= g->deadline_ns) {
         /* the timer thread may not have fired yet: do its work, so that
            what this task returns next is seen as the deadline's doing */
@@ -54,6 +56,8 @@ static void cancel_locked(struct leash_group *g, int cause, bool *kick)
         leash__wake(t);
     for (struct leash_slotwait *s = g->slotwait; s; s = s->next)
         leash__wake(s->task);
+    if (g->watcher)
+        leash__wake(g->watcher);
     if (g->interrupt) {
         atomic_store_explicit(&g->interrupting, true, memory_order_release);
         *kick = true;
@@ -81,7 +85,33 @@ void leash_group_cancel(leash_group *g)
         leash__cancel(g, ECANCELED);
 }
 
+void leash__task_cancel(struct leash_group *g, leash_task *t)
+{
+    /* set before taking g->mu: a group t opens after that lock is born
+       cancelled, one it opened before is on g->kids */
+    atomic_store_explicit(&t->stop, true, memory_order_seq_cst);
+    bool kick = false;
+    leash__lock(&g->mu);
+    for (struct leash_group *k = g->kids; k; k = k->knext) {
+        if (k->opener != t)
+            continue;
+        leash__lock(&k->mu);
+        cancel_locked(k, ECANCELED, &kick);
+        leash__unlock(&k->mu);
+    }
+    leash__unlock(&g->mu);
+    leash__wake(t);
+    if (kick)
+        leash__intr_kick();
+}
+
 int leash_group_open_at(leash_group **gp, const leash_group_opts *opts, const char *file, int line)
+{
+    return leash__group_open(gp, opts, file, line, -1);
+}
+
+int leash__group_open(struct leash_group **gp, const leash_group_opts *opts, const char *file,
+                      int line, int strategy)
 {
     static const leash_group_opts none;
     if (!gp)
@@ -111,6 +141,7 @@ int leash_group_open_at(leash_group **gp, const leash_group_opts *opts, const ch
     g->open_ns = leash__now_ns();
     g->heap_idx = SIZE_MAX;
     g->mu = (leash__lock_t)LEASH__LOCK_INIT;
+    g->strategy = strategy;
 
     int64_t own = INT64_MAX;
     if (opts->timeout_ms > 0)
@@ -130,6 +161,8 @@ int leash_group_open_at(leash_group **gp, const leash_group_opts *opts, const ch
     if (parent) {
         leash__lock(&parent->mu);
         born_cancelled = atomic_load_explicit(&parent->cancel_cause, memory_order_relaxed);
+        if (!born_cancelled && atomic_load_explicit(&self->stop, memory_order_relaxed))
+            born_cancelled = ECANCELED; /* its opener was stopped on its own */
         if (born_cancelled) {
             atomic_store_explicit(&g->cancel_cause, born_cancelled, memory_order_relaxed);
             g->cancel_cut = true;

@@ -127,6 +127,7 @@ typedef struct leash_task {
     bool                first_on_thread; /* the first task its worker thread ran */
     bool                root;
     _Atomic bool        started; /* picked up by a worker: `thread` is set */
+    _Atomic bool        stop;    /* cancelled on its own (a supervisor stopping one child) */
     int64_t             start_ns;
 
     _Atomic uint32_t wake;     /* bumped by every wake-up; parks on it */
@@ -285,7 +286,20 @@ struct leash_group {
     size_t                  heap_idx;      /* in the timer heap, or SIZE_MAX */
     _Atomic bool            interrupting;  /* cancelled with interrupt: signal its tasks */
     struct leash_reg_group *reg;           /* its registry slot; NULL: none */
+
+    /* a supervisor's group (supervise.c) */
+    int              strategy;   /* LEASH_ONE_FOR_ONE...; -1: not a supervisor */
+    _Atomic uint64_t restarts;   /* restarts decided */
+    _Atomic int64_t  backoff_ms; /* the delay drawn for the latest one */
+    leash_task      *watcher;    /* woken when g is cancelled (under mu) */
 };
+
+/* leash_group_open_at, for a supervisor's group (strategy >= 0) too. */
+int leash__group_open(struct leash_group **gp, const leash_group_opts *opts, const char *file,
+                      int line, int strategy);
+/* Cancels task t of g on its own (cause ECANCELED), and the groups it opened.
+   t must stay alive meanwhile (its end not yet seen by the caller). */
+void leash__task_cancel(struct leash_group *g, leash_task *t);
 
 /* 0, or the negative cause that ended t's scope. Reads the clock only when
    check_clock: a passed deadline then cancels its group at once. */
@@ -346,7 +360,8 @@ int  leash__intr_signal(void);
 /* --------------------------------------------------------- report.c */
 
 /* Writes one report line to stderr (unless LEASH_REPORT=quiet) and hands it
-   to the agent. kind: lock_abandoned, self_deadlock, lock_cycle, unwaited_group. */
+   to the agent. kind: lock_abandoned, self_deadlock, lock_cycle, unwaited_group,
+   restart_limit. */
 void leash__report(const char *kind, leash_task *t, const char *group, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 extern _Atomic uint64_t leash__reports;

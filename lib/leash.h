@@ -223,6 +223,100 @@ LEASH_API int leash_rwlock_wrlock_at(leash_rwlock *l, const char *file, int line
 LEASH_API int  leash_rwlock_unlock(leash_rwlock *l);
 LEASH_API void leash_rwlock_destroy(leash_rwlock *l);
 
+/* ----------------------------------------------------------- supervisors */
+
+/*
+ * A supervisor restarts the children it runs when they end, as Erlang/OTP's
+ * supervisor does (strategies, restart types, intensity), with Akka's
+ * exponential backoff between restarts. It is a group: its children are
+ * tasks of that group, so deadlines, cancellation, dumps and leashd apply to
+ * them as to any task.
+ */
+
+/* When a child that ended is restarted (OTP's restart types). */
+enum {
+    LEASH_PERMANENT = 0, /* always, whatever it returned */
+    LEASH_TRANSIENT = 1, /* only when it returned non-zero */
+    LEASH_TEMPORARY = 2, /* never; its end is not counted against intensity */
+};
+
+typedef struct leash_child_spec {
+    const char *name; /* its tasks' name in dumps (their fn); copied, cut at 47 bytes.
+                         NULL: "child" */
+    int (*fn)(void *);
+    void *arg;
+    int   restart; /* LEASH_PERMANENT, LEASH_TRANSIENT or LEASH_TEMPORARY */
+} leash_child_spec;
+
+/* Which children a failure restarts (OTP's strategies). */
+enum {
+    LEASH_ONE_FOR_ONE = 0,  /* the child that ended */
+    LEASH_ONE_FOR_ALL = 1,  /* every child: the others are cancelled and joined first */
+    LEASH_REST_FOR_ONE = 2, /* the child that ended and those after it in spec order */
+};
+
+typedef struct leash_sup_opts {
+    const char *name;     /* the supervisor's group name; copied. NULL: "supervisor" */
+    int         strategy; /* LEASH_ONE_FOR_ONE, LEASH_ONE_FOR_ALL or LEASH_REST_FOR_ONE */
+    /* At most `intensity` restarts within any window of period_ms (OTP's
+       MaxR in MaxT); 0 for both: 3 in 5000 ms. intensity 0 with a period:
+       the first restart gives up. */
+    unsigned intensity;
+    int64_t  period_ms;
+    /* The delay before restarting a child, ms (Akka's BackoffSupervisor):
+       min(backoff_min_ms * 2^k, backoff_max_ms), k the restarts of that
+       child in a row, each delay drawn within +-20% of that. k goes back
+       to 0 once the child has run period_ms. backoff_min_ms 0: at once (as
+       OTP); backoff_max_ms 0: backoff_min_ms every time. */
+    int64_t backoff_min_ms;
+    int64_t backoff_max_ms;
+} leash_sup_opts;
+
+/*
+ * Runs children[0..n) (started in spec order) as tasks of a new group opened
+ * in the caller's scope, and blocks the caller while they run, restarting
+ * them as o says. o may be NULL (one_for_one, 3 restarts in 5000 ms, no
+ * backoff). children is read until the call returns, and not copied: it must
+ * stay valid that long.
+ *
+ * A child that ends is restarted according to its restart type; what is
+ * restarted with it follows the strategy. Others that must go are cancelled
+ * one at a time in reverse spec order, each joined before the next is
+ * cancelled; then every child of the set except TEMPORARY ones is started
+ * again in spec order, once the failed child's backoff has passed. A
+ * TEMPORARY child cancelled this way is not started again (as in OTP).
+ * A restart counts against intensity when the child ends; more than
+ * `intensity` within period_ms gives up.
+ *
+ * Returns:
+ * - 0 when every child has ended and none is to be restarted;
+ * - -ETIMEDOUT / -ECANCELED when the caller's scope ends (or the
+ *   supervisor's group is cancelled, by leashd for one): its cancellation
+ *   reaches every child at once, and the supervisor joins them in reverse
+ *   spec order before it returns;
+ * - when a restart would exceed the intensity: every child is cancelled and
+ *   joined (reverse spec order), a `restart_limit` report is made, and the
+ *   value the child that ended last returned is returned, or -EAGAIN if that
+ *   was 0 (a PERMANENT child that kept returning 0);
+ * - -EINVAL: children NULL with n > 0, a child with no fn or an unknown
+ *   restart type, an unknown strategy, a negative period or backoff,
+ *   backoff_max_ms below backoff_min_ms (and not 0), or an intensity with
+ *   period_ms 0; -ENOMEM.
+ *
+ * A stopped child is cancelled on its own (its cancellation points return
+ * -ECANCELED and the groups it opened are cancelled), but a foreign call of
+ * one stopped child is not interrupted: LEASH_INTERRUPT acts on groups.
+ * Children should not leash_go siblings into the supervisor's group (they
+ * would run unsupervised until it ends). The supervisor blocks in dumps on
+ * `group_wait` of its group; dumps show the group's strategy, `restarts`
+ * (counted as intensity counts them: when decided, a ONE_FOR_ALL restart of
+ * every child once) and `backoff_ms`, the delay drawn for the latest one.
+ */
+LEASH_API int leash_supervise_at(const leash_sup_opts *o, const leash_child_spec *children,
+                                 size_t n, const char *file, int line);
+/* variadic, so that compound literals pass: leash_supervise(&opts, (leash_child_spec[]){...}, 2) */
+#define leash_supervise(...) leash_supervise_at(__VA_ARGS__, __FILE__, __LINE__)
+
 /* ----------------------------------------------------------- diagnostics */
 
 enum { LEASH_DUMP_TEXT = 0, LEASH_DUMP_JSON = 1 };

@@ -34,6 +34,9 @@ struct leash_snap_group {
     int         cancelled;        /* 0, ECANCELED or ETIMEDOUT */
     int64_t     deadline_ms_left; /* -1: none */
     int64_t     age_ms;
+    int         strategy;     /* a supervisor's LEASH_ONE_FOR_ONE...; -1: not one */
+    uint64_t    restarts;     /* a supervisor's restarts */
+    int64_t     backoff_ms;   /* the delay of its latest restart */
     size_t      first, count; /* its tasks in leash_snapshot.tasks */
 };
 
@@ -50,5 +53,7 @@ int  leash_snapshot_take(struct leash_snapshot *s);
 void leash_snapshot_free(struct leash_snapshot *s);
 void leash_snapshot_text(const struct leash_snapshot *s, struct leash__buf *b);
 void leash_snapshot_json(const struct leash_snapshot *s, struct leash__buf *b);
+/* "one_for_one", "one_for_all", "rest_for_one"; NULL for -1 */
+const char *leash__strategy_name(int strategy);
 
 #endif

@@ -82,6 +82,7 @@ leash_task *leash__task_alloc(void)
     atomic_store_explicit(&t->tid, 0, memory_order_relaxed);
     t->first_on_thread = false;
     t->altstack = NULL;
+    atomic_store_explicit(&t->stop, false, memory_order_relaxed);
     atomic_store_explicit(&t->started, false, memory_order_relaxed);
     t->start_ns = leash__coarse_ns();
     atomic_store_explicit(&t->op, LEASH_OP_NONE, memory_order_relaxed);
