@@ -268,15 +268,18 @@ static int wait_done(leash_task *self, struct wait *w, int64_t until_ns)
     }
 }
 
-static uint32_t rnd(void)
+/* A uniform integer in [0, n): splitmix64 per thread, seeded by the clock
+   and the thread, then Lemire's multiply-shift (no modulo bias to speak of). */
+static size_t rnd_below(size_t n)
 {
-    static _Thread_local uint32_t x;
+    static _Thread_local uint64_t x;
     if (!x)
-        x = (uint32_t)leash__now_ns() | 1u;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return x;
+        x = (uint64_t)leash__now_ns() ^ (uint64_t)(uintptr_t)&x;
+    uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (size_t)(((z >> 32) * (uint64_t)n) >> 32);
 }
 
 #define SMALL 16
@@ -314,9 +317,9 @@ int leash_select_at(struct leash_case *cases, size_t n, int64_t timeout_ms, cons
             goto out;
         }
     }
-    /* a random order, so no ready case starves another */
+    /* a random order (Fisher-Yates), so no ready case starves another */
     for (size_t i = 0; i < n; i++) {
-        size_t j = rnd() % (i + 1);
+        size_t j = rnd_below(i + 1);
         perm[i] = perm[j];
         perm[j] = i;
     }
@@ -344,9 +347,15 @@ int leash_select_at(struct leash_case *cases, size_t n, int64_t timeout_ms, cons
         goto out;
     }
 
+    /* Queued in the same random order: a partner that arrives later
+       claims the first of our cases in its queue, so among the cases it
+       could complete each is as likely (Go's rule holds for a waiting
+       select too, not only at entry). */
     struct wait w = {.task = self, .fired = FIRED_NONE, .done = 0};
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         sg[i] = (struct sudog){.w = &w, .idx = (int)i, .elem = cases[i].elem};
+    for (size_t k = 0; k < n; k++) {
+        size_t i = perm[k];
         if (cases[i].chan)
             q_push(cases[i].op == LEASH_SEND ? &cases[i].chan->sendq : &cases[i].chan->recvq,
                    &sg[i]);

@@ -50,17 +50,6 @@ static int snap_task(struct leash_snapshot *s, leash_task *t, int64_t now)
     return 0;
 }
 
-struct queued_ctx {
-    struct leash_snapshot *s;
-    int64_t                now;
-};
-
-static int snap_queued(void *ctx, leash_task *t)
-{
-    struct queued_ctx *q = ctx;
-    return snap_task(q->s, t, q->now);
-}
-
 static int snap_group(struct leash_snapshot *s)
 {
     if (s->ngroups == s->gcap) {
@@ -133,15 +122,19 @@ int leash_snapshot_take(struct leash_snapshot *s)
         x->deadline_ms_left = g->deadline_ns == INT64_MAX ? -1
                               : g->deadline_ns > now      ? (g->deadline_ns - now) / 1000000
                                                           : 0;
+        /* every child from its spawn until it returns: on g's list, or
+           in the pool's queue; a worker moves a task from the queue to the
+           list holding both locks, so under both it is in one of them */
+        leash__pool_lock();
         leash__lock(&g->mu);
         x->cancelled = atomic_load_explicit(&g->cancel_cause, memory_order_relaxed);
         for (leash_task *t = g->tasks; t && !err; t = t->gnext)
             err = snap_task(s, t, now);
         leash__unlock(&g->mu);
-        if (!err) {
-            struct queued_ctx q = {s, now};
-            err = leash__pool_each_queued(g, snap_queued, &q);
-        }
+        for (leash_task *t = leash__pool_queue_locked(); t && !err; t = t->qnext)
+            if (t->group == g)
+                err = snap_task(s, t, now);
+        leash__pool_unlock();
         x->count = s->ntasks - x->first;
     }
     leash__unlock(&leash__groups_mu);

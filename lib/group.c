@@ -2,9 +2,10 @@
  * group.c: groups, spawning, joining, cancellation and the cancellation
  * points that are not about channels or locks.
  *
- * Lock order: leash__groups_mu, then a parent group's mu, then its kids' mu
- * (cancellation walks down the tree holding each level). The timer and the
- * interrupt registry take group locks after their own.
+ * Lock order: leash__groups_mu, then the pool's queue lock, then a parent
+ * group's mu, then its kids' mu (cancellation walks down the tree holding
+ * each level). The timer and the interrupt registry take group locks after
+ * their own; a worker takes a task's group lock under the queue lock.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -45,13 +46,29 @@ int leash__scope_err(leash_task *t, bool check_clock)
     return 0;
 }
 
-static void cancel_locked(struct leash_group *g, int cause, bool *kick)
+/*
+ * The first cause wins, and a deadline that has passed came first even when
+ * the timer has not fired yet: a cancel, a failing child or leashd that
+ * finds g past its effective deadline finds it cancelled by that deadline.
+ * now: 0 until read (at most once per cancellation, and only for a group
+ * with a deadline).
+ */
+static void cancel_locked(struct leash_group *g, int cause, int64_t *now, bool *kick)
 {
+    if (cause != ETIMEDOUT && g->deadline_ns != INT64_MAX) {
+        if (!*now)
+            *now = leash__now_ns();
+        if (*now >= g->deadline_ns)
+            cause = ETIMEDOUT;
+    }
     int zero = 0;
+    /* seq_cst, then the count read seq_cst: pairs with count_in, which
+       counts a child in, then reads the cause */
     if (!atomic_compare_exchange_strong(&g->cancel_cause, &zero, cause))
-        return; /* the first cause wins */
+        return;
     leash__reg_group_cancelled(g, cause);
-    g->cancel_cut = leash__group_alive(g) > 0 || cause != ETIMEDOUT;
+    uint64_t ended = atomic_load(&g->ended);
+    g->cancel_cut = atomic_load(&g->spawned) - ended > 0 || cause != ETIMEDOUT;
     for (leash_task *t = g->tasks; t; t = t->gnext)
         leash__wake(t);
     for (struct leash_slotwait *s = g->slotwait; s; s = s->next)
@@ -64,16 +81,17 @@ static void cancel_locked(struct leash_group *g, int cause, bool *kick)
     }
     for (struct leash_group *k = g->kids; k; k = k->knext) {
         leash__lock(&k->mu);
-        cancel_locked(k, cause, kick);
+        cancel_locked(k, cause, now, kick);
         leash__unlock(&k->mu);
     }
 }
 
 void leash__cancel(struct leash_group *g, int cause)
 {
-    bool kick = false;
+    bool    kick = false;
+    int64_t now = 0;
     leash__lock(&g->mu);
-    cancel_locked(g, cause, &kick);
+    cancel_locked(g, cause, &now, &kick);
     leash__unlock(&g->mu);
     if (kick)
         leash__intr_kick();
@@ -229,22 +247,8 @@ static leash_task *unlink_task_locked(struct leash_group *g, leash_task *t, leas
     return g->waiter && leash__group_alive(g) == 0 ? g->waiter : NULL;
 }
 
-/* A child counted in but never queued (no memory for its record). */
-void leash__task_uncount(struct leash_group *g)
-{
-    leash__lock(&g->mu);
-    atomic_fetch_add_explicit(&g->ended, 1, memory_order_release);
-    leash_task *w = g->waiter && leash__group_alive(g) == 0 ? g->waiter : NULL;
-    leash_task *slot = g->slotwait ? g->slotwait->task : NULL;
-    leash__unlock(&g->mu);
-    if (w)
-        leash__wake(w);
-    if (slot)
-        leash__wake(slot);
-}
-
 /* Waits, cancellably, until g has a free slot, and takes it (g->mu held on
-   entry and return). */
+   entry and return). -ECANCELED: g was cancelled meanwhile. */
 static int wait_slot(struct leash_group *g, leash_task *self, const char *file, int line)
 {
     for (;;) {
@@ -277,35 +281,82 @@ static int wait_slot(struct leash_group *g, leash_task *self, const char *file, 
     }
 }
 
+/* A child counted in that will not run after all (refused: g is cancelled). */
+static void uncount(struct leash_group *g, bool refused)
+{
+    leash__lock(&g->mu);
+    atomic_fetch_add_explicit(&g->ended, 1, memory_order_release);
+    if (refused)
+        g->refused = true;
+    leash_task *w = g->waiter && leash__group_alive(g) == 0 ? g->waiter : NULL;
+    leash_task *slot = g->slotwait ? g->slotwait->task : NULL;
+    leash__unlock(&g->mu);
+    if (w)
+        leash__wake(w);
+    if (slot)
+        leash__wake(slot);
+}
+
 /*
- * The spawner only counts the child in (an atomic add) and queues it: the
- * group's lock and task list are the worker's business, taken when the
- * child starts and ends. A cancel that races with the spawn cannot wake a
- * child not yet on the list, and need not: cancellation is level-triggered,
- * so the child sees it at its first cancellation point.
+ * Counts a child of g in, or refuses it. Against a cancel the two are
+ * decided so that the cancel sees either the child alive (and the group's
+ * wait reports the cut) or the spawn refused (and the wait reports why),
+ * never neither. A deadline that has passed refuses the child even before
+ * the timer fires: the answer does not depend on how late the timer runs.
+ * try: -EAGAIN rather than waiting for a slot.
  */
-int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name, const char *file,
-                int line)
+static int count_in(struct leash_group *g, leash_task *self, bool try, const char *file, int line)
+{
+    if (g->limit) {
+        /* slots are taken under g->mu, where cancels happen too */
+        int err = 0;
+        leash__lock(&g->mu);
+        if (!atomic_load_explicit(&g->cancel_cause, memory_order_relaxed) &&
+            g->deadline_ns != INT64_MAX && leash__now_ns() >= g->deadline_ns) {
+            leash__unlock(&g->mu);
+            leash__cancel(g, ETIMEDOUT);
+            leash__lock(&g->mu);
+        }
+        if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
+            err = -ECANCELED;
+        else if (leash__group_alive(g) >= g->limit)
+            err = try ? -EAGAIN : wait_slot(g, self, file, line);
+        else
+            atomic_fetch_add_explicit(&g->spawned, 1, memory_order_relaxed);
+        /* wait_slot also gives up when the caller's own scope ends: that
+           cancels g only when g is inside that scope, with children alive */
+        if (err && atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
+            g->refused = true;
+        leash__unlock(&g->mu);
+        return err;
+    }
+    /* A Dekker pair with cancel_locked, without the lock: the spawner counts
+       in, then reads the cause; a cancel sets the cause, then reads the
+       count (all seq_cst). At least one of them sees the other. */
+    atomic_fetch_add_explicit(&g->spawned, 1, memory_order_seq_cst);
+    if (likely(!atomic_load_explicit(&g->cancel_cause, memory_order_seq_cst)) &&
+        (g->deadline_ns == INT64_MAX || leash__now_ns() < g->deadline_ns))
+        return 0;
+    if (!atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
+        leash__cancel(g, ETIMEDOUT); /* its deadline has passed */
+    uncount(g, true);
+    return -ECANCELED;
+}
+
+int leash__go(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name, const char *file,
+              int line, bool try)
 {
     if (!g || !fn)
         return -EINVAL;
     leash_task *self = leash__self();
     if (!self)
         return -ENOMEM;
-    if (g->limit) {
-        leash__lock(&g->mu);
-        int err = wait_slot(g, self, file, line);
-        leash__unlock(&g->mu);
-        if (err)
-            return err;
-    } else {
-        if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
-            return -ECANCELED;
-        atomic_fetch_add_explicit(&g->spawned, 1, memory_order_relaxed);
-    }
+    int err = count_in(g, self, try, file, line);
+    if (err)
+        return err;
     leash_task *t = leash__task_alloc();
     if (!t) {
-        leash__task_uncount(g);
+        uncount(g, false);
         return -ENOMEM;
     }
     t->fn = fn;
@@ -326,6 +377,21 @@ int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_nam
     return leash__pool_submit(t, self->root);
 }
 
+int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name, const char *file,
+                int line)
+{
+    return leash__go(g, fn, arg, fn_name, file, line, false);
+}
+
+int leash_try_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
+                    const char *file, int line)
+{
+    return leash__go(g, fn, arg, fn_name, file, line, true);
+}
+
+/* The worker puts t on its group's list while it holds the pool's queue
+   lock, having just taken t off the queue: a dump, which holds that lock
+   while it walks both, finds t in one or the other, never in neither. */
 void leash__task_begin(leash_task *t)
 {
     struct leash_group *g = t->group;
@@ -353,9 +419,16 @@ void leash__task_done(leash_task *t, int rc)
         leash__reg_task_dead(t);
     leash__lock(&g->mu);
     if (rc != 0 && !atomic_load_explicit(&g->cancel_cause, memory_order_relaxed) && !g->first_err) {
-        g->first_err = rc;
-        if (!(g->flags & LEASH_COLLECT))
-            cancel_locked(g, ECANCELED, &kick);
+        int64_t now = 0;
+        if (g->deadline_ns != INT64_MAX && (now = leash__now_ns()) >= g->deadline_ns) {
+            /* past the deadline the group is cancelled, timer or not: what
+               the child returns now is the deadline's consequence */
+            cancel_locked(g, ETIMEDOUT, &now, &kick);
+        } else {
+            g->first_err = rc;
+            if (!(g->flags & LEASH_COLLECT))
+                cancel_locked(g, ECANCELED, &now, &kick);
+        }
     }
     /* counted out before the waiter can see the group empty */
     atomic_fetch_add_explicit(&leash__tasks_ended, 1, memory_order_relaxed);
@@ -439,7 +512,7 @@ int leash__group_wait(struct leash_group *g, leash_task *self, const char *file,
     int rc = 0;
     if (g->first_err)
         rc = g->first_err;
-    else if (cause && g->cancel_cut)
+    else if (cause && (g->cancel_cut || g->refused))
         rc = -cause;
     free(g);
     return rc;

@@ -120,7 +120,7 @@ typedef struct leash_task {
     int (*fn)(void *);
     void               *arg;
     struct leash_group *group;         /* the group it runs in; NULL: root */
-    struct leash_task  *gnext, *gprev; /* in group->tasks or the root list */
+    struct leash_task  *gnext, *gprev; /* in group->tasks (once a worker took it) or the root list */
     struct leash_task  *qnext;         /* pool queue, free list */
     pthread_t           thread;
     _Atomic int         tid;             /* kernel thread id running it; 0: not yet */
@@ -273,6 +273,7 @@ struct leash_group {
     _Alignas(64) _Atomic uint64_t ended;
     char                   pad_[64 - sizeof(uint64_t)];
     bool                   cancel_cut; /* cancelled while children ran, or not by a deadline */
+    bool                   refused;    /* a spawn was refused because it was cancelled */
     struct leash_group    *kids, *knext, *kprev; /* groups opened by its tasks */
     struct leash_slotwait *slotwait;
     int                    first_err;    /* first non-zero child return, before cancel */
@@ -326,9 +327,11 @@ extern struct leash_group *leash__groups;
 extern _Atomic uint64_t    leash__groups_live;
 extern _Atomic uint64_t    leash__tasks_started;
 extern _Atomic uint64_t    leash__tasks_ended;
-/* A worker puts t on its group's list as it starts running it. */
+/* A worker puts t on its group's list as it takes it off the queue. */
 void leash__task_begin(leash_task *t);
-void leash__task_uncount(struct leash_group *g);
+/* leash_go and leash_try_go (try: -EAGAIN rather than waiting for a slot). */
+int leash__go(struct leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
+              const char *file, int line, bool try);
 
 /* ----------------------------------------------------------- pool.c */
 
@@ -338,10 +341,12 @@ extern _Atomic uint64_t leash__threads;
 /* A pooled task is about to sleep in leash (futex or poll), and is back. */
 void leash__pool_park_begin(leash_task *t);
 void leash__pool_park_end(leash_task *t);
-/* Calls fn for each task of g still waiting in the queue (for dumps: a
-   task is on its group's list only once it runs). */
-int leash__pool_each_queued(const struct leash_group *g, int (*fn)(void *ctx, leash_task *t),
-                            void                     *ctx);
+/* The queue's lock, and its first task (lock held; chained by qnext): a
+   dump walks a group's list and the queue under it, so that a task moving
+   from one to the other is seen once. */
+void        leash__pool_lock(void);
+void        leash__pool_unlock(void);
+leash_task *leash__pool_queue_locked(void);
 /* How often the timer thread checks that queued tasks move. */
 #define LEASH__MONITOR_NS (5LL * 1000 * 1000)
 /* The timer thread's check; returns when it wants to run again. */

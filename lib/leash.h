@@ -82,13 +82,25 @@ LEASH_API int leash_group_open_at(leash_group **g, const leash_group_opts *opts,
  * Starts fn(arg) as a child task of g on a pooled thread. Children may add
  * siblings to the group they run in. With a limit, waits (cancellably) for a
  * slot. Errors: -EINVAL (g or fn NULL), -ECANCELED (g is cancelled, for
- * whatever cause: the child was not started), -ETIMEDOUT / -ECANCELED (the
- * caller's own scope ended while it waited for a slot), -ENOMEM. When no
- * thread can be made, the child waits in the pool's queue for a free one.
+ * whatever cause, its deadline passed included: the child was not started,
+ * and leash_group_wait then reports the cause), -ETIMEDOUT / -ECANCELED
+ * (the caller's own scope ended while it waited for a slot), -ENOMEM. When
+ * no thread can be made, the child waits in the pool's queue for a free one.
+ * From its return until fn returns, the child is listed in dumps and counted
+ * in leash_stats().tasks_live.
  */
 LEASH_API int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
                           const char *file, int line);
-#define leash_go(g, fn, arg) leash_go_at((g), (fn), (arg), #fn, __FILE__, __LINE__)
+#define leash_go(g, fn, ...) leash_go_at((g), (fn), (__VA_ARGS__), #fn, __FILE__, __LINE__)
+
+/*
+ * As leash_go, but never waits for a slot (Go's errgroup TryGo): -EAGAIN
+ * when g's limit is reached, and the child is not started. Without a limit
+ * it is leash_go.
+ */
+LEASH_API int leash_try_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
+                              const char *file, int line);
+#define leash_try_go(g, fn, ...) leash_try_go_at((g), (fn), (__VA_ARGS__), #fn, __FILE__, __LINE__)
 
 /* Cancels g and its whole subtree (cause: -ECANCELED). Idempotent; NULL is ignored. */
 LEASH_API void leash_group_cancel(leash_group *g);
@@ -97,11 +109,17 @@ LEASH_API void leash_group_cancel(leash_group *g);
  * Joins every child, then frees g. Returns the first non-zero value a child
  * returned while the group was not yet cancelled; else, if the group was
  * cancelled, -ETIMEDOUT when a deadline caused it and -ECANCELED otherwise;
- * else 0. Never cut short: when the caller's scope is cancelled, it cancels
- * the group and still joins every child. Errors: -EINVAL (g NULL), -EPERM
- * (the caller is not the task that opened g; g is left as it was). Waiting a
- * group twice is undefined, as joining a thread twice is: g is freed by the
- * first wait.
+ * else 0. What children return after the cancellation is its consequence,
+ * not their error. A deadline that passes after every child has returned
+ * changes nothing, unless a later leash_go on g was refused because of it
+ * (then -ETIMEDOUT: the caller was told a child would not run); a leash_go
+ * that raced with the deadline counts as a child alive when it passed.
+ * A deadline counts from the moment it passes, however late the timer
+ * thread runs: the first cause wins. Never cut short: when the caller's
+ * scope is cancelled, it cancels the group and still joins every child.
+ * Errors: -EINVAL (g NULL), -EPERM (the caller is not the task that opened
+ * g; g is left as it was). Waiting a group twice is undefined, as joining a
+ * thread twice is: g is freed by the first wait.
  */
 LEASH_API int leash_group_wait_at(leash_group *g, const char *file, int line);
 #define leash_group_wait(g) leash_group_wait_at((g), __FILE__, __LINE__)
@@ -139,10 +157,10 @@ typedef struct leash_chan leash_chan;
 LEASH_API int leash_chan_open(leash_chan **c, const char *name, size_t elem_size, size_t capacity);
 /* Copies elem in. Errors: -EINVAL, -EPIPE (closed), -ETIMEDOUT, -ECANCELED. */
 LEASH_API int leash_chan_send_at(leash_chan *c, const void *elem, const char *file, int line);
-#define leash_chan_send(c, e) leash_chan_send_at((c), (e), __FILE__, __LINE__)
+#define leash_chan_send(c, ...) leash_chan_send_at((c), (__VA_ARGS__), __FILE__, __LINE__)
 /* Copies one out. Errors: -EINVAL, -EPIPE (closed and drained), -ETIMEDOUT, -ECANCELED. */
 LEASH_API int leash_chan_recv_at(leash_chan *c, void *elem, const char *file, int line);
-#define leash_chan_recv(c, e) leash_chan_recv_at((c), (e), __FILE__, __LINE__)
+#define leash_chan_recv(c, ...) leash_chan_recv_at((c), (__VA_ARGS__), __FILE__, __LINE__)
 /* Wakes every waiter (senders get -EPIPE). Errors: -EINVAL, -EPIPE (closed already). */
 LEASH_API int leash_chan_close(leash_chan *c);
 /* Frees c. No task may be using it. NULL is ignored. */
@@ -156,15 +174,19 @@ struct leash_case {
     int         err;  /* out: 0, or -EPIPE when the chosen case's channel is closed */
 };
 /*
- * Waits until one case can complete, completes it, and returns its index
- * (among several ready cases, one chosen at random). timeout_ms < 0 waits for
- * ever; otherwise -ETIMEDOUT when it passes (0 polls). Errors: -EINVAL (cases
- * NULL with n > 0, a bad op, elem NULL on a live case), -ETIMEDOUT,
- * -ECANCELED.
+ * Waits until one case can complete, completes it, and returns its index.
+ * Among several ready cases one is chosen uniformly at random, as Go does;
+ * this holds for a select already waiting, too: when a partner arrives that
+ * several of its cases could complete with, each of those is as likely.
+ * timeout_ms < 0 waits for ever; otherwise -ETIMEDOUT when it passes (0
+ * polls). Errors: -EINVAL (cases NULL with n > 0, a bad op, elem NULL on a
+ * live case), -ETIMEDOUT, -ECANCELED, -ENOMEM (n > 16 and no memory).
+ * A variadic macro, so a compound literal passes whole:
+ * leash_select((struct leash_case[]){{c, LEASH_RECV, &v, 0}, {d, LEASH_SEND, &w, 0}}, 2, -1).
  */
 LEASH_API int leash_select_at(struct leash_case *cases, size_t n, int64_t timeout_ms,
                               const char *file, int line);
-#define leash_select(cs, n, ms) leash_select_at((cs), (n), (ms), __FILE__, __LINE__)
+#define leash_select(...) leash_select_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* ----------------------------------------------------------------- locks */
 

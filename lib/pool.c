@@ -109,7 +109,6 @@ static void run(leash_task *t)
     atomic_store_explicit(&t->tid, leash__gettid(), memory_order_relaxed);
     leash__reg_task_tid(t, atomic_load_explicit(&t->tid, memory_order_relaxed));
     atomic_store_explicit(&t->started, true, memory_order_release);
-    leash__task_begin(t);
     leash__self_tls = t;
     int rc = t->fn(t->arg);
     leash__task_exit(t);
@@ -125,6 +124,7 @@ static void *worker_main(void *arg)
     for (;;) {
         leash_task *t = pop_locked();
         if (t) {
+            leash__task_begin(t); /* on its list before the queue lets go */
             add(&pool.awake, -1);
             add(&pool.running, 1);
             leash__unlock(&pool.mu);
@@ -269,14 +269,17 @@ int64_t leash__pool_monitor(int64_t now)
     return last_change + LEASH__MONITOR_NS;
 }
 
-int leash__pool_each_queued(const struct leash_group *g, int (*fn)(void *ctx, leash_task *t),
-                            void                     *ctx)
+void leash__pool_lock(void)
 {
-    int err = 0;
     leash__lock(&pool.mu);
-    for (leash_task *t = pool.head; t && !err; t = t->qnext)
-        if (t->group == g)
-            err = fn(ctx, t);
+}
+
+void leash__pool_unlock(void)
+{
     leash__unlock(&pool.mu);
-    return err;
+}
+
+leash_task *leash__pool_queue_locked(void)
+{
+    return pool.head;
 }
