@@ -39,10 +39,10 @@ static int snap_task(struct leash_snapshot *s, leash_task *t, int64_t now)
     if (!x->op)
         x->obj = x->bfile = NULL;
     x->held_by = x->op == LEASH_OP_MUTEX ? leash__lock_holder(t) : 0;
-    x->tid = atomic_load_explicit(&t->started, memory_order_acquire)
-                 ? atomic_load_explicit(&t->tid, memory_order_relaxed)
-                 : 0;
-    x->first_on_thread = t->first_on_thread;
+    /* a queued task's worker fields are not written yet */
+    bool started = atomic_load_explicit(&t->started, memory_order_acquire);
+    x->tid = started ? atomic_load_explicit(&t->tid, memory_order_relaxed) : 0;
+    x->first_on_thread = started && t->first_on_thread;
     x->start_ns = t->start_ns;
     x->cpu_ms = -1;
     x->cpu_pct = -1;
