@@ -108,13 +108,14 @@ void leash__task_cancel(struct leash_group *g, leash_task *t)
     /* set before taking g->mu: a group t opens after that lock is born
        cancelled, one it opened before is on g->kids */
     atomic_store_explicit(&t->stop, true, memory_order_seq_cst);
-    bool kick = false;
+    bool    kick = false;
+    int64_t now = 0;
     leash__lock(&g->mu);
     for (struct leash_group *k = g->kids; k; k = k->knext) {
         if (k->opener != t)
             continue;
         leash__lock(&k->mu);
-        cancel_locked(k, ECANCELED, &kick);
+        cancel_locked(k, ECANCELED, &now, &kick);
         leash__unlock(&k->mu);
     }
     leash__unlock(&g->mu);
