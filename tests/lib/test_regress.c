@@ -194,21 +194,30 @@ static void deadline_that_refused_a_go_is_reported_by_wait(void **state)
     assert_nothing_leaked();
 }
 
+static bool returned_before_deadline_round(int64_t ms, void *arg)
+{
+    (void)arg;
+    leash_group *g;
+    int64_t      before;
+    int64_t      deadline = open_with_deadline(&g, ms, &before);
+    int          go = leash_go(g, ret_zero, NULL);
+    /* the child has returned once the group counts no task */
+    wait_tasks_ended();
+    /* in time: it had returned before the deadline (a child still alive
+       when the deadline passes is cut by it, and wait says so) */
+    bool in_time = go == 0 && mono_ns() < before;
+    sleep_past(deadline);
+    int rc = leash_group_wait(g);
+    if (in_time)
+        assert_int_equal(rc, 0);
+    assert_nothing_leaked();
+    return in_time;
+}
+
 static void deadline_after_every_child_returned_changes_nothing(void **state)
 {
     (void)state;
-    leash_group *g;
-    int64_t      deadline = open_with_deadline(&g, 10, NULL);
-    assert_int_equal(leash_go(g, ret_zero, NULL), 0);
-    /* the child has returned once the group counts no task */
-    struct leash_stats st;
-    do {
-        sched_yield();
-        leash_stats(&st);
-    } while (st.tasks_live);
-    sleep_past(deadline);
-    assert_int_equal(leash_group_wait(g), 0);
-    assert_nothing_leaked();
+    deadline_test(returned_before_deadline_round, NULL);
 }
 
 static _Atomic int cut_seen;
@@ -259,14 +268,24 @@ static int fail_after_deadline(void *arg)
     return -EIO;
 }
 
+static bool error_after_deadline_round(int64_t ms, void *arg)
+{
+    (void)arg;
+    leash_group *g;
+    int64_t      deadline = open_with_deadline(&g, ms, NULL);
+    /* in time: the child was spawned before the deadline refused it */
+    bool in_time = leash_go(g, fail_after_deadline, &deadline) == 0;
+    int  rc = leash_group_wait(g);
+    if (in_time)
+        assert_int_equal(rc, -ETIMEDOUT);
+    assert_nothing_leaked();
+    return in_time;
+}
+
 static void child_error_after_the_deadline_is_its_consequence(void **state)
 {
     (void)state;
-    leash_group *g;
-    int64_t      deadline = open_with_deadline(&g, 20, NULL);
-    assert_int_equal(leash_go(g, fail_after_deadline, &deadline), 0);
-    assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
-    assert_nothing_leaked();
+    deadline_test(error_after_deadline_round, NULL);
 }
 
 struct gate {
@@ -283,18 +302,28 @@ static int wait_gate_then_checkpoint(void *arg)
 
 /* A cancel that comes after the deadline passed finds the group cancelled
    by the deadline: the first cause wins, timer or not. */
-static void cancel_after_the_deadline_keeps_the_deadline_as_cause(void **state)
+static bool cancel_after_deadline_round(int64_t ms, void *arg)
 {
-    (void)state;
+    (void)arg;
     struct gate  gt = {0};
     leash_group *g;
-    int64_t      deadline = open_with_deadline(&g, 20, NULL);
-    assert_int_equal(leash_go(g, wait_gate_then_checkpoint, &gt), 0);
+    int64_t      deadline = open_with_deadline(&g, ms, NULL);
+    /* in time: the child was spawned before the deadline refused it */
+    bool in_time = leash_go(g, wait_gate_then_checkpoint, &gt) == 0;
     sleep_past(deadline);
     leash_group_cancel(g);
     atomic_store(&gt.open, 1);
-    assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
+    int rc = leash_group_wait(g);
+    if (in_time)
+        assert_int_equal(rc, -ETIMEDOUT);
     assert_nothing_leaked();
+    return in_time;
+}
+
+static void cancel_after_the_deadline_keeps_the_deadline_as_cause(void **state)
+{
+    (void)state;
+    deadline_test(cancel_after_deadline_round, NULL);
 }
 
 /* ---------------------------------------------------------------- dumps */
