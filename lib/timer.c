@@ -106,9 +106,11 @@ static void intr_sweep(bool *any)
             continue;
         leash__lock(&g->mu);
         for (leash_task *t = g->tasks; t; t = t->gnext) {
+            /* a child still in the pool's queue keeps the sweep going: once
+               a worker starts it, it may block in a foreign call too */
+            *any = true;
             if (!atomic_load_explicit(&t->started, memory_order_acquire))
                 continue;
-            *any = true;
             /* a task parked inside leash has been woken by the cancel */
             if (atomic_load_explicit(&t->op, memory_order_relaxed) == LEASH_OP_NONE)
                 pthread_kill(t->thread, sig);

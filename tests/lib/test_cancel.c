@@ -305,6 +305,58 @@ static void interrupt_applies_to_the_whole_subtree(void **state)
     assert_nothing_leaked();
 }
 
+static _Atomic int spinners_stop;
+
+static int spin_until_told(void *arg)
+{
+    atomic_fetch_add((_Atomic int *)arg, 1);
+    while (!atomic_load(&spinners_stop))
+        ;
+    return 0;
+}
+
+static void interrupt_reaches_a_task_that_starts_after_the_cancel(void **state)
+{
+    (void)state;
+    /* a task spinning on every CPU: a new child waits in the pool's queue
+       (until the pool's monitor adds a worker), so the cancel below mostly
+       comes before it starts; it must be interrupted all the same */
+    int          ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    _Atomic int  spinning = 0;
+    leash_group *busy;
+    atomic_store(&spinners_stop, 0);
+    assert_int_equal(leash_group_open(&busy, NULL), 0);
+    for (int i = 0; i < ncpu; i++)
+        assert_int_equal(leash_go(busy, spin_until_told, &spinning), 0);
+    wait_count(&spinning, ncpu);
+    for (int round = 0; round < 10; round++) {
+        int p[2];
+        assert_int_equal(pipe(p), 0);
+        struct foreign f = {.fd = p[0]};
+        leash_group   *g;
+        assert_int_equal(leash_group_open(&g, &(leash_group_opts){.flags = LEASH_INTERRUPT}), 0);
+        assert_int_equal(leash_go(g, foreign_read, &f), 0);
+        leash_group_cancel(g);
+        int64_t until = mono_ms() + NOT_HUNG_MS;
+        while (!atomic_load(&f.entered) || (f.err != EINTR && mono_ms() < until))
+            poll_pause();
+        if (f.err != EINTR) {
+            assert_int_equal(write(p[1], "x", 1), 1); /* let it go, then fail */
+            leash_group_wait(g);
+            fail_msg("round %d: a task that started in a cancelled LEASH_INTERRUPT group "
+                     "was never interrupted",
+                     round);
+        }
+        assert_int_equal(leash_group_wait(g), -ECANCELED);
+        assert_int_equal(f.rc, -1);
+        close(p[0]);
+        close(p[1]);
+    }
+    atomic_store(&spinners_stop, 1);
+    assert_int_equal(leash_group_wait(busy), 0);
+    assert_nothing_leaked();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +370,7 @@ int main(void)
         cmocka_unit_test(deadline_is_the_earliest_around_the_task),
         cmocka_unit_test(interrupt_group_makes_foreign_calls_fail_with_eintr),
         cmocka_unit_test(interrupt_applies_to_the_whole_subtree),
+        cmocka_unit_test(interrupt_reaches_a_task_that_starts_after_the_cancel),
     };
     return cmocka_run_group_tests_name("cancel", tests, quiet_setup, NULL);
 }
