@@ -195,6 +195,7 @@ CELL_U64(groups)
 CELL_U64(tasks)
 CELL_U64(stuck)
 CELL_U64(dropped)
+CELL_U64(restarts)
 
 /* One column of `ps` (and `top`): a text header, a JSON key, or both. To add
    one, write its cell function and add a row here. */
@@ -212,6 +213,7 @@ static const struct ps_column {
     {"GROUPS", "groups", 6, false, cell_groups},
     {"TASKS", "tasks", 7, false, cell_tasks},
     {"STUCK", "stuck", 6, false, cell_stuck},
+    {"RESTARTS", "restarts", 8, false, cell_restarts},
     {"CONNECTED", "connected_s", 9, false, cell_connected},
     {NULL, "dropped", 0, false, cell_dropped},
 };
@@ -347,11 +349,16 @@ static void print_json_tree(const Leash__Control__TaskTree *t)
                 printf("%lld", (long long)g->deadline_ms_left);
             else
                 printf("null");
-            printf(",\"cancelled\":%s,\"site\":", g->cancelled ? "true" : "false");
+            printf(",\"cancelled\":%s", g->cancelled ? "true" : "false");
+            printf(",\"restarts\":%llu,\"strategy\":", (unsigned long long)g->restarts);
+            jstr(stdout, g->strategy && *g->strategy ? g->strategy : NULL);
+            if (g->strategy && *g->strategy)
+                printf(",\"backoff_ms\":%lld", (long long)g->backoff_ms);
+            printf(",\"site\":");
             jstr(stdout, g->site);
         } else {
             printf("{\"id\":0,\"parent\":null,\"name\":\"root\",\"deadline_ms_left\":null,"
-                   "\"cancelled\":false");
+                   "\"cancelled\":false,\"restarts\":0,\"strategy\":null");
         }
         printf(",\"tasks\":[");
         bool first = true;
@@ -398,6 +405,12 @@ static void print_text_tree(const Leash__Control__TaskTree *t)
                    g->name, (unsigned long long)g->parent, g->site);
             if (g->deadline_ms_left >= 0)
                 printf(", deadline in %lld ms", (long long)g->deadline_ms_left);
+            if (g->strategy && *g->strategy) {
+                printf(", supervisor %s, %llu restarts", g->strategy,
+                       (unsigned long long)g->restarts);
+                if (g->restarts)
+                    printf(" (the latest after %lld ms)", (long long)g->backoff_ms);
+            }
             if (g->cancelled)
                 printf(", CANCELLED");
             printf(":\n");

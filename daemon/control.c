@@ -198,6 +198,7 @@ static void do_ps(struct client *c)
         x->stuck = p->stuck;
         x->connected_s = (now - p->connected_wall) / 1000;
         x->dropped = p->dropped;
+        x->restarts = p->restarts;
         pp[k++] = x;
     }
     Leash__Control__Ps out = LEASH__CONTROL__PS__INIT;

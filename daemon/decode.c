@@ -39,11 +39,18 @@ static bool op_ok(int op)
 bool report_kind_ok(const char *k)
 {
     static const char *const kinds[] = {"lock_abandoned", "self_deadlock", "lock_cycle",
-                                        "unwaited_group", NULL};
+                                        "unwaited_group", "restart_limit", NULL};
     for (int i = 0; k && kinds[i]; i++)
         if (strcmp(k, kinds[i]) == 0)
             return true;
     return false;
+}
+
+/* A supervisor's strategy, or "" for any other group. */
+static bool strategy_ok(const char *s)
+{
+    return !s || !*s || !strcmp(s, "one_for_one") || !strcmp(s, "one_for_all") ||
+           !strcmp(s, "rest_for_one");
 }
 
 static const char *check_snapshot(const Leash__Agent__Snapshot *s)
@@ -62,6 +69,8 @@ static const char *check_snapshot(const Leash__Agent__Snapshot *s)
             return "group deadline_ms_left below -1";
         if (!str_ok(g->name, 256) || !str_ok(g->site, STR_MAX))
             return "group name or site too long or not text";
+        if (!strategy_ok(g->strategy) || g->backoff_ms < 0)
+            return "group with an unknown strategy or a negative backoff";
     }
     for (size_t i = 0; i < s->n_tasks; i++) {
         const Leash__Agent__Task *t = s->tasks[i];
@@ -83,6 +92,8 @@ static const char *check_event(const Leash__Agent__Event *e)
     if (!str_ok(e->name, 256) || !str_ok(e->site, STR_MAX) || !str_ok(e->fn, 256) ||
         !str_ok(e->object, 256) || !str_ok(e->detail, STR_MAX) || !str_ok(e->report_kind, 64))
         return "event string too long or not text";
+    if (!strategy_ok(e->strategy))
+        return "event with an unknown strategy";
     switch (e->kind) {
     case LEASH__AGENT__EVENT__KIND__GROUP_OPEN:
         if (!e->group || e->group == e->parent)
@@ -103,6 +114,10 @@ static const char *check_event(const Leash__Agent__Event *e)
         return e->since_ms >= 0 ? NULL : "stuck with negative since_ms";
     case LEASH__AGENT__EVENT__KIND__REPORT:
         return report_kind_ok(e->report_kind) ? NULL : "report of an unknown kind";
+    case LEASH__AGENT__EVENT__KIND__RESTART:
+        if (!e->group || !e->strategy || !*e->strategy)
+            return "restart without a group id or a strategy";
+        return e->backoff_ms >= 0 ? NULL : "restart with a negative backoff";
     default: return "unknown event kind";
     }
 }

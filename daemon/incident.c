@@ -20,8 +20,10 @@
 #define KEEP 10000 /* incidents kept in memory */
 
 const char *const incident_kinds[] = {
-    "deadline_overrun", "stuck_task",     "lock_abandoned", "self_deadlock", "lock_cycle",
-    "unwaited_group",   "heartbeat_lost", "agent_lost",     "killed",        NULL,
+    "deadline_overrun", "stuck_task", "lock_abandoned",
+    "self_deadlock",    "lock_cycle", "unwaited_group",
+    "heartbeat_lost",   "agent_lost", "killed",
+    "restart_limit",    NULL,
 };
 
 static Leash__Control__Incident **ring;

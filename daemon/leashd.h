@@ -104,7 +104,10 @@ struct dgroup {
     const char   *name, *site;
     int64_t       deadline_mono; /* INT64_MAX: none */
     bool          cancelled;
-    int           next_step; /* escalation */
+    const char   *strategy;   /* a supervisor's (interned); NULL: not one */
+    uint64_t      restarts;   /* a supervisor's, as the process counts them */
+    int64_t       backoff_ms; /* the delay of its latest restart */
+    int           next_step;  /* escalation */
     struct event *timer;
     struct proc  *proc;
 };
@@ -123,6 +126,7 @@ struct proc {
     struct bufferevent  *bev;
     struct map           groups, tasks;
     uint64_t             dropped, stuck;
+    uint64_t             restarts; /* its supervisors', since it connected */
     const struct policy *policy;
     bool                 hb_lost;
     int                  hb_step;
@@ -136,6 +140,7 @@ struct proc {
 extern struct proc *procs;
 extern bool         leashd_stopping; /* connections ending now are not incidents */
 extern uint64_t     stat_events, stat_frames_rejected, stat_bad_messages;
+extern uint64_t     stat_restarts; /* restarts seen, every process */
 
 /* While on, model_now() is one clock reading (taken by model_clock) for a
    whole batch of messages; off, it reads the clock. */

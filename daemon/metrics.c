@@ -62,6 +62,11 @@ static void serve(struct evhttp_request *req, void *arg)
         evbuffer_add_printf(b, "leashd_incidents_total{kind=\"%s\"} %llu\n", incident_kinds[i],
                             (unsigned long long)incidents_by_kind(incident_kinds[i]));
     evbuffer_add_printf(b,
+                        "# HELP leashd_restarts_total Children restarted by supervisors "
+                        "(leash_supervise), every process.\n"
+                        "# TYPE leashd_restarts_total counter\nleashd_restarts_total %llu\n",
+                        (unsigned long long)stat_restarts);
+    evbuffer_add_printf(b,
                         "# HELP leashd_build_info leashd's version, as a label; the value is 1.\n"
                         "# TYPE leashd_build_info gauge\n"
                         "leashd_build_info{version=\"%s\"} 1\n",

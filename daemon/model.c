@@ -16,6 +16,7 @@
 struct proc *procs;
 bool         leashd_stopping;
 uint64_t     stat_events, stat_frames_rejected, stat_bad_messages;
+uint64_t     stat_restarts;
 
 /* ------------------------------------------------------------------ map */
 
@@ -385,6 +386,17 @@ static struct dgroup *group_put(struct proc *p, uint64_t id, uint64_t parent, co
     return g;
 }
 
+/* What a supervisor's group says of itself; strategy "" for other groups. */
+static void group_supervisor(struct dgroup *g, const char *strategy, uint64_t restarts,
+                             int64_t backoff_ms)
+{
+    if (!strategy || !*strategy)
+        return;
+    g->strategy = intern(strategy);
+    g->restarts = restarts;
+    g->backoff_ms = backoff_ms;
+}
+
 static struct dtask *task_put(struct proc *p, uint64_t id, uint64_t group)
 {
     struct dtask *t = map_get(&p->tasks, id);
@@ -420,13 +432,20 @@ void model_hello(struct proc *p, const Leash__Agent__Hello *h)
     p->dropped = h->dropped;
     const Leash__Agent__Snapshot *s = h->snapshot;
     size_t                        ng = s ? s->n_groups : 0, nt = s ? s->n_tasks : 0;
+    uint64_t                      restarts = 0;
     for (size_t i = 0; i < ng; i++) {
         const Leash__Agent__Group *g = s->groups[i];
         struct dgroup             *d =
             group_put(p, g->id, g->parent, g->name, g->site, g->deadline_ms_left, g->opener);
-        if (d)
+        if (d) {
             d->cancelled = g->cancelled;
+            group_supervisor(d, g->strategy, g->restarts, g->backoff_ms);
+            restarts += g->restarts;
+        }
     }
+    /* what live supervisors count; those that ended before are not in it */
+    if (restarts > p->restarts)
+        p->restarts = restarts;
     for (size_t i = 0; i < nt; i++) {
         const Leash__Agent__Task *x = s->tasks[i];
         struct dtask             *t = task_put(p, x->id, x->group);
@@ -447,9 +466,13 @@ void model_event(struct proc *p, const Leash__Agent__Event *e)
 {
     stat_events++;
     switch (e->kind) {
-    case LEASH__AGENT__EVENT__KIND__GROUP_OPEN:
-        group_put(p, e->group, e->parent, e->name, e->site, e->deadline_ms_left, e->task);
+    case LEASH__AGENT__EVENT__KIND__GROUP_OPEN: {
+        struct dgroup *g =
+            group_put(p, e->group, e->parent, e->name, e->site, e->deadline_ms_left, e->task);
+        if (g)
+            group_supervisor(g, e->strategy, 0, 0);
         break;
+    }
     case LEASH__AGENT__EVENT__KIND__GROUP_END: {
         struct dgroup *g = map_del(&p->groups, e->group);
         if (g)
@@ -491,6 +514,19 @@ void model_event(struct proc *p, const Leash__Agent__Event *e)
     case LEASH__AGENT__EVENT__KIND__REPORT:
         incident(p, e->report_kind, e->group, e->name, e->task, "report", "%s", e->detail);
         break;
+    case LEASH__AGENT__EVENT__KIND__RESTART: {
+        p->restarts++;
+        stat_restarts++;
+        struct dgroup *g = map_get(&p->groups, e->group);
+        if (g)
+            group_supervisor(g, e->strategy, e->restarts, e->backoff_ms);
+        log_info("process %d (%s): supervisor %llu \"%s\" (%s) restarts %s after task %llu, in "
+                 "%lld ms (restart %llu)",
+                 (int)p->pid, p->name, (unsigned long long)e->group, g ? g->name : "?", e->strategy,
+                 e->fn, (unsigned long long)e->task, (long long)e->backoff_ms,
+                 (unsigned long long)e->restarts);
+        break;
+    }
     default: break;
     }
 }
@@ -528,6 +564,9 @@ Leash__Agent__Snapshot *model_snapshot(struct proc *p)
         x->site = (char *)g->site;
         x->opener = g->opener;
         x->cancelled = g->cancelled;
+        x->strategy = (char *)(g->strategy ? g->strategy : "");
+        x->restarts = g->restarts;
+        x->backoff_ms = g->backoff_ms;
         x->deadline_ms_left = g->deadline_mono == INT64_MAX ? -1
                               : g->deadline_mono > now      ? g->deadline_mono - now
                                                             : 0;

@@ -9,7 +9,8 @@
  *                      whose 1500 ms deadline ends them
  *   supervise crash    a worker that fails every time: restarted after
  *                      50, 100, 200, 400 ms, until the supervisor gives up
- *                      (a restart_limit report). With --park it then waits
+ *                      (a restart_limit report). With --park it starts on
+ *                      SIGUSR1 (once leashd sees the process) and then waits
  *                      for SIGTERM, so leashd and leashctl can be asked.
  */
 #include "common.h"
@@ -241,7 +242,18 @@ static int crash(bool park)
     sigemptyset(&term);
     sigaddset(&term, SIGTERM);
     sigaddset(&term, SIGINT);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &term, NULL);
+    pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+    int sig;
+    if (park) {
+        printf("waiting for SIGUSR1 %d\n", (int)getpid());
+        fflush(stdout);
+        sigwait(&usr1, &sig);
+        t0 += since_start();
+    }
     printf("a worker that fails every time: 4 restarts in 10 s allowed, backoff 50..400 ms\n");
     leash_sup_opts o = {.name = "db-sync",
                         .intensity = 4,
@@ -255,7 +267,6 @@ static int crash(bool park)
     if (park) {
         printf("parked %d\n", (int)getpid());
         fflush(stdout);
-        int sig;
         sigwait(&term, &sig);
     }
     return rc == -ECONNREFUSED ? 0 : 1;

@@ -254,6 +254,9 @@ static int pbsnap_make(struct pbsnap *p)
             x->site = arena_site(&p->a, g->open_file, g->open_line);
             x->flags = g->flags;
             x->opener = g->opener;
+            x->restarts = g->restarts;
+            x->backoff_ms = g->backoff_ms;
+            x->strategy = (char *)(g->strategy >= 0 ? leash__strategy_name(g->strategy) : "");
             p->gptrs[i - 1] = x;
         }
         for (size_t j = g->first; j < g->first + g->count; j++) {
@@ -332,6 +335,11 @@ static void ev_to_pb(const struct leash__aevent *e, Leash__Agent__Event *x, stru
     x->deadline_ms_left = e->deadline_ms_left;
     x->site = arena_site(a, e->file, e->line);
     x->fn = (char *)(e->fn ? e->fn : "");
+    x->restarts = e->restarts;
+    x->backoff_ms = e->backoff_ms;
+    bool sup = (e->kind == LEASH_EV_GROUP_OPEN || e->kind == LEASH_EV_RESTART) &&
+               leash__strategy_name(e->strategy) != NULL;
+    x->strategy = (char *)(sup ? leash__strategy_name(e->strategy) : "");
 }
 
 /* Blocked past stuck_after. A task waiting for its own group or for a slot

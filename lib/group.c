@@ -224,6 +224,7 @@ int leash__group_open(struct leash_group **gp, const leash_group_opts *opts, con
                 g->deadline_ns == INT64_MAX ? -1 : (g->deadline_ns - g->open_ns) / 1000000,
             .file = file,
             .line = line,
+            .strategy = strategy,
         };
         memcpy(e.name, g->name, sizeof e.name);
         leash__agent_push(&e);

@@ -374,7 +374,13 @@ extern _Atomic uint64_t leash__reports;
 /* ---------------------------------------------------------- agent.c */
 
 /* One lifecycle event for leashd; kinds as in agent.proto's Event.Kind. */
-enum { LEASH_EV_GROUP_OPEN = 0, LEASH_EV_GROUP_END, LEASH_EV_TASK_START, LEASH_EV_TASK_END };
+enum {
+    LEASH_EV_GROUP_OPEN = 0,
+    LEASH_EV_GROUP_END = 1,
+    LEASH_EV_TASK_START = 2,
+    LEASH_EV_TASK_END = 3,
+    LEASH_EV_RESTART = 7,
+};
 struct leash__aevent {
     int         kind;
     uint64_t    group, task, parent;
@@ -383,6 +389,9 @@ struct leash__aevent {
     int         line;
     const char *fn;
     char        name[48];
+    int         strategy;   /* GROUP_OPEN, RESTART: a supervisor's; -1: none */
+    uint64_t    restarts;   /* RESTART */
+    int64_t     backoff_ms; /* RESTART */
 };
 extern _Atomic int leash__agent_on; /* connected: events are wanted */
 void               leash__agent_init(void);

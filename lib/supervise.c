@@ -37,6 +37,7 @@ struct sup_child {
     unsigned fails; /* consecutive restarts, the backoff's exponent */
     /* guarded by sup.mu: what the running instance says */
     leash_task *task;     /* the instance, once it runs and until it has ended */
+    uint64_t    task_id;  /* the latest instance's */
     bool        stop_req; /* stopped before or while it ran */
     bool        ended;
     int         rc;
@@ -130,6 +131,7 @@ static int child_main(void *arg)
     bool stopped = c->stop_req;
     if (!stopped)
         c->task = self;
+    c->task_id = self->id;
     leash__unlock(&s->mu);
     int rc = stopped ? -ECANCELED : c->spec->fn(c->spec->arg);
     /* its unwaited groups joined and its locks given up here, so that an
@@ -277,6 +279,22 @@ static int handle_end(struct sup *s, size_t i, int *rc)
     if (c->fails < 64)
         c->fails++;
     atomic_store_explicit(&s->g->backoff_ms, delay, memory_order_relaxed);
+    if (leash__agent_wants()) {
+        leash__lock(&s->mu);
+        uint64_t task = c->task_id;
+        leash__unlock(&s->mu);
+        leash__agent_push(&(struct leash__aevent){
+            .kind = LEASH_EV_RESTART,
+            .group = s->g->id,
+            .task = task,
+            .fn = c->name,
+            .file = s->file,
+            .line = s->line,
+            .strategy = s->strategy,
+            .restarts = atomic_load_explicit(&s->g->restarts, memory_order_relaxed),
+            .backoff_ms = delay,
+        });
+    }
     int64_t due = after_ms(now, delay);
 
     size_t lo = i, hi = i + 1; /* the set restarted: [lo, hi) */

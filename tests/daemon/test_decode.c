@@ -117,6 +117,90 @@ static void every_bad_field_is_refused_with_a_reason(void **state)
     }
 }
 
+static void restarts_and_supervisor_groups_are_checked(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t    group;
+        const char *strategy;
+        int64_t     backoff;
+        const char *want; /* NULL: accepted */
+    } cases[] = {
+        {2, "one_for_one", 40, NULL},
+        {2, "rest_for_one", 0, NULL},
+        {0, "one_for_all", 0, "without a group id"},
+        {2, "", 0, "without a group id or a strategy"},
+        {2, "one_for_none", 0, "unknown strategy"},
+        {2, "one_for_one", -1, "negative backoff"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT, *ep;
+        e.kind = LEASH__AGENT__EVENT__KIND__RESTART;
+        e.group = cases[i].group;
+        e.task = 7;
+        e.fn = "worker";
+        e.strategy = (char *)cases[i].strategy;
+        e.backoff_ms = cases[i].backoff;
+        e.restarts = 3;
+        Leash__Agent__Events        es;
+        Leash__Agent__AgentMessage  m = one_event(&e, &es, &ep);
+        char                        why[256] = "";
+        Leash__Agent__AgentMessage *d = roundtrip(&m, why);
+        if (!cases[i].want) {
+            if (!d)
+                fail_msg("case %zu refused: %s", i, why);
+            assert_int_equal(d->events->events[0]->restarts, 3);
+            leash__agent__agent_message__free_unpacked(d, NULL);
+            continue;
+        }
+        if (d) {
+            leash__agent__agent_message__free_unpacked(d, NULL);
+            fail_msg("case %zu accepted", i);
+        }
+        if (!strstr(why, cases[i].want))
+            fail_msg("case %zu: '%s' lacks '%s'", i, why, cases[i].want);
+    }
+    /* a group_open may say it is a supervisor, but only with a known strategy */
+    Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT, *ep;
+    e.kind = LEASH__AGENT__EVENT__KIND__GROUP_OPEN;
+    e.group = 2;
+    e.deadline_ms_left = -1;
+    e.strategy = "all_for_none";
+    Leash__Agent__Events       es;
+    Leash__Agent__AgentMessage m = one_event(&e, &es, &ep);
+    char                       why[256] = "";
+    assert_null(roundtrip(&m, why));
+    assert_non_null(strstr(why, "unknown strategy"));
+    /* a giving-up supervisor's report is a known kind */
+    leash__agent__event__init(&e);
+    e.kind = LEASH__AGENT__EVENT__KIND__REPORT;
+    e.report_kind = "restart_limit";
+    Leash__Agent__AgentMessage *d = roundtrip(&m, why);
+    assert_non_null(d);
+    leash__agent__agent_message__free_unpacked(d, NULL);
+    /* and a snapshot's group, likewise */
+    Leash__Agent__Group g = LEASH__AGENT__GROUP__INIT, *gp = &g;
+    g.id = 2;
+    g.strategy = "one_for_two";
+    Leash__Agent__Snapshot s = LEASH__AGENT__SNAPSHOT__INIT;
+    s.n_groups = 1;
+    s.groups = &gp;
+    Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
+    h.version = 1;
+    h.name = "svc";
+    h.snapshot = &s;
+    m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO;
+    m.hello = &h;
+    assert_null(roundtrip(&m, why));
+    assert_non_null(strstr(why, "unknown strategy"));
+    g.strategy = "one_for_all";
+    g.backoff_ms = -5;
+    assert_null(roundtrip(&m, why));
+    g.backoff_ms = 5;
+    assert_non_null(d = roundtrip(&m, why));
+    leash__agent__agent_message__free_unpacked(d, NULL);
+}
+
 static void hello_name_and_strings_are_checked(void **state)
 {
     (void)state;
@@ -190,6 +274,7 @@ int main(void)
         cmocka_unit_test(frames_are_cut_whole_or_refused),
         cmocka_unit_test(good_hello_and_events_pass),
         cmocka_unit_test(every_bad_field_is_refused_with_a_reason),
+        cmocka_unit_test(restarts_and_supervisor_groups_are_checked),
         cmocka_unit_test(hello_name_and_strings_are_checked),
         cmocka_unit_test(garbage_is_not_a_message),
         cmocka_unit_test(control_requests_are_checked),

@@ -141,6 +141,89 @@ static void library_reports_become_incidents(void **state)
     gone(p);
 }
 
+static void supervisor_restarts_are_kept_per_group_and_process(void **state)
+{
+    (void)state;
+    size_t              before = count_kind("restart_limit");
+    uint64_t            seen = stat_restarts;
+    struct proc        *p = hello("svc");
+    Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
+    e.kind = LEASH__AGENT__EVENT__KIND__GROUP_OPEN;
+    e.group = 2;
+    e.deadline_ms_left = -1;
+    e.name = "server";
+    e.strategy = "rest_for_one";
+    model_event(p, &e);
+    ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 5, 1, -1); /* an ordinary group */
+    for (uint64_t i = 1; i <= 3; i++) {
+        leash__agent__event__init(&e);
+        e.kind = LEASH__AGENT__EVENT__KIND__RESTART;
+        e.group = 2;
+        e.task = 10 + i;
+        e.fn = "worker";
+        e.strategy = "rest_for_one";
+        e.restarts = i;
+        e.backoff_ms = 20 * (int64_t)i;
+        model_event(p, &e);
+    }
+    e.group = 77; /* a group leashd never saw: the process still counts it */
+    e.restarts = 1;
+    model_event(p, &e);
+    assert_int_equal(p->restarts, 4);
+    assert_int_equal(stat_restarts - seen, 4);
+    Leash__Agent__Snapshot *snap = model_snapshot(p);
+    assert_int_equal(snap->n_groups, 2);
+    for (size_t i = 0; i < snap->n_groups; i++) {
+        const Leash__Agent__Group *g = snap->groups[i];
+        if (g->id == 2) {
+            assert_string_equal(g->strategy, "rest_for_one");
+            assert_int_equal(g->restarts, 3);
+            assert_int_equal(g->backoff_ms, 60);
+        } else {
+            assert_string_equal(g->strategy, "");
+            assert_int_equal(g->restarts, 0);
+        }
+    }
+    snapshot_free(snap);
+    /* the supervisor gives up: its report is an incident */
+    leash__agent__event__init(&e);
+    e.kind = LEASH__AGENT__EVENT__KIND__REPORT;
+    e.report_kind = "restart_limit";
+    e.detail = "supervisor 2 \"server\" gave up";
+    model_event(p, &e);
+    assert_int_equal(count_kind("restart_limit"), before + 1);
+    ev(p, LEASH__AGENT__EVENT__KIND__GROUP_END, 2, 0, 0);
+    assert_int_equal(p->restarts, 4); /* the process keeps its count */
+    gone(p);
+}
+
+static void a_hello_brings_the_restarts_of_live_supervisors(void **state)
+{
+    (void)state;
+    Leash__Agent__Group g = LEASH__AGENT__GROUP__INIT, *gp = &g;
+    g.id = 2;
+    g.name = "server";
+    g.deadline_ms_left = -1;
+    g.strategy = "one_for_one";
+    g.restarts = 5;
+    g.backoff_ms = 80;
+    Leash__Agent__Snapshot s = LEASH__AGENT__SNAPSHOT__INIT;
+    s.n_groups = 1;
+    s.groups = &gp;
+    struct proc        *p = proc_new(-1, 4242, 1000, -1);
+    Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
+    h.version = 1;
+    h.name = "svc";
+    h.snapshot = &s;
+    model_hello(p, &h);
+    assert_int_equal(p->restarts, 5);
+    struct dgroup *d = map_get(&p->groups, 2);
+    assert_non_null(d);
+    assert_string_equal(d->strategy, "one_for_one");
+    assert_int_equal(d->restarts, 5);
+    gone(p);
+}
+
 static void overrun_escalates_step_by_step(void **state)
 {
     (void)state;
@@ -241,6 +324,8 @@ int main(void)
         cmocka_unit_test(events_build_and_unbuild_the_tree),
         cmocka_unit_test(stuck_without_deadline_is_an_incident_once),
         cmocka_unit_test(library_reports_become_incidents),
+        cmocka_unit_test(supervisor_restarts_are_kept_per_group_and_process),
+        cmocka_unit_test(a_hello_brings_the_restarts_of_live_supervisors),
         cmocka_unit_test(overrun_escalates_step_by_step),
         cmocka_unit_test(silent_agent_is_a_lost_heartbeat),
         cmocka_unit_test(journal_survives_and_tolerates_a_torn_record),

@@ -8,10 +8,16 @@
  *   park     tasks parked on a channel, a mutex and a sleep, for dumps
  *   stuck    a task blocked on a channel in a group with no deadline
  *   cancel   a task parked until leashd's cancel reaches its group
+ *   supervise two supervisors, whose children fail once SIGUSR1 comes:
+ *            "flaky-sup" restarts its child once and keeps it; "crash-sup"
+ *            restarts its child 3 times, then gives up (restart_limit)
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <leash.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +71,43 @@ static int nap(void *arg)
     return leash_sleep(1000000);
 }
 
+/* ------------------------------------------------------------ supervise */
+
+static leash_chan *go; /* closed when SIGUSR1 comes: every recv then fails */
+static atomic_int  flaky_runs;
+
+static int flaky(void *arg)
+{
+    (void)arg;
+    int v;
+    if (atomic_fetch_add(&flaky_runs, 1) == 0)
+        return leash_chan_recv(go, &v); /* -EPIPE once closed: one failure */
+    return leash_chan_recv(ch, &v);     /* then it stays */
+}
+
+static int crasher(void *arg)
+{
+    (void)arg;
+    int v;
+    return leash_chan_recv(go, &v); /* -EPIPE, at once, every run after the close */
+}
+
+static int supervise_one(void *arg)
+{
+    bool             crash = arg != NULL;
+    leash_sup_opts   o = {.name = crash ? "crash-sup" : "flaky-sup",
+                          .intensity = 3,
+                          .period_ms = 600000,
+                          .backoff_min_ms = 20,
+                          .backoff_max_ms = 40};
+    leash_child_spec c = {crash ? "crasher" : "flaky", crash ? crasher : flaky, NULL,
+                          LEASH_PERMANENT};
+    int              rc = leash_supervise(&o, &c, 1);
+    printf("%s: %d\n", o.name, rc);
+    fflush(stdout);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -92,6 +135,22 @@ int main(int argc, char **argv)
     } else if (!strcmp(mode, "stuck") || !strcmp(mode, "cancel")) {
         leash_group_open(&g, &(leash_group_opts){.name = mode});
         leash_go(g, recv_forever, NULL);
+    } else if (!strcmp(mode, "supervise")) {
+        sigset_t usr1;
+        sigemptyset(&usr1);
+        sigaddset(&usr1, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+        leash_chan_open(&go, "go", sizeof(int), 0);
+        leash_group_open(&g, &(leash_group_opts){.name = "supervisors"});
+        leash_go(g, supervise_one, NULL);
+        leash_go(g, supervise_one, &go);
+        printf("ready %d\n", (int)getpid());
+        int sig;
+        sigwait(&usr1, &sig);
+        leash_chan_close(go);
+        int rc = leash_group_wait(g); /* flaky-sup runs until the process is killed */
+        printf("wait: %d\n", rc);
+        return 0;
     } else {
         return 2;
     }
