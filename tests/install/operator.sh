@@ -22,6 +22,11 @@ done
 ls "$p"/lib*/libleash.so* "$p"/lib*/pkgconfig/leash.pc "$p"/lib*/cmake/leash/leashConfig.cmake \
   >/dev/null || fail "the library, leash.pc or the CMake package is missing"
 
+# the CMake package carries nothing of this build: no -Werror, no source path
+if grep -rlE -- "-Werror|$src" "$p"/lib*/cmake/leash "$p"/lib*/pkgconfig; then
+  fail "the installed CMake package or leash.pc names this build's flags or paths"
+fi
+
 # the unit runs the installed leashd on the installed config, which is good
 grep -qx "ExecStart=$p/sbin/leashd --config $p/etc/leash/leashd.conf" \
   "$p/lib/systemd/system/leashd.service" || fail "ExecStart does not name the installed leashd"
