@@ -166,6 +166,92 @@ static int k_stuck_after(struct ctx *x, const config_setting_t *s, struct config
     return 0;
 }
 
+/* A whole number in [lo, hi] (an int or an int64 in the file). */
+static int get_count(struct ctx *x, const config_setting_t *s, const char *key, long long lo,
+                     long long hi, long long *out)
+{
+    int t = config_setting_type(s);
+    if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64)
+        return bad(x, s, key, "must be a whole number");
+    long long v = t == CONFIG_TYPE_INT ? config_setting_get_int(s) : config_setting_get_int64(s);
+    if (v < lo || v > hi)
+        return bad(x, s, key, "%lld is out of range (%lld to %lld)", v, lo, hi);
+    *out = v;
+    return 0;
+}
+
+static int k_journal_max(struct ctx *x, const config_setting_t *s, struct config *c)
+{
+    long long v = 0;
+    if (get_count(x, s, "journal_max", 64 * 1024, 1LL << 40, &v))
+        return -1;
+    c->journal_max = (uint64_t)v;
+    return 0;
+}
+
+static int k_peers_per_uid(struct ctx *x, const config_setting_t *s, struct config *c)
+{
+    long long v = 0;
+    if (get_count(x, s, "peers_per_uid", 1, 1000000, &v))
+        return -1;
+    c->peers_per_uid = (int)v;
+    return 0;
+}
+
+static int k_followers_per_uid(struct ctx *x, const config_setting_t *s, struct config *c)
+{
+    long long v = 0;
+    if (get_count(x, s, "followers_per_uid", 0, 1000000, &v))
+        return -1;
+    c->followers_per_uid = (int)v;
+    return 0;
+}
+
+static int k_uid_buffer_max(struct ctx *x, const config_setting_t *s, struct config *c)
+{
+    long long v = 0;
+    if (get_count(x, s, "uid_buffer_max", 4096, 1LL << 34, &v))
+        return -1;
+    c->uid_buffer_max = (size_t)v;
+    return 0;
+}
+
+static int k_peer_out_max(struct ctx *x, const config_setting_t *s, struct config *c)
+{
+    long long v = 0;
+    if (get_count(x, s, "peer_out_max", 4096, 1LL << 34, &v))
+        return -1;
+    c->peer_out_max = (size_t)v;
+    return 0;
+}
+
+static int k_peer_timeout(struct ctx *x, const config_setting_t *s, struct config *c)
+{
+    if (get_dur(x, s, "peer_timeout", &c->peer_timeout_ms))
+        return -1;
+    if (c->peer_timeout_ms < 100)
+        return bad(x, s, "peer_timeout", "must be at least 100ms");
+    return 0;
+}
+
+static int k_report_burst(struct ctx *x, const config_setting_t *s, struct config *c)
+{
+    long long v = 0;
+    if (get_count(x, s, "report_burst", 1, 100000000, &v))
+        return -1;
+    c->report_burst = (uint64_t)v;
+    return 0;
+}
+
+static int k_report_interval(struct ctx *x, const config_setting_t *s, struct config *c)
+{
+    if (get_dur(x, s, "report_interval", &c->report_interval_ms))
+        return -1;
+    if (c->report_interval_ms < 1)
+        return bad(x, s, "report_interval", "must be at least 1ms");
+    return 0;
+}
+
 static int k_metrics_listen(struct ctx *x, const config_setting_t *s, struct config *c)
 {
     if (get_str(x, s, "metrics_listen", &c->metrics_listen))
@@ -285,7 +371,11 @@ static const struct key {
     {"state_dir", k_state_dir},       {"max_frame", k_max_frame},
     {"admin_uids", k_admin_uids},     {"heartbeat_timeout", k_heartbeat_timeout},
     {"stuck_after", k_stuck_after},   {"metrics_listen", k_metrics_listen},
-    {"policies", k_policies},
+    {"policies", k_policies},         {"journal_max", k_journal_max},
+    {"peers_per_uid", k_peers_per_uid}, {"followers_per_uid", k_followers_per_uid},
+    {"uid_buffer_max", k_uid_buffer_max}, {"peer_out_max", k_peer_out_max},
+    {"peer_timeout", k_peer_timeout}, {"report_burst", k_report_burst},
+    {"report_interval", k_report_interval},
 };
 
 static const struct policy builtin_policy = {
@@ -321,6 +411,14 @@ static int defaults(struct config *c)
     c->nadmin = 1; /* root */
     c->heartbeat_timeout_ms = 5000;
     c->stuck_after_ms = 120000;
+    c->journal_max = 64ULL * 1024 * 1024;
+    c->peers_per_uid = 1024;
+    c->followers_per_uid = 16;
+    c->uid_buffer_max = 16 * 1024 * 1024;
+    c->peer_out_max = 4 * 1024 * 1024;
+    c->peer_timeout_ms = 10000;
+    c->report_burst = 1000;
+    c->report_interval_ms = 10000;
     c->policies = calloc(1, sizeof *c->policies);
     if (!c->agent_socket || !c->control_socket || !c->state_dir || !c->admin_uids || !c->policies)
         return -1;

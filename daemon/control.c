@@ -27,10 +27,15 @@ struct client {
     uid_t               uid;
     pid_t               pid;
     bool                admin, follow, done;
-    struct client      *next; /* followers */
+    bool                asked;    /* a whole request arrived */
+    int64_t             accepted_mono;
+    struct client      *next;     /* followers */
+    struct client      *all_next; /* every client */
+    struct client      *all_prev;
 };
 
-static struct client *followers;
+static struct client *followers, *clients;
+static uint64_t       nfollowers;
 
 static void client_free(struct client *c)
 {
@@ -38,11 +43,47 @@ static void client_free(struct client *c)
     for (struct client **pp = &followers; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
             *pp = c->next;
+            nfollowers--;
+            limit_follower_del(c->uid);
             break;
         }
     }
+    if (c->all_prev)
+        c->all_prev->all_next = c->all_next;
+    else
+        clients = c->all_next;
+    if (c->all_next)
+        c->all_next->all_prev = c->all_prev;
+    limit_peer_del(c->uid);
     bufferevent_free(c->bev);
     free(c);
+}
+
+uint64_t control_followers(void)
+{
+    return nfollowers;
+}
+
+/* Drops clients that have not sent a whole request within peer_timeout,
+   or (done) have not read their answer within it. */
+void control_sweep(int64_t now)
+{
+    for (struct client *c = clients, *next; c; c = next) {
+        next = c->all_next;
+        if (c->follow || (c->asked && !c->done) || now - c->accepted_mono <= cfg.peer_timeout_ms)
+            continue;
+        limit_hit(LIMIT_TIMEOUT, c->uid,
+                  "control client %s within %lld ms: connection closed",
+                  c->asked ? "did not read its answer" : "sent no whole request",
+                  (long long)cfg.peer_timeout_ms);
+        client_free(c);
+    }
+}
+
+void control_close_all(void)
+{
+    while (clients)
+        client_free(clients);
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)
@@ -158,11 +199,20 @@ static void do_status(struct client *c)
         s.tasks += p->tasks.n;
         s.stuck += p->stuck;
     }
-    s.incidents = incidents_total();
+    /* the daemon-wide counters are for admins; others count their own */
+    if (c->admin) {
+        s.incidents = incidents_total();
+        s.events = stat_events;
+    } else {
+        Leash__Control__Incident **all;
+        size_t                     n = incidents_list(0, &all);
+        for (size_t i = 0; i < n; i++)
+            s.incidents += all[i]->uid == c->uid;
+        free(all);
+    }
     s.agent_socket = cfg.agent_socket;
     s.control_socket = cfg.control_socket;
     s.state_dir = cfg.state_dir;
-    s.events = stat_events;
     s.pid = getpid();
     Leash__Control__Response r = LEASH__CONTROL__RESPONSE__INIT;
     r.resp_case = LEASH__CONTROL__RESPONSE__RESP_STATUS;
@@ -278,12 +328,19 @@ static void do_incidents(struct client *c, const Leash__Control__IncidentsReques
     Leash__Control__Response r = LEASH__CONTROL__RESPONSE__INIT;
     r.resp_case = LEASH__CONTROL__RESPONSE__RESP_INCIDENTS;
     r.incidents = &out;
+    if (q->follow && limit_follower_add(c->uid) != 0) {
+        free(all);
+        fail(c, EUSERS, "uid %u already follows incidents %d times (followers_per_uid)",
+             (unsigned)c->uid, cfg.followers_per_uid);
+        return;
+    }
     respond(c, &r, !q->follow);
     free(all);
     if (q->follow) {
         c->follow = true;
         c->next = followers;
         followers = c;
+        nfollowers++;
     }
 }
 
@@ -292,9 +349,21 @@ void control_incident_hook(const Leash__Control__Incident *i)
     Leash__Control__Response r = LEASH__CONTROL__RESPONSE__INIT;
     r.resp_case = LEASH__CONTROL__RESPONSE__RESP_INCIDENT;
     r.incident = (Leash__Control__Incident *)i;
-    for (struct client *c = followers; c; c = c->next)
-        if (incident_visible(c, i))
-            respond(c, &r, false);
+    for (struct client *c = followers, *next; c; c = next) {
+        next = c->next;
+        if (!incident_visible(c, i))
+            continue;
+        /* a follower that stops reading is dropped, alone */
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) > cfg.peer_out_max) {
+            limit_hit(LIMIT_OUT, c->uid,
+                      "an incidents --follow client reads nothing (over %zu bytes queued): "
+                      "dropped",
+                      cfg.peer_out_max);
+            client_free(c);
+            continue;
+        }
+        respond(c, &r, false);
+    }
 }
 
 static void do_cancel(struct client *c, const Leash__Control__CancelRequest *q)
@@ -382,6 +451,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
     }
     if (evbuffer_get_length(in) < sizeof hdr + n)
         return;
+    c->asked = true;
     const uint8_t           *msg = evbuffer_pullup(in, (ssize_t)(sizeof hdr + n));
     char                     why[256];
     Leash__Control__Request *q = control_decode(msg + sizeof hdr, n, why, sizeof why);
@@ -402,21 +472,34 @@ int control_accept(struct event_base *b, int fd)
         close(fd);
         return -errno;
     }
+    int e = limit_peer_add(cred.uid);
+    if (e) {
+        close(fd);
+        return e == -EUSERS ? 0 : e; /* refused and said */
+    }
     struct client *c = calloc(1, sizeof *c);
     if (!c) {
         close(fd);
+        limit_peer_del(cred.uid);
         return -ENOMEM;
     }
     c->uid = cred.uid;
     c->admin = config_is_admin(&cfg, cred.uid);
+    c->accepted_mono = mono_ms();
     evutil_make_socket_nonblocking(fd);
     c->bev = bufferevent_socket_new(b, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev) {
         close(fd);
+        limit_peer_del(cred.uid);
         free(c);
         return -ENOMEM;
     }
+    c->all_next = clients;
+    if (clients)
+        clients->all_prev = c;
+    clients = c;
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, REQUEST_MAX + LEASH_FRAME_HEADER);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     return 0;
 }

@@ -54,6 +54,15 @@ struct config {
     int            nadmin;
     int64_t        heartbeat_timeout_ms, stuck_after_ms;
     char          *metrics_listen; /* NULL: off */
+    /* bounds on what peers can make leashd hold (see README, Reliability) */
+    uint64_t journal_max;        /* bytes of journal before the oldest records go */
+    int      peers_per_uid;      /* agent and control connections of one uid */
+    int      followers_per_uid;  /* incidents --follow clients of one uid */
+    size_t   uid_buffer_max;     /* bytes of unfinished frames one uid may park */
+    size_t   peer_out_max;       /* bytes queued to one peer before it is dropped */
+    int64_t  peer_timeout_ms;    /* to finish a Hello, a request or a started frame */
+    uint64_t report_burst;       /* report incidents per process per interval */
+    int64_t  report_interval_ms;
     struct policy *policies;
     int            npolicies;
 };
@@ -123,6 +132,11 @@ struct proc {
     char                 name[64];
     int64_t              connected_wall, last_msg_mono;
     bool                 hello;
+    bool                 pinned;       /* pidfd is this exact process */
+    bool                 closing;      /* flushing a last reply, then closed */
+    int64_t              accepted_mono;
+    int64_t              partial_mono; /* when the unfinished frame began; 0: none */
+    size_t               parked;       /* bytes of it, as counted for the uid */
     struct bufferevent  *bev;
     struct map           groups, tasks;
     uint64_t             dropped, stuck;
@@ -186,6 +200,37 @@ extern const char *const incident_kinds[];
 /* Called for each new incident (leashctl incidents --follow). */
 void control_incident_hook(const Leash__Control__Incident *i);
 
+/* ---------------------------------------------------------- limits.c */
+
+enum limit {
+    LIMIT_PEERS,     /* connections per uid */
+    LIMIT_FOLLOWERS, /* incidents --follow clients per uid */
+    LIMIT_BUFFER,    /* unfinished frames parked per uid */
+    LIMIT_OUT,       /* a peer's outgoing buffer */
+    LIMIT_TIMEOUT,   /* a Hello, request or frame not finished in peer_timeout */
+    LIMIT_REPORTS,   /* report incidents per process per report_interval */
+    LIMIT_FDS,       /* accept() out of file descriptors */
+    LIMIT_IDENTITY,  /* a peer whose process cannot be pinned: never signalled */
+    LIMIT_COUNT
+};
+extern const char *const limit_names[LIMIT_COUNT];
+extern uint64_t          limit_hits[LIMIT_COUNT]; /* for metrics */
+
+/* Counts a hit and logs it, once per uid while that uid has peers. */
+void limit_hit(enum limit l, uid_t uid, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* One more connection of uid: 0, or -EUSERS over peers_per_uid (said). */
+int  limit_peer_add(uid_t uid);
+void limit_peer_del(uid_t uid);
+/* One more follower of uid: 0, or -EUSERS over followers_per_uid (said). */
+int  limit_follower_add(uid_t uid);
+void limit_follower_del(uid_t uid);
+/* A peer of uid now parks `now` bytes of unfinished frames (it held *held,
+   which becomes now). -ENOBUFS when the uid is over uid_buffer_max. */
+int    limit_parked(uid_t uid, size_t *held, size_t now);
+size_t limit_parked_total(void);
+void   limits_free(void);
+
 /* ------------------------------------------------------------ peer.c */
 
 /* Starts reading frames from a connected agent. */
@@ -199,10 +244,18 @@ int  agent_dump(struct proc *p, void (*cb)(void *arg, const Leash__Agent__Snapsh
 void agent_dump_cancel(void *arg);
 /* At shutdown: every connection closed, every process let go. */
 void agent_close_all(void);
+/* Drops agents that have not finished a Hello or a started frame within
+   peer_timeout (called from the periodic tick). */
+void agent_sweep(int64_t now_mono);
+/* Set to refuse SO_PEERPIDFD and use the pidfd_open fallback (tests). */
+extern bool agent_no_peerpidfd;
 
 /* --------------------------------------------------------- control.c */
 
-int control_accept(struct event_base *base, int fd);
+int  control_accept(struct event_base *base, int fd);
+void control_sweep(int64_t now_mono);
+void control_close_all(void);
+uint64_t control_followers(void);
 
 /* --------------------------------------------------------- metrics.c */
 

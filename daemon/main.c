@@ -10,11 +10,14 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -104,6 +107,21 @@ static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ------------------------------------------------------------- the loop */
 
+/* Gives freed peer buffers back to the system once the peers have gone, so
+   RSS returns to its baseline (glibc keeps freed heap otherwise). */
+static void trim_memory(void)
+{
+    static size_t  last_parked;
+    static int64_t last_trim;
+    size_t         parked = limit_parked_total();
+    int64_t        now = mono_ms();
+    if (parked < last_parked && now - last_trim > 1000) {
+        malloc_trim(0);
+        last_trim = now;
+    }
+    last_parked = parked;
+}
+
 static void on_agent(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
                      void *arg)
 {
@@ -128,12 +146,78 @@ static void on_control(struct evconnlistener *l, evutil_socket_t fd, struct sock
         log_warn("control connection: %s", strerror(-err));
 }
 
+/* Out of file descriptors, accept() fails at once while the connection
+   waits: a listener left on would spin. Both listeners pause for a moment
+   instead, and the first failure of each episode is said. */
+#define ACCEPT_PAUSE_MS 250
+
+static struct evconnlistener *listeners[2];
+static struct event          *resume_ev;
+static bool                   accept_paused;
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    accept_paused = false;
+    for (int i = 0; i < 2; i++)
+        if (listeners[i])
+            evconnlistener_enable(listeners[i]);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM) {
+        log_warn("accept: %s", strerror(e));
+        return;
+    }
+    limit_hits[LIMIT_FDS]++;
+    if (accept_paused)
+        return;
+    static int64_t said_mono;
+    int64_t        now = mono_ms();
+    if (said_mono == 0 || now - said_mono > 60000) {
+        log_warn("accept: %s: not accepting for %d ms at a time until some close "
+                 "(said once a minute)",
+                 strerror(e), ACCEPT_PAUSE_MS);
+        said_mono = now;
+    }
+    accept_paused = true;
+    for (int i = 0; i < 2; i++)
+        if (listeners[i])
+            evconnlistener_disable(listeners[i]);
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(resume_ev, &tv);
+}
+
+/* Raises the soft limit on open files to the hard one: each agent holds a
+   socket and a pidfd. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_warn("RLIMIT_NOFILE: cannot raise %llu to %llu: %s", (unsigned long long)was,
+                 (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     (void)arg;
     policy_heartbeat_check();
+    int64_t now = mono_ms();
+    agent_sweep(now);
+    control_sweep(now);
+    trim_memory();
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -197,6 +281,9 @@ int main(int argc, char **argv)
     }
     started_wall = wall_ms();
     signal(SIGPIPE, SIG_IGN);
+    umask(077); /* every file and directory gets the mode it is given */
+    raise_nofile();
+    agent_no_peerpidfd = getenv("LEASHD_NO_PEERPIDFD") != NULL;
     if (incidents_open(cfg.state_dir)) {
         fprintf(stderr, "leashd: cannot use state dir %s\n", cfg.state_dir);
         return 1;
@@ -239,10 +326,15 @@ int main(int argc, char **argv)
         evconnlistener_new(base, on_agent, NULL, LEV_OPT_CLOSE_ON_FREE, -1, afd);
     struct evconnlistener *cl =
         evconnlistener_new(base, on_control, NULL, LEV_OPT_CLOSE_ON_FREE, -1, cfd);
-    if (!al || !cl) {
+    resume_ev = evtimer_new(base, on_resume, NULL);
+    if (!al || !cl || !resume_ev) {
         fprintf(stderr, "leashd: cannot start the event loop\n");
         return 1;
     }
+    listeners[0] = al;
+    listeners[1] = cl;
+    evconnlistener_set_error_cb(al, on_accept_error);
+    evconnlistener_set_error_cb(cl, on_accept_error);
     if (cfg.metrics_listen && metrics_start(base, cfg.metrics_listen, err, sizeof err)) {
         fprintf(stderr, "leashd: %s\n", err);
         return 1;
@@ -269,7 +361,10 @@ int main(int argc, char **argv)
 
     evconnlistener_free(al);
     evconnlistener_free(cl);
+    listeners[0] = listeners[1] = NULL;
+    event_free(resume_ev);
     leashd_stopping = true;
+    control_close_all();
     agent_close_all();
     if (own_afd)
         unlink(cfg.agent_socket);
@@ -283,6 +378,7 @@ int main(int argc, char **argv)
     if (wd)
         event_free(wd);
     log_info("stopped");
+    limits_free();
     config_free(&cfg);
     return 0;
 }

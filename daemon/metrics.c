@@ -71,6 +71,18 @@ static void serve(struct evhttp_request *req, void *arg)
                         "# TYPE leashd_build_info gauge\n"
                         "leashd_build_info{version=\"%s\"} 1\n",
                         LEASH_VERSION);
+    evbuffer_add_printf(b, "# HELP leashd_limit_hits_total Times a peer hit a bound, by bound "
+                           "(the config key).\n"
+                           "# TYPE leashd_limit_hits_total counter\n");
+    for (int i = 0; i < LIMIT_COUNT; i++)
+        evbuffer_add_printf(b, "leashd_limit_hits_total{limit=\"%s\"} %llu\n", limit_names[i],
+                            (unsigned long long)limit_hits[i]);
+    evbuffer_add_printf(b,
+                        "# HELP leashd_followers Clients following incidents.\n"
+                        "# TYPE leashd_followers gauge\nleashd_followers %llu\n"
+                        "# HELP leashd_parked_bytes Bytes of unfinished frames held for peers.\n"
+                        "# TYPE leashd_parked_bytes gauge\nleashd_parked_bytes %zu\n",
+                        (unsigned long long)control_followers(), limit_parked_total());
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     evhttp_send_reply(req, HTTP_OK, "OK", b);

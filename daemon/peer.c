@@ -14,6 +14,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -104,6 +105,12 @@ int agent_send(struct proc *p, const Leash__Agent__DaemonMessage *m)
 {
     if (p->dead || !p->bev)
         return -ENOTCONN;
+    /* a process that does not read gets nothing more queued */
+    if (evbuffer_get_length(bufferevent_get_output(p->bev)) > cfg.peer_out_max) {
+        limit_hit(LIMIT_OUT, p->uid, "process %d (%s) reads nothing: messages to it not queued",
+                  (int)p->pid, p->name);
+        return -ENOBUFS;
+    }
     size_t   n;
     uint8_t *buf = leash_frame_pack(&m->base, &n);
     if (!buf)
@@ -133,6 +140,8 @@ int agent_interrupt(struct proc *p, uint64_t group)
     return agent_send(p, &m);
 }
 
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+
 static void deferred_unref(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -142,12 +151,19 @@ static void deferred_unref(evutil_socket_t fd, short what, void *arg)
 
 /* Ends a connection. The proc itself is freed from a later event, never
    inside the callback that is using it. */
+static void peer_release(struct proc *p)
+{
+    if (!p->bev)
+        return;
+    bufferevent_free(p->bev);
+    p->bev = NULL;
+    limit_parked(p->uid, &p->parked, 0);
+    limit_peer_del(p->uid);
+}
+
 static void peer_close(struct proc *p, const char *why)
 {
-    if (p->bev) {
-        bufferevent_free(p->bev);
-        p->bev = NULL;
-    }
+    peer_release(p);
     for (struct pending_dump *d = pending, *n; d; d = n) {
         n = d->next;
         if (d->proc == p)
@@ -156,6 +172,22 @@ static void peer_close(struct proc *p, const char *why)
     model_gone(p, why);
     struct timeval now = {0, 0};
     event_base_once(base, -1, EV_TIMEOUT, deferred_unref, p, &now);
+}
+
+static void linger_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct proc *p = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        peer_close(p, "refused at Hello");
+}
+
+/* Reads nothing more, sends what is queued, then closes (or peer_timeout
+   closes it, for a peer that does not read). */
+static void peer_linger(struct proc *p)
+{
+    p->closing = true;
+    bufferevent_disable(p->bev, EV_READ);
+    bufferevent_setcb(p->bev, NULL, linger_write_cb, event_cb, p);
 }
 
 static int hello_reply(struct proc *p, bool ok, const char *error)
@@ -194,8 +226,12 @@ static const char *on_message(struct proc *p, const uint8_t *msg, size_t len, ch
         if (m->hello->version != LEASH__AGENT__VERSION__VERSION_CURRENT) {
             snprintf(why, whylen, "agent protocol version %u (leashd speaks %d)", m->hello->version,
                      LEASH__AGENT__VERSION__VERSION_CURRENT);
-            hello_reply(p, false, why);
-            drop = why;
+            /* said to the process before the connection closes */
+            log_warn("process %d: %s: connection closed", (int)p->pid, why);
+            if (hello_reply(p, false, why) == 0)
+                peer_linger(p);
+            else
+                drop = why;
             break;
         }
         if (p->hello) {
@@ -227,15 +263,35 @@ out:
     return drop;
 }
 
+/* What the peer leaves unfinished is counted against its uid's
+   uid_buffer_max and must be finished within peer_timeout. Returns false
+   when the peer was dropped for it. */
+static bool account_partial(struct proc *p, size_t have)
+{
+    if (have == 0)
+        p->partial_mono = 0;
+    else if (p->partial_mono == 0)
+        p->partial_mono = mono_ms();
+    if (limit_parked(p->uid, &p->parked, have) == 0)
+        return true;
+    limit_hit(LIMIT_BUFFER, p->uid,
+              "unfinished frames over %zu bytes: process %d's connection closed",
+              cfg.uid_buffer_max, (int)p->pid);
+    peer_close(p, "unfinished frames over uid_buffer_max");
+    return false;
+}
+
 static void read_frames(struct bufferevent *bev, struct proc *p)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
     char             why[256];
-    while (!p->dead) {
+    while (!p->dead && !p->closing) {
         size_t  have = evbuffer_get_length(in);
         uint8_t hdr[LEASH_FRAME_HEADER];
-        if (have < sizeof hdr)
+        if (have < sizeof hdr) {
+            account_partial(p, have);
             return;
+        }
         evbuffer_copyout(in, hdr, sizeof hdr);
         uint32_t n = leash_frame_get_len(hdr);
         if (n > cfg.max_frame) {
@@ -245,8 +301,10 @@ static void read_frames(struct bufferevent *bev, struct proc *p)
             peer_close(p, why);
             return;
         }
-        if (have < sizeof hdr + n)
+        if (have < sizeof hdr + n) {
+            account_partial(p, have);
             return;
+        }
         const uint8_t *msg = evbuffer_pullup(in, (ssize_t)(sizeof hdr + n));
         const char    *drop = on_message(p, msg + sizeof hdr, n, why, sizeof why);
         evbuffer_drain(in, sizeof hdr + n);
@@ -274,6 +332,75 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         peer_close(p, what & BEV_EVENT_EOF ? "connection closed" : "connection error");
 }
 
+bool agent_no_peerpidfd;
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5 */
+#endif
+
+/* The field `key` of /proc/PID/status, as the first of its numbers. */
+static int proc_status_id(pid_t pid, const char *key, long *out)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -errno;
+    int    rc = -ENOENT;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+            long real, eff;
+            if (sscanf(line + kl + 1, "%ld %ld", &real, &eff) == 2) {
+                *out = eff;
+                rc = 0;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+/* A pidfd for the process at the other end of fd, or -1 with why.
+   SO_PEERPIDFD names the process that connected, even if its pid has been
+   reused since. Without it, pidfd_open(pid) may pin a newer process that
+   got the pid between connect() and accept(): that is caught when its
+   effective uid or gid differ from the peer's credentials (read while the
+   pidfd shows it alive), and such a peer is never signalled. */
+static int peer_pidfd(int fd, const struct ucred *cred, char *why, size_t whylen)
+{
+    int       pidfd = -1;
+    socklen_t len = sizeof pidfd;
+    if (!agent_no_peerpidfd && getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) == 0)
+        return pidfd;
+    if (!agent_no_peerpidfd && errno != ENOPROTOOPT && errno != EINVAL) {
+        snprintf(why, whylen, "SO_PEERPIDFD: %s (the process that connected is gone)",
+                 strerror(errno));
+        return -1;
+    }
+    pidfd = (int)syscall(SYS_pidfd_open, cred->pid, 0);
+    if (pidfd < 0) {
+        snprintf(why, whylen, "pidfd_open: %s", strerror(errno));
+        return -1;
+    }
+    long uid = -1, gid = -1;
+    int  e = proc_status_id(cred->pid, "Uid", &uid);
+    if (e == 0)
+        e = proc_status_id(cred->pid, "Gid", &gid);
+    /* alive after the read: /proc/PID was the pidfd's process */
+    bool alive = syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+    if (e || !alive || uid != (long)cred->uid || gid != (long)cred->gid) {
+        snprintf(why, whylen,
+                 "pid %d now runs as uid %ld gid %ld, the peer connected as uid %u gid %u "
+                 "(pid reused before accept, or gone)",
+                 (int)cred->pid, uid, gid, (unsigned)cred->uid, (unsigned)cred->gid);
+        close(pidfd);
+        return -1;
+    }
+    return pidfd;
+}
+
 int agent_accept(struct event_base *b, int fd)
 {
     struct ucred cred;
@@ -282,39 +409,67 @@ int agent_accept(struct event_base *b, int fd)
         close(fd);
         return -errno;
     }
+    int e = limit_peer_add(cred.uid);
+    if (e) {
+        close(fd);
+        return e == -EUSERS ? 0 : e; /* refused and said */
+    }
     /* held from now on: a pid reused later is not this process */
-    int pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
+    char why[256];
+    int  pidfd = peer_pidfd(fd, &cred, why, sizeof why);
     if (pidfd < 0)
-        log_warn("pidfd_open(%d): %s: this process cannot be signalled", (int)cred.pid,
-                 strerror(errno));
+        limit_hit(LIMIT_IDENTITY, cred.uid, "process %d cannot be pinned: %s: it is never signalled",
+                  (int)cred.pid, why);
     struct proc *p = proc_new(fd, cred.pid, cred.uid, pidfd);
     if (!p) {
         close(fd);
         if (pidfd >= 0)
             close(pidfd);
+        limit_peer_del(cred.uid);
         return -ENOMEM;
     }
+    p->pinned = pidfd >= 0;
+    p->accepted_mono = mono_ms();
     evutil_make_socket_nonblocking(fd);
     p->bev = bufferevent_socket_new(b, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!p->bev) {
         close(fd);
+        limit_peer_del(cred.uid);
         model_gone(p, "out of memory");
         proc_unref(p);
         return -ENOMEM;
     }
     bufferevent_setcb(p->bev, read_cb, NULL, event_cb, p);
+    /* never more than one whole frame held unread */
+    bufferevent_setwatermark(p->bev, EV_READ, 0, cfg.max_frame + LEASH_FRAME_HEADER);
     bufferevent_enable(p->bev, EV_READ | EV_WRITE);
     return 0;
+}
+
+void agent_sweep(int64_t now)
+{
+    for (struct proc *p = procs, *next; p; p = next) {
+        next = p->next;
+        if (!p->bev || p->dead)
+            continue;
+        const char *what = NULL;
+        if ((!p->hello || p->closing) && now - p->accepted_mono > cfg.peer_timeout_ms)
+            what = p->closing ? "did not read its Hello reply" : "sent no Hello";
+        else if (p->partial_mono && now - p->partial_mono > cfg.peer_timeout_ms)
+            what = "left a frame unfinished";
+        if (!what)
+            continue;
+        limit_hit(LIMIT_TIMEOUT, p->uid, "process %d %s within %lld ms: connection closed",
+                  (int)p->pid, what, (long long)cfg.peer_timeout_ms);
+        peer_close(p, what);
+    }
 }
 
 void agent_close_all(void)
 {
     while (procs) {
         struct proc *p = procs;
-        if (p->bev) {
-            bufferevent_free(p->bev);
-            p->bev = NULL;
-        }
+        peer_release(p);
         model_gone(p, "leashd stopping");
         proc_unref(p);
     }
