@@ -367,14 +367,22 @@ static const struct key {
     const char *name;
     int (*parse)(struct ctx *, const config_setting_t *, struct config *);
 } keys[] = {
-    {"agent_socket", k_agent_socket}, {"control_socket", k_control_socket},
-    {"state_dir", k_state_dir},       {"max_frame", k_max_frame},
-    {"admin_uids", k_admin_uids},     {"heartbeat_timeout", k_heartbeat_timeout},
-    {"stuck_after", k_stuck_after},   {"metrics_listen", k_metrics_listen},
-    {"policies", k_policies},         {"journal_max", k_journal_max},
-    {"peers_per_uid", k_peers_per_uid}, {"followers_per_uid", k_followers_per_uid},
-    {"uid_buffer_max", k_uid_buffer_max}, {"peer_out_max", k_peer_out_max},
-    {"peer_timeout", k_peer_timeout}, {"report_burst", k_report_burst},
+    {"agent_socket", k_agent_socket},
+    {"control_socket", k_control_socket},
+    {"state_dir", k_state_dir},
+    {"max_frame", k_max_frame},
+    {"admin_uids", k_admin_uids},
+    {"heartbeat_timeout", k_heartbeat_timeout},
+    {"stuck_after", k_stuck_after},
+    {"metrics_listen", k_metrics_listen},
+    {"policies", k_policies},
+    {"journal_max", k_journal_max},
+    {"peers_per_uid", k_peers_per_uid},
+    {"followers_per_uid", k_followers_per_uid},
+    {"uid_buffer_max", k_uid_buffer_max},
+    {"peer_out_max", k_peer_out_max},
+    {"peer_timeout", k_peer_timeout},
+    {"report_burst", k_report_burst},
     {"report_interval", k_report_interval},
 };
 

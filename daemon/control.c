@@ -27,7 +27,7 @@ struct client {
     uid_t               uid;
     pid_t               pid;
     bool                admin, follow, done;
-    bool                asked;    /* a whole request arrived */
+    bool                asked; /* a whole request arrived */
     int64_t             accepted_mono;
     struct client      *next;     /* followers */
     struct client      *all_next; /* every client */
@@ -72,8 +72,7 @@ void control_sweep(int64_t now)
         next = c->all_next;
         if (c->follow || (c->asked && !c->done) || now - c->accepted_mono <= cfg.peer_timeout_ms)
             continue;
-        limit_hit(LIMIT_TIMEOUT, c->uid,
-                  "control client %s within %lld ms: connection closed",
+        limit_hit(LIMIT_TIMEOUT, c->uid, "control client %s within %lld ms: connection closed",
                   c->asked ? "did not read its answer" : "sent no whole request",
                   (long long)cfg.peer_timeout_ms);
         client_free(c);

@@ -47,22 +47,22 @@ struct policy {
 };
 
 struct config {
-    char          *file; /* NULL: built-in defaults */
-    char          *agent_socket, *control_socket, *state_dir;
-    size_t         max_frame;
-    uid_t         *admin_uids;
-    int            nadmin;
-    int64_t        heartbeat_timeout_ms, stuck_after_ms;
-    char          *metrics_listen; /* NULL: off */
+    char   *file; /* NULL: built-in defaults */
+    char   *agent_socket, *control_socket, *state_dir;
+    size_t  max_frame;
+    uid_t  *admin_uids;
+    int     nadmin;
+    int64_t heartbeat_timeout_ms, stuck_after_ms;
+    char   *metrics_listen; /* NULL: off */
     /* bounds on what peers can make leashd hold (see README, Reliability) */
-    uint64_t journal_max;        /* bytes of journal before the oldest records go */
-    int      peers_per_uid;      /* agent and control connections of one uid */
-    int      followers_per_uid;  /* incidents --follow clients of one uid */
-    size_t   uid_buffer_max;     /* bytes of unfinished frames one uid may park */
-    size_t   peer_out_max;       /* bytes queued to one peer before it is dropped */
-    int64_t  peer_timeout_ms;    /* to finish a Hello, a request or a started frame */
-    uint64_t report_burst;       /* report incidents per process per interval */
-    int64_t  report_interval_ms;
+    uint64_t       journal_max;       /* bytes of journal before the oldest records go */
+    int            peers_per_uid;     /* agent and control connections of one uid */
+    int            followers_per_uid; /* incidents --follow clients of one uid */
+    size_t         uid_buffer_max;    /* bytes of unfinished frames one uid may park */
+    size_t         peer_out_max;      /* bytes queued to one peer before it is dropped */
+    int64_t        peer_timeout_ms;   /* to finish a Hello, a request or a started frame */
+    uint64_t       report_burst;      /* report incidents per process per interval */
+    int64_t        report_interval_ms;
     struct policy *policies;
     int            npolicies;
 };
@@ -132,8 +132,8 @@ struct proc {
     char                 name[64];
     int64_t              connected_wall, last_msg_mono;
     bool                 hello;
-    bool                 pinned;       /* pidfd is this exact process */
-    bool                 closing;      /* flushing a last reply, then closed */
+    bool                 pinned;  /* pidfd is this exact process */
+    bool                 closing; /* flushing a last reply, then closed */
     int64_t              accepted_mono;
     int64_t              partial_mono; /* when the unfinished frame began; 0: none */
     size_t               parked;       /* bytes of it, as counted for the uid */
@@ -217,8 +217,7 @@ extern const char *const limit_names[LIMIT_COUNT];
 extern uint64_t          limit_hits[LIMIT_COUNT]; /* for metrics */
 
 /* Counts a hit and logs it, once per uid while that uid has peers. */
-void limit_hit(enum limit l, uid_t uid, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void limit_hit(enum limit l, uid_t uid, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* One more connection of uid: 0, or -EUSERS over peers_per_uid (said). */
 int  limit_peer_add(uid_t uid);
 void limit_peer_del(uid_t uid);
@@ -252,9 +251,9 @@ extern bool agent_no_peerpidfd;
 
 /* --------------------------------------------------------- control.c */
 
-int  control_accept(struct event_base *base, int fd);
-void control_sweep(int64_t now_mono);
-void control_close_all(void);
+int      control_accept(struct event_base *base, int fd);
+void     control_sweep(int64_t now_mono);
+void     control_close_all(void);
 uint64_t control_followers(void);
 
 /* --------------------------------------------------------- metrics.c */

@@ -15,18 +15,18 @@
 #include <string.h>
 
 const char *const limit_names[LIMIT_COUNT] = {
-    [LIMIT_PEERS] = "peers_per_uid",     [LIMIT_FOLLOWERS] = "followers_per_uid",
-    [LIMIT_BUFFER] = "uid_buffer_max",   [LIMIT_OUT] = "peer_out_max",
-    [LIMIT_TIMEOUT] = "peer_timeout",    [LIMIT_REPORTS] = "report_burst",
-    [LIMIT_FDS] = "file_descriptors",    [LIMIT_IDENTITY] = "peer_identity",
+    [LIMIT_PEERS] = "peers_per_uid",   [LIMIT_FOLLOWERS] = "followers_per_uid",
+    [LIMIT_BUFFER] = "uid_buffer_max", [LIMIT_OUT] = "peer_out_max",
+    [LIMIT_TIMEOUT] = "peer_timeout",  [LIMIT_REPORTS] = "report_burst",
+    [LIMIT_FDS] = "file_descriptors",  [LIMIT_IDENTITY] = "peer_identity",
 };
 uint64_t limit_hits[LIMIT_COUNT];
 
 struct uid_use {
     uid_t    uid;
     int      peers, followers;
-    size_t   parked;  /* bytes of unfinished frames across its peers */
-    unsigned logged;  /* a bit per limit already said for this uid */
+    size_t   parked; /* bytes of unfinished frames across its peers */
+    unsigned logged; /* a bit per limit already said for this uid */
 };
 
 static struct map uses; /* uid + 1 -> struct uid_use */

@@ -112,14 +112,16 @@ static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
 static void trim_memory(void)
 {
     static size_t  last_parked;
-    static int64_t last_trim;
+    static int64_t trim_at; /* a tick later: buffers are freed after the close */
     size_t         parked = limit_parked_total();
     int64_t        now = mono_ms();
-    if (parked < last_parked && now - last_trim > 1000) {
-        malloc_trim(0);
-        last_trim = now;
-    }
+    if (parked < last_parked && !trim_at)
+        trim_at = now + 500;
     last_parked = parked;
+    if (trim_at && now >= trim_at) {
+        malloc_trim(0);
+        trim_at = 0;
+    }
 }
 
 static void on_agent(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,

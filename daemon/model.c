@@ -336,7 +336,7 @@ void model_gone(struct proc *p, const char *why)
         struct timeval tv = {0, 300000};
         if (event_base_once(base, -1, EV_TIMEOUT, lost_cb, l, &tv) != 0)
             lost_cb(-1, 0, l);
-    } else {
+    } else if (p->hello) { /* peers that never said Hello come and go unsaid */
         log_info("process %d (%s) disconnected: %s", (int)p->pid, p->name, why);
     }
     MAP_EACH(&p->groups, i) model_group_free(p->groups.vals[i]);

@@ -418,8 +418,8 @@ int agent_accept(struct event_base *b, int fd)
     char why[256];
     int  pidfd = peer_pidfd(fd, &cred, why, sizeof why);
     if (pidfd < 0)
-        limit_hit(LIMIT_IDENTITY, cred.uid, "process %d cannot be pinned: %s: it is never signalled",
-                  (int)cred.pid, why);
+        limit_hit(LIMIT_IDENTITY, cred.uid,
+                  "process %d cannot be pinned: %s: it is never signalled", (int)cred.pid, why);
     struct proc *p = proc_new(fd, cred.pid, cred.uid, pidfd);
     if (!p) {
         close(fd);

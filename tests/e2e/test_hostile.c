@@ -1,0 +1,723 @@
+/*
+ * test_hostile.c: leashd against peers that attack it: a pid reused between
+ * connect() and accept(), thousands of stalled connections, followers that
+ * never read, parked partial frames, an old protocol version. Peers speak
+ * the real protocol over raw sockets; leashd is the real binary.
+ */
+#include "harness.h"
+
+#include "frame.h"
+#include "leash/agent.pb-c.h"
+#include "leash/control.pb-c.h"
+
+#include <sys/resource.h>
+
+static int raw_connect(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int send_msg(int fd, const ProtobufCMessage *m)
+{
+    size_t   n;
+    uint8_t *buf = leash_frame_pack(m, &n);
+    int      rc = buf ? write_all(fd, buf, n) : -1;
+    free(buf);
+    return rc;
+}
+
+static int send_hello(int fd, uint32_t version, const char *name)
+{
+    Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
+    h.version = version;
+    h.name = (char *)name;
+    Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO;
+    m.hello = &h;
+    return send_msg(fd, &m.base);
+}
+
+/* n events of one kind in one Events frame. */
+static int send_events(int fd, Leash__Agent__Event *proto, size_t n)
+{
+    Leash__Agent__Event **ev = calloc(n, sizeof *ev);
+    for (size_t i = 0; i < n; i++)
+        ev[i] = proto;
+    Leash__Agent__Events e = LEASH__AGENT__EVENTS__INIT;
+    e.n_events = n;
+    e.events = ev;
+    Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_EVENTS;
+    m.events = &e;
+    int rc = send_msg(fd, &m.base);
+    free(ev);
+    return rc;
+}
+
+/* Reads one frame, with a generous timeout; NULL on EOF or timeout. */
+static uint8_t *recv_frame(int fd, size_t *len, int timeout_ms)
+{
+    uint8_t  hdr[LEASH_FRAME_HEADER];
+    size_t   got = 0, want = sizeof hdr;
+    uint8_t *buf = NULL;
+    int64_t  until = now_ms() + timeout_ms;
+    for (int phase = 0; phase < 2; phase++) {
+        uint8_t *dst = phase ? buf : hdr;
+        while (got < want) {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            int64_t       left = until - now_ms();
+            if (left <= 0 || poll(&p, 1, (int)left) != 1)
+                goto bad;
+            ssize_t r = read(fd, dst + got, want - got);
+            if (r <= 0)
+                goto bad;
+            got += (size_t)r;
+        }
+        if (phase == 0) {
+            want = leash_frame_get_len(hdr);
+            got = 0;
+            buf = malloc(want ? want : 1);
+        }
+    }
+    *len = want;
+    return buf;
+bad:
+    free(buf);
+    return NULL;
+}
+
+/* True once the other end has closed fd (read gives EOF or an error),
+   within a generous timeout. */
+static bool closed_within(int fd, int timeout_ms)
+{
+    int64_t until = now_ms() + timeout_ms;
+    char    buf[4096];
+    while (now_ms() < until) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) == 1) {
+            ssize_t r = read(fd, buf, sizeof buf);
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+                return true;
+        }
+    }
+    return false;
+}
+
+static long rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long  kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+/* utime + stime of pid, in clock ticks. */
+static long cpu_ticks(pid_t pid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *s = strrchr(buf, ')');
+    long  ut = 0, st = 0;
+    /* after "pid (comm)": state is field 3; utime and stime are 14 and 15 */
+    if (!s || sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &ut, &st) != 2)
+        return -1;
+    return ut + st;
+}
+
+static size_t log_count(const struct daemon *d, const char *needle)
+{
+    FILE *f = fopen(d->log, "r");
+    if (!f)
+        return 0;
+    char   line[4096];
+    size_t n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+static void wait_log(const struct daemon *d, const char *needle)
+{
+    int64_t until = now_ms() + 20000;
+    while (log_count(d, needle) == 0) {
+        if (now_ms() > until)
+            fail_msg("never saw '%s' in %s", needle, d->log);
+        pause_ms(20);
+    }
+}
+
+/* A copy of leashctl that another uid can run. */
+static void ctl_copy(const struct daemon *d)
+{
+    static char copy[160];
+    char        cmd[400];
+    snprintf(copy, sizeof copy, "%s/leashctl", d->dir);
+    snprintf(cmd, sizeof cmd, "cp %s %s && chmod 755 %s", LEASHCTL_BIN, copy, copy);
+    assert_int_equal(system(cmd), 0);
+    ctl_bin = copy;
+}
+
+/* Forks a child that drops to uid and runs fn(arg, out), where out is a
+   pipe back to the test; returns that pipe's read end. */
+static int as_uid(uid_t uid, void (*fn)(void *arg, int out), void *arg, pid_t *pid)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    *pid = fork();
+    assert_true(*pid >= 0);
+    if (*pid == 0) {
+        close(p[0]);
+        struct rlimit rl;
+        getrlimit(RLIMIT_NOFILE, &rl);
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        if (setgid(uid) != 0 || setuid(uid) != 0)
+            _exit(126);
+        fn(arg, p[1]);
+        _exit(0);
+    }
+    track(*pid);
+    close(p[1]);
+    return p[0];
+}
+
+/* ------------------------------------------------- stalled connections */
+
+struct stall {
+    const struct daemon *d;
+    int                  n;
+};
+
+/* Opens n connections, half to each socket, sends nothing, says "held",
+   then waits until leashd has closed every one and says "closed". */
+static void stall_peer(void *arg, int out)
+{
+    struct stall *s = arg;
+    int          *fds = calloc((size_t)s->n, sizeof *fds);
+    for (int i = 0; i < s->n; i++)
+        fds[i] = raw_connect(i % 2 ? s->d->control : s->d->agent);
+    dprintf(out, "held\n");
+    for (int i = 0; i < s->n; i++)
+        if (fds[i] >= 0 && !closed_within(fds[i], 60000))
+            _exit(1);
+    dprintf(out, "closed\n");
+    pause();
+}
+
+static void stalled_connections_leave_other_uids_answered(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* runs peers as other uids */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_max < 2200) {
+        fprintf(stderr, "skipped: RLIMIT_NOFILE hard limit under 2200\n");
+        skip();
+    }
+    struct daemon d;
+    daemon_new(&d, "peers_per_uid = 1024;\npeer_timeout = \"8s\";\n");
+    ctl_copy(&d);
+    struct stall s = {&d, 2000};
+    pid_t        pid;
+    int          from = as_uid(65534, stall_peer, &s, &pid);
+    char         line[64];
+    read_line(from, line, sizeof line, 60000);
+    assert_string_equal(line, "held");
+    wait_log(&d, "limit peers_per_uid");
+    /* leashd idles while the connections are held */
+    long t0 = cpu_ticks(d.pid);
+    pause_ms(1000);
+    long t1 = cpu_ticks(d.pid);
+    assert_true(t0 >= 0 && t1 >= 0);
+    assert_true(t1 - t0 <= sysconf(_SC_CLK_TCK) / 5); /* under 20% of a CPU */
+    /* another uid is answered at once */
+    char    out[8192];
+    int64_t start = now_ms();
+    assert_int_equal(ctl_as(&d, 65533, out, sizeof out, "status", (char *)NULL), 0);
+    assert_true(now_ms() - start < 1000);
+    assert_non_null(strstr(out, "processes"));
+    /* the stalled connections are dropped after peer_timeout, said once */
+    read_line(from, line, sizeof line, 60000);
+    assert_string_equal(line, "closed");
+    wait_log(&d, "limit peer_timeout");
+    assert_int_equal(log_count(&d, "limit peers_per_uid"), 1);
+    assert_int_equal(log_count(&d, "limit peer_timeout"), 1);
+    close(from);
+    daemon_cleanup(&d);
+}
+
+/* ------------------------------------------------------------ followers */
+
+static int follow_raw(const struct daemon *d)
+{
+    int fd = raw_connect(d->control);
+    assert_true(fd >= 0);
+    Leash__Control__IncidentsRequest q = LEASH__CONTROL__INCIDENTS_REQUEST__INIT;
+    q.follow = true;
+    Leash__Control__Request r = LEASH__CONTROL__REQUEST__INIT;
+    r.version = LEASH__CONTROL__VERSION__VERSION_CURRENT;
+    r.req_case = LEASH__CONTROL__REQUEST__REQ_INCIDENTS;
+    r.incidents = &q;
+    assert_int_equal(send_msg(fd, &r.base), 0);
+    return fd;
+}
+
+/* A fake agent that has said Hello; reports flood incidents. */
+static int agent_hello(const struct daemon *d, const char *name)
+{
+    int fd = raw_connect(d->agent);
+    assert_true(fd >= 0);
+    assert_int_equal(send_hello(fd, LEASH__AGENT__VERSION__VERSION_CURRENT, name), 0);
+    size_t   n;
+    uint8_t *reply = recv_frame(fd, &n, 20000);
+    assert_non_null(reply);
+    free(reply);
+    return fd;
+}
+
+static int report(int fd, const char *detail, size_t n)
+{
+    Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
+    e.kind = LEASH__AGENT__EVENT__KIND__REPORT;
+    e.report_kind = (char *)"lock_cycle";
+    e.detail = (char *)detail;
+    return send_events(fd, &e, n);
+}
+
+/* Reads fd until needle has gone by; false after 20 s or at EOF. */
+static bool read_until(int fd, const char *needle)
+{
+    static char   win[16384];
+    static size_t have;
+    int64_t       until = now_ms() + 20000;
+    size_t        nl = strlen(needle);
+    for (;;) {
+        win[have] = '\0';
+        if (strstr(win, needle)) {
+            have = 0;
+            return true;
+        }
+        if (have > nl) { /* keep only what could start a match */
+            memmove(win, win + have - nl, nl);
+            have = nl;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int64_t       left = until - now_ms();
+        if (left <= 0 || poll(&p, 1, (int)left) != 1)
+            return false;
+        ssize_t r = read(fd, win + have, sizeof win - 1 - have);
+        if (r <= 0)
+            return false;
+        have += (size_t)r;
+    }
+}
+
+static void follower_that_stops_reading_is_dropped_alone(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "peer_out_max = 65536;\nreport_burst = 1000000;\n");
+    long base_rss = rss_kib(d.pid);
+    int  stalled = follow_raw(&d);
+    /* a follower that reads, through leashctl */
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t reader = fork();
+    if (reader == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        execl(LEASHCTL_BIN, "leashctl", "--socket", d.control, "incidents", "--follow",
+              (char *)NULL);
+        _exit(127);
+    }
+    track(reader);
+    close(p[1]);
+    int  a = agent_hello(&d, "flood");
+    char detail[512];
+    memset(detail, 'x', sizeof detail - 1);
+    detail[sizeof detail - 1] = '\0';
+    /* reports, each round read whole by the reading follower, until leashd
+       has dropped the one that does not read */
+    for (int round = 0;; round++) {
+        assert_true(round < 5000); /* 100 000 incidents: it was never dropped */
+        char mark[32];
+        snprintf(mark, sizeof mark, "mark-%d.", round);
+        assert_int_equal(report(a, detail, 20), 0);
+        assert_int_equal(report(a, mark, 1), 0);
+        assert_true(read_until(p[0], mark));
+        struct pollfd q = {.fd = stalled, .events = POLLIN};
+        if (poll(&q, 1, 0) == 1 && (q.revents & (POLLHUP | POLLERR)))
+            break;
+    }
+    wait_log(&d, "limit peer_out_max");
+    assert_true(rss_kib(d.pid) < base_rss + 32 * 1024);
+    /* the reading follower still gets every new incident */
+    assert_int_equal(report(a, "the-last-one", 1), 0);
+    assert_true(read_until(p[0], "the-last-one"));
+    assert_int_equal(log_count(&d, "limit peer_out_max"), 1);
+    close(stalled);
+    close(a);
+    close(p[0]);
+    daemon_cleanup(&d);
+}
+
+/* ----------------------------------------------------- parked partials */
+
+struct park {
+    const struct daemon *d;
+    int                  n;
+    uint32_t             frame;
+};
+
+/* n agent connections each announce a frame and send all of it but one
+   byte; says "sent", then holds them until killed. */
+static void park_peer(void *arg, int out)
+{
+    struct park *s = arg;
+    int         *fds = calloc((size_t)s->n, sizeof *fds);
+    uint8_t     *junk = calloc(1, s->frame + LEASH_FRAME_HEADER);
+    leash_frame_put_len(junk, s->frame);
+    size_t *sent = calloc((size_t)s->n, sizeof *sent);
+    size_t  want = s->frame + LEASH_FRAME_HEADER - 1;
+    for (int i = 0; i < s->n; i++) {
+        fds[i] = raw_connect(s->d->agent);
+        if (fds[i] >= 0)
+            fcntl(fds[i], F_SETFL, O_NONBLOCK);
+    }
+    /* round robin until each is sent whole or closed by leashd */
+    for (bool more = true; more;) {
+        more = false;
+        for (int i = 0; i < s->n; i++) {
+            if (fds[i] < 0 || sent[i] == want)
+                continue;
+            ssize_t w = send(fds[i], junk + sent[i], want - sent[i], MSG_NOSIGNAL);
+            if (w > 0)
+                sent[i] += (size_t)w;
+            else if (w < 0 && errno != EAGAIN) {
+                close(fds[i]);
+                fds[i] = -1;
+                continue;
+            }
+            more = true;
+        }
+        if (more)
+            pause_ms(1);
+    }
+    dprintf(out, "sent\n");
+    for (;;)
+        pause();
+}
+
+static void parked_partial_frames_are_bounded_and_freed(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    struct daemon d;
+    daemon_new(&d, "uid_buffer_max = 8388608;\npeer_timeout = \"5s\";\n");
+    long        base_rss = rss_kib(d.pid);
+    struct park s = {&d, 1000, 1048576 - 1};
+    pid_t       pid;
+    int         from = as_uid(65534, park_peer, &s, &pid);
+    char        line[64];
+    long        peak = 0;
+    int64_t     until = now_ms() + 120000;
+    for (line[0] = '\0'; strcmp(line, "sent") != 0;) {
+        long r = rss_kib(d.pid);
+        peak = r > peak ? r : peak;
+        assert_true(now_ms() < until);
+        read_line(from, line, sizeof line, 50);
+    }
+    long r = rss_kib(d.pid);
+    peak = r > peak ? r : peak;
+    wait_log(&d, "limit uid_buffer_max");
+    /* one uid parks at most uid_buffer_max (8 MiB) plus buffer overhead */
+    print_message("leashd RSS: %ld KiB at start, %ld KiB at the peak\n", base_rss, peak);
+    assert_true(peak < base_rss + 16 * 1024);
+    /* the peers that stayed under the budget time out; their memory goes back */
+    wait_log(&d, "limit peer_timeout");
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    until = now_ms() + 30000;
+    while (rss_kib(d.pid) > base_rss + 4 * 1024) {
+        if (now_ms() > until)
+            fail_msg("leashd RSS %ld KiB, was %ld KiB before the peers", rss_kib(d.pid), base_rss);
+        pause_ms(100);
+    }
+    close(from);
+    daemon_cleanup(&d);
+}
+
+/* --------------------------------------------------------------- hello */
+
+static void old_protocol_version_is_told_why(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "");
+    int fd = raw_connect(d.agent);
+    assert_true(fd >= 0);
+    assert_int_equal(send_hello(fd, 99, "from-the-future"), 0);
+    size_t   n;
+    uint8_t *buf = recv_frame(fd, &n, 20000);
+    assert_non_null(buf);
+    Leash__Agent__DaemonMessage *m = leash__agent__daemon_message__unpack(NULL, n, buf);
+    free(buf);
+    assert_non_null(m);
+    assert_int_equal(m->msg_case, LEASH__AGENT__DAEMON_MESSAGE__MSG_HELLO);
+    assert_false(m->hello->ok);
+    assert_non_null(strstr(m->hello->error, "version 99"));
+    leash__agent__daemon_message__free_unpacked(m, NULL);
+    assert_true(closed_within(fd, 20000));
+    close(fd);
+    daemon_cleanup(&d);
+}
+
+/* ----------------------------------------------------------- pid reuse */
+
+/*
+ * Runs as pid 1 of a private pid namespace (unshare --pid --fork
+ * --mount-proc), where ns_last_pid makes the reuse certain. Each round: with
+ * leashd stopped, a uid 65534 process connects, hands the socket to a child
+ * and exits; a root process is made with its pid; leashd resumes, accepts,
+ * and the child asks for a group that overran with a policy that kills.
+ * Prints "rounds N reused R signalled S".
+ */
+/* Polls `leashctl incidents` until it shows needle; false after 20 s. */
+static bool incident_seen(const struct daemon *d, const char *needle)
+{
+    char    out[65536];
+    int64_t until = now_ms() + 20000;
+    while (now_ms() < until) {
+        ctl_as(d, -1, out, sizeof out, "incidents", (char *)NULL);
+        if (strstr(out, needle))
+            return true;
+        pause_ms(50);
+    }
+    return false;
+}
+
+static int pidns_attack(void)
+{
+    struct daemon d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.dir, sizeof d.dir, "/tmp/leash-e2e-XXXXXX");
+    if (!mkdtemp(d.dir))
+        return 2;
+    chmod(d.dir, 0755);
+    daemon_paths(&d);
+    FILE *f = fopen(d.conf, "w");
+    fputs("policies = ( { match = \"*\"; grace = \"0ms\"; kill_grace = \"1s\";\n"
+          "  escalate = [ \"kill\", \"report@0ms\" ]; } );\n",
+          f);
+    fclose(f);
+    /* leashd is started with fork and exec, as the harness does */
+    d.pid = fork();
+    if (d.pid == 0) {
+        int fd = open(d.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 2);
+        execl(LEASHD_BIN, "leashd", "--config", d.conf, "--agent-socket", d.agent,
+              "--control-socket", d.control, "--state-dir", d.state, (char *)NULL);
+        _exit(127);
+    }
+    for (int64_t until = now_ms() + 10000; !connectable(d.control); pause_ms(10))
+        if (now_ms() > until)
+            return 2;
+    int reused = 0, signalled = 0, rounds = 0, seen = 0;
+    for (; rounds < 20; rounds++) {
+        int go[2], back[2];
+        if (pipe(go) != 0 || pipe(back) != 0)
+            return 2;
+        kill(d.pid, SIGSTOP);
+        pid_t a = fork();
+        if (a == 0) {
+            if (setgid(65534) != 0 || setuid(65534) != 0)
+                _exit(126);
+            int fd = raw_connect(d.agent); /* queued: leashd is stopped */
+            if (fd < 0)
+                _exit(3);
+            pid_t c = fork();
+            if (c == 0) { /* keeps the socket, speaks once told to */
+                char x;
+                close(go[1]);
+                if (read(go[0], &x, 1) != 1)
+                    _exit(4);
+                send_hello(fd, LEASH__AGENT__VERSION__VERSION_CURRENT, "attacker");
+                Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
+                e.kind = LEASH__AGENT__EVENT__KIND__GROUP_OPEN;
+                e.group = 1;
+                char gname[32];
+                snprintf(gname, sizeof gname, "round-%d-", rounds);
+                e.name = gname;
+                e.deadline_ms_left = 0;
+                e.site = (char *)"attack.c:1";
+                send_events(fd, &e, 1);
+                for (;;)
+                    pause();
+            }
+            if (write(back[1], &c, sizeof c) != sizeof c)
+                _exit(5);
+            _exit(0);
+        }
+        pid_t c = -1;
+        if (read(back[0], &c, sizeof c) != sizeof c)
+            return 2;
+        close(back[0]);
+        close(back[1]);
+        waitpid(a, NULL, 0); /* a's pid is free again */
+        FILE *lp = fopen("/proc/sys/kernel/ns_last_pid", "w");
+        if (!lp)
+            return 2;
+        fprintf(lp, "%d", (int)a - 1);
+        fclose(lp);
+        pid_t r = fork();
+        if (r == 0)
+            for (;;)
+                pause();
+        reused += r == a;
+        kill(d.pid, SIGCONT);
+        close(go[0]);
+        if (write(go[1], "g", 1) != 1)
+            return 2;
+        close(go[1]);
+        /* the report that follows the kill step says leashd has acted */
+        char want[32];
+        snprintf(want, sizeof want, "round-%d-", rounds);
+        seen += incident_seen(&d, want);
+        int st;
+        if (waitpid(r, &st, WNOHANG) == r)
+            signalled++;
+        else {
+            kill(r, SIGKILL);
+            waitpid(r, &st, 0);
+        }
+        kill(c, SIGKILL);
+        waitpid(c, &st, 0); /* reparented to us, pid 1 */
+    }
+    printf("rounds %d reused %d acted %d signalled %d\n", rounds, reused, seen, signalled);
+    fflush(stdout);
+    kill(d.pid, SIGTERM);
+    waitpid(d.pid, NULL, 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", d.dir);
+    return system(cmd) == 0 ? 0 : 2;
+}
+
+/* Runs pidns_attack in a new pid namespace; out gets its report line.
+   Returns false (and says why) when no namespace can be made here. */
+static bool run_in_pidns(const char *self, bool fallback, char *out, size_t outlen)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        if (fallback)
+            setenv("LEASHD_NO_PEERPIDFD", "1", 1);
+        else
+            unsetenv("LEASHD_NO_PEERPIDFD");
+        execlp("unshare", "unshare", "--pid", "--fork", "--mount-proc", self, "--pidns-attack",
+               (char *)NULL);
+        _exit(127);
+    }
+    track(pid);
+    close(p[1]);
+    read_line(p[0], out, outlen, 300000);
+    close(p[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    nstarted = 0;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+static char self_path[4096];
+
+static void pid_reuse_never_signals_the_new_process_(bool fallback)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "skipped: the pid-reuse test needs root for a pid namespace\n");
+        skip();
+    }
+    char out[256] = "";
+    if (!run_in_pidns(self_path, fallback, out, sizeof out) || !*out) {
+        fprintf(stderr, "skipped: cannot run unshare --pid --fork --mount-proc here (%s)\n", out);
+        skip();
+    }
+    int rounds = -1, reused = -1, acted = -1, signalled = -1;
+    assert_int_equal(sscanf(out, "rounds %d reused %d acted %d signalled %d", &rounds, &reused,
+                            &acted, &signalled),
+                     4);
+    print_message("%s: %s\n", fallback ? "pidfd_open fallback" : "SO_PEERPIDFD", out);
+    assert_int_equal(rounds, 20);
+    assert_int_equal(reused, 20); /* the attack was set up every time */
+    assert_int_equal(acted, 20);  /* and leashd ran the kill step every time */
+    assert_int_equal(signalled, 0);
+}
+
+static void pid_reuse_never_signals_the_new_process(void **state)
+{
+    (void)state;
+    pid_reuse_never_signals_the_new_process_(false);
+}
+
+static void pid_reuse_never_signals_the_new_process_without_peerpidfd(void **state)
+{
+    (void)state;
+    pid_reuse_never_signals_the_new_process_(true);
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (argc > 1 && strcmp(argv[1], "--pidns-attack") == 0)
+        return pidns_attack();
+    ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
+    self_path[n > 0 ? n : 0] = '\0';
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(old_protocol_version_is_told_why, teardown),
+        cmocka_unit_test_teardown(pid_reuse_never_signals_the_new_process, teardown),
+        cmocka_unit_test_teardown(pid_reuse_never_signals_the_new_process_without_peerpidfd,
+                                  teardown),
+        cmocka_unit_test_teardown(stalled_connections_leave_other_uids_answered, teardown),
+        cmocka_unit_test_teardown(follower_that_stops_reading_is_dropped_alone, teardown),
+        cmocka_unit_test_teardown(parked_partial_frames_are_bounded_and_freed, teardown),
+    };
+    return cmocka_run_group_tests_name("hostile", tests, NULL, NULL);
+}
