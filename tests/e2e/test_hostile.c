@@ -12,6 +12,13 @@
 
 #include <sys/resource.h>
 
+/* Sanitizers keep freed memory in quarantine: RSS says nothing there. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define RSS_MEANINGFUL 0
+#else
+#define RSS_MEANINGFUL 1
+#endif
+
 static int raw_connect(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -386,7 +393,8 @@ static void follower_that_stops_reading_is_dropped_alone(void **state)
             break;
     }
     wait_log(&d, "limit peer_out_max");
-    assert_true(rss_kib(d.pid) < base_rss + 32 * 1024);
+    if (RSS_MEANINGFUL)
+        assert_true(rss_kib(d.pid) < base_rss + 32 * 1024);
     /* the reading follower still gets every new incident */
     assert_int_equal(report(a, "the-last-one", 1), 0);
     assert_true(read_until(p[0], "the-last-one"));
@@ -450,9 +458,9 @@ static void parked_partial_frames_are_bounded_and_freed(void **state)
     if (geteuid() != 0)
         skip();
     struct daemon d;
-    daemon_new(&d, "uid_buffer_max = 8388608;\npeer_timeout = \"5s\";\n");
+    daemon_new(&d, "max_frame = 262144;\nuid_buffer_max = 4194304;\npeer_timeout = \"5s\";\n");
     long        base_rss = rss_kib(d.pid);
-    struct park s = {&d, 1000, 1048576 - 1};
+    struct park s = {&d, 1000, 262144 - 1};
     pid_t       pid;
     int         from = as_uid(65534, park_peer, &s, &pid);
     char        line[64];
@@ -467,15 +475,16 @@ static void parked_partial_frames_are_bounded_and_freed(void **state)
     long r = rss_kib(d.pid);
     peak = r > peak ? r : peak;
     wait_log(&d, "limit uid_buffer_max");
-    /* one uid parks at most uid_buffer_max (8 MiB) plus buffer overhead */
+    /* one uid parks at most uid_buffer_max (4 MiB) plus buffer overhead */
     print_message("leashd RSS: %ld KiB at start, %ld KiB at the peak\n", base_rss, peak);
-    assert_true(peak < base_rss + 16 * 1024);
+    if (RSS_MEANINGFUL)
+        assert_true(peak < base_rss + 12 * 1024);
     /* the peers that stayed under the budget time out; their memory goes back */
     wait_log(&d, "limit peer_timeout");
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     until = now_ms() + 30000;
-    while (rss_kib(d.pid) > base_rss + 4 * 1024) {
+    while (RSS_MEANINGFUL && rss_kib(d.pid) > base_rss + 4 * 1024) {
         if (now_ms() > until)
             fail_msg("leashd RSS %ld KiB, was %ld KiB before the peers", rss_kib(d.pid), base_rss);
         pause_ms(100);
