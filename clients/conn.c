@@ -34,6 +34,25 @@ const char *conn_default_socket(char *buf, size_t len)
     return buf;
 }
 
+/* How long leashctl waits for leashd to take its request or to answer (a
+   dump waits up to 3 s in leashd); --follow waits for ever after the first
+   answer. */
+#define CONN_TIMEOUT_S 10
+
+static void set_timeout(int fd, int opt, int secs)
+{
+    struct timeval tv = {secs, 0};
+    setsockopt(fd, SOL_SOCKET, opt, &tv, sizeof tv);
+}
+
+static bool timed_out(void)
+{
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINPROGRESS)
+        return false;
+    fprintf(stderr, "leashctl: leashd did not answer within %d s\n", CONN_TIMEOUT_S);
+    return true;
+}
+
 static int connect_to(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -43,7 +62,15 @@ static int connect_to(const char *path)
     }
     strcpy(sa.sun_path, path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        set_timeout(fd, SO_SNDTIMEO, CONN_TIMEOUT_S); /* connect and send */
+        set_timeout(fd, SO_RCVTIMEO, CONN_TIMEOUT_S);
+    }
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (fd >= 0 && timed_out()) {
+            close(fd);
+            return -1;
+        }
         fprintf(stderr, "leashctl: no leashd at %s (%s)\n", path, strerror(errno));
         if (fd >= 0)
             close(fd);
@@ -65,7 +92,8 @@ static int send_req(int fd, Leash__Control__Request *r)
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0) {
-            fprintf(stderr, "leashctl: send: %s\n", strerror(errno));
+            if (!timed_out())
+                fprintf(stderr, "leashctl: send: %s\n", strerror(errno));
             free(buf);
             return -1;
         }
@@ -89,21 +117,27 @@ static int read_full(int fd, uint8_t *p, size_t n)
     return 0;
 }
 
-/* The next response, or NULL when leashd closed the connection. */
+/* The next response, or NULL when leashd closed the connection (or did
+   not answer in time: said). */
 static Leash__Control__Response *recv_resp(int fd)
 {
     uint8_t hdr[LEASH_FRAME_HEADER];
-    if (read_full(fd, hdr, sizeof hdr))
+    errno = 0;
+    if (read_full(fd, hdr, sizeof hdr)) {
+        timed_out();
         return NULL;
+    }
     uint32_t n = leash_frame_get_len(hdr);
     if (n > 256u * 1024 * 1024) {
         fprintf(stderr, "leashctl: response of %u bytes is too large\n", n);
         return NULL;
     }
     uint8_t *buf = malloc(n ? n : 1);
+    errno = 0;
     if (!buf || read_full(fd, buf, n)) {
         free(buf);
-        fprintf(stderr, "leashctl: leashd closed the connection mid-response\n");
+        if (!timed_out())
+            fprintf(stderr, "leashctl: leashd closed the connection mid-response\n");
         return NULL;
     }
     Leash__Control__Response *r = leash__control__response__unpack(NULL, n, buf);
@@ -127,6 +161,9 @@ int conn_call(const char *path, Leash__Control__Request *req, conn_cb cb, void *
     bool                      any = false;
     Leash__Control__Response *r;
     while ((r = recv_resp(fd)) != NULL) {
+        if (!any && req->req_case == LEASH__CONTROL__REQUEST__REQ_INCIDENTS &&
+            req->incidents->follow)
+            set_timeout(fd, SO_RCVTIMEO, 0); /* new incidents come when they come */
         any = true;
         switch (r->resp_case) {
         case LEASH__CONTROL__RESPONSE__RESP_ERROR:

@@ -144,9 +144,40 @@ static char *dup_or_empty(const char *s)
     return strdup(s ? s : "");
 }
 
+/* Reports (incidents that took no action) are limited per process to
+   report_burst per report_interval, as journald limits each client; what
+   is dropped is counted and said when the window ends. Actions are always
+   recorded. */
+static bool report_allowed(struct proc *p)
+{
+    int64_t now = mono_ms();
+    if (now - p->reports_mono >= cfg.report_interval_ms) {
+        if (p->reports_dropped)
+            log_warn("process %d (%s): %llu reports dropped in %lld ms (report_burst %llu)",
+                     (int)p->pid, p->name, (unsigned long long)p->reports_dropped,
+                     (long long)(now - p->reports_mono), (unsigned long long)cfg.report_burst);
+        p->reports_mono = now;
+        p->reports = p->reports_dropped = 0;
+    }
+    if (p->reports < cfg.report_burst) {
+        p->reports++;
+        return true;
+    }
+    if (p->reports_dropped++ == 0)
+        limit_hit(LIMIT_REPORTS, p->uid,
+                  "process %d (%s) reports over %llu per %lld ms: the rest dropped and counted",
+                  (int)p->pid, p->name, (unsigned long long)cfg.report_burst,
+                  (long long)cfg.report_interval_ms);
+    else
+        limit_hits[LIMIT_REPORTS]++;
+    return false;
+}
+
 void incident(struct proc *p, const char *kind, uint64_t group, const char *group_name,
               uint64_t task, const char *action, const char *fmt, ...)
 {
+    if (p && strcmp(action, "report") == 0 && !report_allowed(p))
+        return;
     char    detail[1024];
     va_list ap;
     va_start(ap, fmt);

@@ -137,6 +137,8 @@ struct proc {
     int64_t              accepted_mono;
     int64_t              partial_mono; /* when the unfinished frame began; 0: none */
     size_t               parked;       /* bytes of it, as counted for the uid */
+    int64_t              reports_mono; /* report_interval window: its start */
+    uint64_t             reports, reports_dropped; /* in that window */
     struct bufferevent  *bev;
     struct map           groups, tasks;
     uint64_t             dropped, stuck;

@@ -405,6 +405,29 @@ static void follower_that_stops_reading_is_dropped_alone(void **state)
     daemon_cleanup(&d);
 }
 
+static void report_flood_is_limited_per_process(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "report_burst = 50;\nreport_interval = \"1h\";\n");
+    int a = agent_hello(&d, "flood");
+    int b = agent_hello(&d, "calm");
+    assert_int_equal(report(a, "flooded", 500), 0);
+    assert_int_equal(report(b, "the-calm-one", 1), 0);
+    wait_for(&d, "the-calm-one", "incidents", NULL);
+    wait_log(&d, "limit report_burst");
+    char out[1 << 20];
+    assert_int_equal(ctl(&d, out, "incidents", "--json"), 0);
+    size_t n = 0;
+    for (const char *s = out; (s = strstr(s, "flooded")) != NULL; s++)
+        n++;
+    assert_int_equal(n, 50); /* the burst, and not one more */
+    assert_int_equal(log_count(&d, "limit report_burst"), 1);
+    close(a);
+    close(b);
+    daemon_cleanup(&d);
+}
+
 /* ----------------------------------------------------- parked partials */
 
 struct park {
@@ -470,7 +493,9 @@ static void parked_partial_frames_are_bounded_and_freed(void **state)
         long r = rss_kib(d.pid);
         peak = r > peak ? r : peak;
         assert_true(now_ms() < until);
-        read_line(from, line, sizeof line, 50);
+        /* sample RSS every 50 ms until the line comes, then read it whole */
+        if (poll(&(struct pollfd){.fd = from, .events = POLLIN}, 1, 50) == 1)
+            read_line(from, line, sizeof line, 60000);
     }
     long r = rss_kib(d.pid);
     peak = r > peak ? r : peak;
@@ -516,6 +541,32 @@ static void old_protocol_version_is_told_why(void **state)
     assert_true(closed_within(fd, 20000));
     close(fd);
     daemon_cleanup(&d);
+}
+
+/* ------------------------------------------------------------ leashctl */
+
+static void leashctl_gives_up_on_a_leashd_that_never_answers(void **state)
+{
+    (void)state;
+    /* a socket that takes connections into its backlog and never answers,
+       as a stopped or wedged leashd would */
+    char dir[] = "/tmp/leash-e2e-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct daemon d = {0};
+    snprintf(d.control, sizeof d.control, "%s/control.sock", dir);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/control.sock", dir);
+    int l = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(l, 8), 0);
+    char    out[4096];
+    int64_t start = now_ms();
+    assert_int_equal(ctl(&d, out, "status"), 1);
+    assert_true(now_ms() - start < 120000); /* not hung */
+    assert_non_null(strstr(out, "did not answer within"));
+    close(l);
+    unlink(d.control);
+    rmdir(dir);
 }
 
 /* ----------------------------------------------------------- pid reuse */
@@ -717,15 +768,19 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     if (argc > 1 && strcmp(argv[1], "--pidns-attack") == 0)
         return pidns_attack();
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]); /* one test by name (a glob) */
     ssize_t n = readlink("/proc/self/exe", self_path, sizeof self_path - 1);
     self_path[n > 0 ? n : 0] = '\0';
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(old_protocol_version_is_told_why, teardown),
+        cmocka_unit_test_teardown(leashctl_gives_up_on_a_leashd_that_never_answers, teardown),
         cmocka_unit_test_teardown(pid_reuse_never_signals_the_new_process, teardown),
         cmocka_unit_test_teardown(pid_reuse_never_signals_the_new_process_without_peerpidfd,
                                   teardown),
         cmocka_unit_test_teardown(stalled_connections_leave_other_uids_answered, teardown),
         cmocka_unit_test_teardown(follower_that_stops_reading_is_dropped_alone, teardown),
+        cmocka_unit_test_teardown(report_flood_is_limited_per_process, teardown),
         cmocka_unit_test_teardown(parked_partial_frames_are_bounded_and_freed, teardown),
     };
     return cmocka_run_group_tests_name("hostile", tests, NULL, NULL);
