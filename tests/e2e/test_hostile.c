@@ -620,7 +620,10 @@ static int pidns_attack(void)
         if (now_ms() > until)
             return 2;
     int reused = 0, signalled = 0, rounds = 0, seen = 0;
-    for (; rounds < 20; rounds++) {
+    /* a round where something else took the pid first (a sanitizer's
+       thread) proves nothing: it is run again, up to 40 times in all */
+    for (int tries = 0; reused < 20 && tries < 40; tries++) {
+        rounds++;
         int go[2], back[2];
         if (pipe(go) != 0 || pipe(back) != 0)
             return 2;
@@ -745,9 +748,8 @@ static void pid_reuse_never_signals_the_new_process_(bool fallback)
                             &acted, &signalled),
                      4);
     print_message("%s: %s\n", fallback ? "pidfd_open fallback" : "SO_PEERPIDFD", out);
-    assert_int_equal(rounds, 20);
-    assert_int_equal(reused, 20); /* the attack was set up every time */
-    assert_int_equal(acted, 20);  /* and leashd ran the kill step every time */
+    assert_int_equal(reused, 20);    /* the attack was set up 20 times */
+    assert_int_equal(acted, rounds); /* and leashd ran the kill step every time */
     assert_int_equal(signalled, 0);
 }
 
