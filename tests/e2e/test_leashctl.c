@@ -100,6 +100,9 @@ static void version_and_every_help_answer_zero(void **state)
     /* and a good line still needs a leashd: 1 */
     assert_int_equal(ctl(&d, out, "ps", "-q", "--format=json"), 1);
     assert_non_null(strstr(out, "no leashd at"));
+    assert_int_equal(ctl(&d, out, "top"), 1); /* says so, before any screen */
+    assert_non_null(strstr(out, "no leashd at"));
+    assert_null(strstr(out, "\033["));
 }
 
 static void processes_are_named_by_pid_or_by_name(void **state)
