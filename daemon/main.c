@@ -97,6 +97,28 @@ static void notify(const char *msg)
         log_warn("sd_notify: %s", strerror(-r));
 }
 
+/* What `systemctl status leashd` shows under the unit's name: sent when it
+   changes, at most once a tick. */
+static void notify_status(void)
+{
+    static char last[160];
+    if (!getenv("NOTIFY_SOCKET"))
+        return;
+    uint64_t groups, tasks, stuck, nproc = 0;
+    proc_counts(&groups, &tasks, &stuck);
+    for (struct proc *p = procs; p; p = p->next)
+        nproc += p->hello;
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "STATUS=%llu processes, %llu groups, %llu tasks, %llu stuck, %llu incidents",
+             (unsigned long long)nproc, (unsigned long long)groups, (unsigned long long)tasks,
+             (unsigned long long)stuck, (unsigned long long)incidents_total());
+    if (strcmp(msg, last) == 0)
+        return;
+    notify(msg);
+    memcpy(last, msg, sizeof last);
+}
+
 static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -216,6 +238,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     (void)arg;
     policy_heartbeat_check();
+    notify_status();
     int64_t now = mono_ms();
     agent_sweep(now);
     control_sweep(now);

@@ -173,6 +173,58 @@ static void passed_sockets_for_another_pid_are_not_taken(void **state)
     daemon_cleanup(&d);
 }
 
+/* The next notify message that holds needle, within the e2e wait. */
+static void wait_notify(int fd, const char *needle)
+{
+    char    msg[512] = "";
+    int64_t until = now_ms() + 20000;
+    while (now_ms() < until) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) != 1)
+            continue;
+        ssize_t n = recv(fd, msg, sizeof msg - 1, 0);
+        if (n <= 0)
+            continue;
+        msg[n] = '\0';
+        if (strstr(msg, needle))
+            return;
+    }
+    fail_msg("systemd was never told '%s' (last: %s)", needle, msg);
+}
+
+static void systemd_is_told_ready_status_reload_and_stop(void **state)
+{
+    (void)state;
+    struct daemon d;
+    setup_dir(&d, NULL);
+    static char env0[160];
+    snprintf(env0, sizeof env0, "NOTIFY_SOCKET=%s/notify", d.dir);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    assert_true(strlen(d.dir) + strlen("/notify") < sizeof sa.sun_path);
+    memcpy(sa.sun_path, env0 + strlen("NOTIFY_SOCKET="), strlen(d.dir) + strlen("/notify"));
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    const char *env[] = {env0, NULL};
+    start_with(&d, env, NULL, 0);
+    wait_notify(fd, "READY=1");
+    /* what `systemctl status` shows follows the processes */
+    struct child c = leashed(&d, "park");
+    wait_notify(fd, "STATUS=1 processes, 1 groups, ");
+    kill_child(&c);
+    wait_notify(fd, "STATUS=0 processes, 0 groups, 0 tasks, 0 stuck, 1 incidents");
+    kill(d.pid, SIGHUP);
+    wait_notify(fd, "RELOADING=1");
+    wait_notify(fd, "READY=1");
+    kill(d.pid, SIGTERM);
+    wait_notify(fd, "STOPPING=1");
+    int st;
+    assert_int_equal(waitpid(d.pid, &st, 0), d.pid);
+    d.pid = 0;
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(fd);
+    daemon_cleanup(&d);
+}
+
 /* ------------------------------------------------------------- journald */
 
 struct entry {
@@ -412,6 +464,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(socket_activation_serves_on_the_passed_sockets, teardown),
         cmocka_unit_test_teardown(passed_sockets_for_another_pid_are_not_taken, teardown),
+        cmocka_unit_test_teardown(systemd_is_told_ready_status_reload_and_stop, teardown),
         cmocka_unit_test_teardown(elsewhere_lines_are_plain_and_say_the_incident, teardown),
         cmocka_unit_test_teardown(metrics_carry_build_info_and_ignore_the_query, teardown),
         /* last: it leaves this process in a mount namespace of its own */
