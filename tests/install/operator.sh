@@ -58,4 +58,7 @@ complete_line() { # the words of COMP_LINE: what completion offers for the last
 [[ $(complete_line leashctl du) == dump ]] || fail "completion: leashctl du"
 complete_line leashctl dump --f | grep -qx -- '--format=' || fail "completion: dump --f"
 [[ $(complete_line leashctl dump --format f) == folded ]] || fail "completion: --format f"
+[[ $(complete_line leashctl --socket=/nonexistent ps -) == *--no-headers* ]] ||
+  fail "completion: ps options after --socket"
+[[ -z $(complete_line leashctl cancel 12 "") ]] || fail "completion: cancel's GROUP"
 echo "installed: programs, library, units (verified), config, man pages, completion"
