@@ -49,6 +49,7 @@ static _Atomic uint64_t dropped;
 struct report {
     char     kind[24];
     uint64_t task;
+    uint64_t group_id;
     char     group[48];
     char     detail[512];
 };
@@ -99,7 +100,8 @@ static bool ring_pop(struct leash__aevent *ev)
     return true;
 }
 
-void leash__agent_report(const char *kind, uint64_t task, const char *group, const char *detail)
+void leash__agent_report(const char *kind, uint64_t task, uint64_t group_id, const char *group,
+                         const char *detail)
 {
     if (!atomic_load_explicit(&leash__agent_on, memory_order_relaxed))
         return;
@@ -108,6 +110,7 @@ void leash__agent_report(const char *kind, uint64_t task, const char *group, con
         struct report *r = &reports_q[reports_n++];
         leash__copy_name(r->kind, sizeof r->kind, kind);
         r->task = task;
+        r->group_id = group_id;
         leash__copy_name(r->group, sizeof r->group, group);
         leash__copy_name(r->detail, sizeof r->detail, detail);
     } else {
@@ -407,6 +410,7 @@ static int flush(struct session *s, bool scan)
                 leash__agent__event__init(&pe[k]);
                 pe[k].kind = LEASH__AGENT__EVENT__KIND__REPORT;
                 pe[k].task = rep[i].task;
+                pe[k].group = rep[i].group_id;
                 pe[k].name = rep[i].group;
                 pe[k].report_kind = rep[i].kind;
                 pe[k].detail = rep[i].detail;

@@ -117,6 +117,7 @@ int leash_snapshot_take(struct leash_snapshot *s)
         x->opener = g->opener->id;
         x->age_ms = (now - g->open_ns) / 1000000;
         x->strategy = g->strategy;
+        x->scope = g->holder ? 1 + g->shield : 0;
         x->restarts = atomic_load_explicit(&g->restarts, memory_order_relaxed);
         x->backoff_ms = atomic_load_explicit(&g->backoff_ms, memory_order_relaxed);
         x->deadline_ms_left = g->deadline_ns == INT64_MAX ? -1
@@ -201,7 +202,10 @@ void leash_snapshot_text(const struct leash_snapshot *s, struct leash__buf *b)
         if (i == 0) {
             leash__bprintf(b, "\ngroup 0 \"root\": threads that called leash\n");
         } else {
-            leash__bprintf(b, "\ngroup %llu \"%s\" (parent %llu), opened at ",
+            leash__bprintf(b, "\n%s %llu \"%s\" (parent %llu), opened at ",
+                           g->scope == 2 ? "shielded scope"
+                           : g->scope    ? "scope"
+                                         : "group",
                            (unsigned long long)g->id, g->name, (unsigned long long)g->parent);
             site(b, g->open_file, g->open_line);
             leash__bprintf(b, " by task %llu, %lld ms ago", (unsigned long long)g->opener,
@@ -219,7 +223,7 @@ void leash_snapshot_text(const struct leash_snapshot *s, struct leash__buf *b)
                                g->cancelled == ETIMEDOUT ? "deadline" : "cancel");
             leash__bprintf(b, ":\n");
         }
-        if (!g->count)
+        if (!g->count && !g->scope)
             leash__bprintf(b, "  (no tasks)\n");
         for (size_t j = g->first; j < g->first + g->count; j++) {
             const struct leash_snap_task *t = &s->tasks[j];
@@ -281,6 +285,9 @@ void leash_snapshot_json(const struct leash_snapshot *s, struct leash__buf *b)
         leash__bjson_str(b, leash__strategy_name(g->strategy));
         if (g->strategy >= 0)
             leash__bprintf(b, ",\"backoff_ms\":%lld", (long long)g->backoff_ms);
+        if (g->scope) /* its task is listed in its own group */
+            leash__bprintf(b, ",\"scope\":{\"task\":%llu,\"shield\":%s}",
+                           (unsigned long long)g->opener, g->scope == 2 ? "true" : "false");
         if (i) {
             leash__bprintf(b, ",\"site\":\"");
             site(b, g->open_file, g->open_line);
@@ -390,4 +397,9 @@ int leash_stats(struct leash_stats *out)
     out->threads = atomic_load_explicit(&leash__threads, memory_order_relaxed);
     out->reports = atomic_load_explicit(&leash__reports, memory_order_relaxed);
     return 0;
+}
+
+const char *leash_version(void)
+{
+    return LEASH_BUILD_VERSION; /* the project's version, from the build */
 }

@@ -26,14 +26,16 @@ _Alignas(64) _Atomic uint64_t leash__tasks_ended;
 
 int leash__scope_err(leash_task *t, bool check_clock)
 {
-    struct leash_group *g = t->group;
+    struct leash_group *g = leash__node(t);
     if (!g)
         return 0;
     /* seq_cst: pairs with the canceller's store for fdwait's eventfd wake-up */
     int c = atomic_load_explicit(&g->cancel_cause, memory_order_seq_cst);
     if (c)
         return -c;
-    if (unlikely(atomic_load_explicit(&t->stop, memory_order_seq_cst)))
+    /* a task stopped on its own is stopped from outside: not in a shield */
+    if (unlikely(atomic_load_explicit(&t->stop, memory_order_seq_cst)) &&
+        !atomic_load_explicit(&t->shield_level, memory_order_relaxed))
         return -ECANCELED;
     if (check_clock && g->deadline_ns != INT64_MAX && leash__now_ns() >= g->deadline_ns) {
         /* the timer thread may not have fired yet: do its work, so that
@@ -75,6 +77,8 @@ static void cancel_locked(struct leash_group *g, int cause, int64_t *now, bool *
         leash__wake(s->task);
     if (g->watcher)
         leash__wake(g->watcher);
+    if (g->holder)
+        leash__wake(g->holder); /* a scope's own task */
     if (g->interrupt) {
         atomic_store_explicit(&g->interrupting, true, memory_order_release);
         *kick = true;
@@ -129,6 +133,113 @@ int leash_group_open_at(leash_group **gp, const leash_group_opts *opts, const ch
     return leash__group_open(gp, opts, file, line, -1);
 }
 
+int leash__node_link(struct leash_group *g, leash_task *self, struct leash_group *parent,
+                     int64_t timeout_ms, bool detached)
+{
+    g->opener = self;
+    g->parent = parent;
+    g->open_ns = leash__now_ns();
+    g->heap_idx = SIZE_MAX;
+    g->mu = (leash__lock_t)LEASH__LOCK_INIT;
+    g->interrupt = (g->flags & LEASH_INTERRUPT) || (parent && parent->interrupt);
+
+    int64_t own = INT64_MAX;
+    if (timeout_ms > 0)
+        own = timeout_ms > (INT64_MAX - g->open_ns) / 1000000 ? INT64_MAX
+                                                              : g->open_ns + timeout_ms * 1000000;
+    struct leash_group *up = detached ? NULL : parent; /* whose cancellation reaches g */
+    int64_t             inherited = up ? up->deadline_ns : INT64_MAX;
+    if (own < inherited) {
+        g->deadline_ns = own;
+        g->deadline_owner = g;
+    } else {
+        g->deadline_ns = inherited;
+        g->deadline_owner = up ? up->deadline_owner : NULL;
+    }
+
+    int born_cancelled = 0;
+    if (up) {
+        leash__lock(&up->mu);
+        born_cancelled = atomic_load_explicit(&up->cancel_cause, memory_order_relaxed);
+        if (!born_cancelled && atomic_load_explicit(&self->stop, memory_order_relaxed) &&
+            !atomic_load_explicit(&self->shield_level, memory_order_relaxed))
+            born_cancelled = ECANCELED; /* its opener was stopped on its own */
+        if (born_cancelled) {
+            atomic_store_explicit(&g->cancel_cause, born_cancelled, memory_order_relaxed);
+            g->cancel_cut = true;
+        }
+        g->knext = up->kids;
+        if (up->kids)
+            up->kids->kprev = g;
+        up->kids = g;
+        g->linked = true;
+        leash__unlock(&up->mu);
+    }
+
+    leash__lock(&leash__groups_mu);
+    g->rnext = leash__groups;
+    if (leash__groups)
+        leash__groups->rprev = g;
+    leash__groups = g;
+    leash__reg_group_open(g);
+    leash__unlock(&leash__groups_mu);
+
+    if (g->deadline_owner == g && !born_cancelled)
+        leash__timer_add(g);
+    if (g->interrupt) {
+        leash__intr_register(g);
+        if (born_cancelled) {
+            atomic_store_explicit(&g->interrupting, true, memory_order_release);
+            leash__intr_kick();
+        }
+    }
+    if (leash__agent_wants()) {
+        struct leash__aevent e = {
+            .kind = LEASH_EV_GROUP_OPEN,
+            .group = g->id,
+            .parent = parent ? parent->id : 0,
+            .task = self->id,
+            .deadline_ms_left =
+                g->deadline_ns == INT64_MAX ? -1 : (g->deadline_ns - g->open_ns) / 1000000,
+            .file = g->open_file,
+            .line = g->open_line,
+            .strategy = g->strategy,
+        };
+        memcpy(e.name, g->name, sizeof e.name);
+        leash__agent_push(&e);
+    }
+    return born_cancelled;
+}
+
+void leash__node_unlink(struct leash_group *g)
+{
+    leash__timer_remove(g);
+    if (g->linked) {
+        struct leash_group *p = g->parent;
+        leash__lock(&p->mu);
+        if (g->kprev)
+            g->kprev->knext = g->knext;
+        else
+            p->kids = g->knext;
+        if (g->knext)
+            g->knext->kprev = g->kprev;
+        leash__unlock(&p->mu);
+    }
+    leash__lock(&leash__groups_mu);
+    if (g->rprev)
+        g->rprev->rnext = g->rnext;
+    else
+        leash__groups = g->rnext;
+    if (g->rnext)
+        g->rnext->rprev = g->rprev;
+    leash__reg_group_end(g);
+    leash__unlock(&leash__groups_mu);
+    /* after leaving the registry: leashd's interrupt finds groups there */
+    leash__intr_unregister(g);
+    if (leash__agent_wants())
+        leash__agent_push(&(struct leash__aevent){.kind = LEASH_EV_GROUP_END, .group = g->id});
+}
+
 int leash__group_open(struct leash_group **gp, const leash_group_opts *opts, const char *file,
                       int line, int strategy)
 {
@@ -147,88 +258,19 @@ int leash__group_open(struct leash_group **gp, const leash_group_opts *opts, con
     if (!g)
         return -ENOMEM;
     memset(g, 0, sizeof *g);
-    struct leash_group *parent = self->group;
     g->id = leash__next_id();
     leash__copy_name(g->name, sizeof g->name, opts->name ? opts->name : "group");
-    g->parent = parent;
-    g->opener = self;
     g->open_file = file;
     g->open_line = line;
     g->flags = opts->flags;
-    g->interrupt = (opts->flags & LEASH_INTERRUPT) || (parent && parent->interrupt);
     g->limit = opts->limit;
-    g->open_ns = leash__now_ns();
-    g->heap_idx = SIZE_MAX;
-    g->mu = (leash__lock_t)LEASH__LOCK_INIT;
     g->strategy = strategy;
-
-    int64_t own = INT64_MAX;
-    if (opts->timeout_ms > 0)
-        own = opts->timeout_ms > (INT64_MAX - g->open_ns) / 1000000
-                  ? INT64_MAX
-                  : g->open_ns + opts->timeout_ms * 1000000;
-    int64_t inherited = parent ? parent->deadline_ns : INT64_MAX;
-    if (own < inherited) {
-        g->deadline_ns = own;
-        g->deadline_owner = g;
-    } else {
-        g->deadline_ns = inherited;
-        g->deadline_owner = parent ? parent->deadline_owner : NULL;
-    }
-
-    int born_cancelled = 0;
-    if (parent) {
-        leash__lock(&parent->mu);
-        born_cancelled = atomic_load_explicit(&parent->cancel_cause, memory_order_relaxed);
-        if (!born_cancelled && atomic_load_explicit(&self->stop, memory_order_relaxed))
-            born_cancelled = ECANCELED; /* its opener was stopped on its own */
-        if (born_cancelled) {
-            atomic_store_explicit(&g->cancel_cause, born_cancelled, memory_order_relaxed);
-            g->cancel_cut = true;
-        }
-        g->knext = parent->kids;
-        if (parent->kids)
-            parent->kids->kprev = g;
-        parent->kids = g;
-        leash__unlock(&parent->mu);
-    }
-
-    leash__lock(&leash__groups_mu);
-    g->rnext = leash__groups;
-    if (leash__groups)
-        leash__groups->rprev = g;
-    leash__groups = g;
-    leash__reg_group_open(g);
-    leash__unlock(&leash__groups_mu);
+    /* inside the opener's innermost scope, if it has one */
+    leash__node_link(g, self, leash__node(self), opts->timeout_ms, false);
     atomic_fetch_add_explicit(&leash__groups_live, 1, memory_order_relaxed);
-
-    if (g->deadline_owner == g && !born_cancelled)
-        leash__timer_add(g);
-    if (g->interrupt) {
-        leash__intr_register(g);
-        if (born_cancelled) {
-            atomic_store_explicit(&g->interrupting, true, memory_order_release);
-            leash__intr_kick();
-        }
-    }
     g->onext = self->opened;
     self->opened = g;
     *gp = g;
-    if (leash__agent_wants()) {
-        struct leash__aevent e = {
-            .kind = LEASH_EV_GROUP_OPEN,
-            .group = g->id,
-            .parent = parent ? parent->id : 0,
-            .task = self->id,
-            .deadline_ms_left =
-                g->deadline_ns == INT64_MAX ? -1 : (g->deadline_ns - g->open_ns) / 1000000,
-            .file = file,
-            .line = line,
-            .strategy = strategy,
-        };
-        memcpy(e.name, g->name, sizeof e.name);
-        leash__agent_push(&e);
-    }
     return 0;
 }
 
@@ -477,31 +519,7 @@ int leash__group_wait(struct leash_group *g, leash_task *self, const char *file,
     leash__unlock(&g->mu);
     leash__unblocked(self);
 
-    leash__timer_remove(g);
-    if (g->parent) {
-        struct leash_group *p = g->parent;
-        leash__lock(&p->mu);
-        if (g->kprev)
-            g->kprev->knext = g->knext;
-        else
-            p->kids = g->knext;
-        if (g->knext)
-            g->knext->kprev = g->kprev;
-        leash__unlock(&p->mu);
-    }
-    leash__lock(&leash__groups_mu);
-    if (g->rprev)
-        g->rprev->rnext = g->rnext;
-    else
-        leash__groups = g->rnext;
-    if (g->rnext)
-        g->rnext->rprev = g->rprev;
-    leash__reg_group_end(g);
-    leash__unlock(&leash__groups_mu);
-    /* after leaving the registry: leashd's interrupt finds groups there */
-    leash__intr_unregister(g);
-    if (leash__agent_wants())
-        leash__agent_push(&(struct leash__aevent){.kind = LEASH_EV_GROUP_END, .group = g->id});
+    leash__node_unlink(g);
     for (struct leash_group **pp = &self->opened; *pp; pp = &(*pp)->onext) {
         if (*pp == g) {
             *pp = g->onext;

@@ -119,16 +119,16 @@ typedef struct leash_task {
     int         spawn_line;
     int (*fn)(void *);
     void               *arg;
-    struct leash_group *group;         /* the group it runs in; NULL: root */
-    struct leash_task  *gnext, *gprev; /* in group->tasks (once a worker took it) or the root list */
-    struct leash_task  *qnext;         /* pool queue, free list */
-    pthread_t           thread;
-    _Atomic int         tid;             /* kernel thread id running it; 0: not yet */
-    bool                first_on_thread; /* the first task its worker thread ran */
-    bool                root;
-    _Atomic bool        started; /* picked up by a worker: `thread` is set */
-    _Atomic bool        stop;    /* cancelled on its own (a supervisor stopping one child) */
-    int64_t             start_ns;
+    struct leash_group *group;        /* the group it runs in; NULL: root */
+    struct leash_task *gnext, *gprev; /* in group->tasks (once a worker took it) or the root list */
+    struct leash_task *qnext;         /* pool queue, free list */
+    pthread_t          thread;
+    _Atomic int        tid;             /* kernel thread id running it; 0: not yet */
+    bool               first_on_thread; /* the first task its worker thread ran */
+    bool               root;
+    _Atomic bool       started; /* picked up by a worker: `thread` is set */
+    _Atomic bool       stop;    /* cancelled on its own (a supervisor stopping one child) */
+    int64_t            start_ns;
 
     _Atomic uint32_t wake;     /* bumped by every wake-up; parks on it */
     _Atomic uint32_t sleeping; /* in futex_wait on wake */
@@ -145,8 +145,10 @@ typedef struct leash_task {
     _Atomic int           bline;
     _Atomic int64_t       since_ns;
 
-    struct leash_group *opened; /* groups it opened and has not waited */
-    struct leash_hold  *holds;  /* locks it holds, newest first */
+    struct leash_group *opened;       /* groups it opened and has not waited */
+    struct leash_group *scope;        /* its innermost open scope (leash_scope_open); NULL: none */
+    _Atomic int         shield_level; /* shielded scopes open: read by the interrupt sweep */
+    struct leash_hold  *holds;        /* locks it holds, newest first */
     struct leash_hold  *hold_free;
     unsigned            hold_cache_used;
     struct leash_hold   hold_cache[4];
@@ -293,8 +295,37 @@ struct leash_group {
     _Atomic uint64_t restarts;   /* restarts decided */
     _Atomic int64_t  backoff_ms; /* the delay drawn for the latest one */
     leash_task      *watcher;    /* woken when g is cancelled (under mu) */
+
+    /* A cancel scope (leash_scope_open) is a group with no children of its
+       own: a node of the cancellation tree on its task's own stack. */
+    leash_task         *holder;       /* the scope's task; NULL: a group */
+    struct leash_group *outer;        /* the holder's scope it was opened in; NULL: none */
+    bool                shield;       /* LEASH_SHIELD: not on its parent's kids */
+    bool                linked;       /* on parent->kids (every group, unshielded scopes) */
+    int                 shield_level; /* the holder's shield_level inside it */
 };
 
+/* leash_scope is a leash_group inside. */
+struct leash_scope {
+    struct leash_group g;
+};
+
+/* The node of the cancellation tree a task's calls answer to: its innermost
+   scope, else the group it runs in (NULL: a root task outside any scope). */
+static inline struct leash_group *leash__node(const leash_task *t)
+{
+    return t->scope ? t->scope : t->group;
+}
+
+/* Makes g (zeroed but for id, name, site, flags) a node of the tree under
+   parent, which is NULL or the opener's node: its deadline (timeout_ms from
+   now, and parent's unless detached), born cancelled or not, listed for
+   parent's cancellation (unless detached: a shield), dumps, the registry,
+   the timer, interrupts and leashd. Returns the cause it was born with. */
+int leash__node_link(struct leash_group *g, leash_task *self, struct leash_group *parent,
+                     int64_t timeout_ms, bool detached);
+/* Undoes leash__node_link; g can be freed after it. */
+void leash__node_unlink(struct leash_group *g);
 /* leash_group_open_at, for a supervisor's group (strategy >= 0) too. */
 int leash__group_open(struct leash_group **gp, const leash_group_opts *opts, const char *file,
                       int line, int strategy);
@@ -308,7 +339,8 @@ int leash__scope_err(leash_task *t, bool check_clock);
 /* The effective deadline of t's scope, ns, INT64_MAX: none. */
 static inline int64_t leash__scope_deadline(leash_task *t)
 {
-    return t->group ? t->group->deadline_ns : INT64_MAX;
+    struct leash_group *g = leash__node(t);
+    return g ? g->deadline_ns : INT64_MAX;
 }
 void leash__cancel(struct leash_group *g, int cause);
 /* Children of g counted in and not yet out. */
@@ -364,12 +396,18 @@ int  leash__intr_signal(void);
 
 /* --------------------------------------------------------- report.c */
 
-/* Writes one report line to stderr (unless LEASH_REPORT=quiet) and hands it
-   to the agent. kind: lock_abandoned, self_deadlock, lock_cycle, unwaited_group,
-   restart_limit. */
-void leash__report(const char *kind, leash_task *t, const char *group, const char *fmt, ...)
+/* Writes one report line to stderr (unless LEASH_REPORT=quiet), or hands
+   it to the leash_on_report hook, and to the agent. kind: lock_abandoned,
+   self_deadlock, lock_cycle, unwaited_group, unclosed_scope, restart_limit.
+   t: the task it is about; g: the group (or scope) it is about, else t's
+   group; either may be NULL. */
+void leash__report(const char *kind, leash_task *t, struct leash_group *g, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 extern _Atomic uint64_t leash__reports;
+void                    leash__report_atfork_child(void);
+/* A task that returns with scopes open: each closed, innermost first, with
+   an unclosed_scope report. */
+void leash__scopes_exit(leash_task *t);
 
 /* ---------------------------------------------------------- agent.c */
 
@@ -396,7 +434,8 @@ struct leash__aevent {
 extern _Atomic int leash__agent_on; /* connected: events are wanted */
 void               leash__agent_init(void);
 void               leash__agent_push(const struct leash__aevent *ev);
-void leash__agent_report(const char *kind, uint64_t task, const char *group, const char *detail);
+void leash__agent_report(const char *kind, uint64_t task, uint64_t group_id, const char *group,
+                         const char *detail);
 static inline bool leash__agent_wants(void)
 {
     return atomic_load_explicit(&leash__agent_on, memory_order_relaxed) != 0;

@@ -9,7 +9,8 @@
  *   __LINE__) for dumps and reports; the `_at` functions behind the macros
  *   are exported too, for wrappers that want to pass their own caller's site.
  * - Every blocking call is a cancellation point: when the calling task's scope
- *   (the group it runs in, and every group around that one) is cancelled, the
+ *   (its innermost cancel scope or the group it runs in, and every scope and
+ *   group around that one, up to a shield) is cancelled, the
  *   call returns -ETIMEDOUT if a deadline caused the cancellation and
  *   -ECANCELED otherwise. Cancellation is level-triggered: in a cancelled
  *   scope, channel operations, select, sleep, fdwait and checkpoint fail at
@@ -142,8 +143,60 @@ LEASH_API int leash_sleep_at(int64_t ms, const char *file, int line);
 LEASH_API int leash_fdwait_at(int fd, short events, int64_t timeout_ms, const char *file, int line);
 #define leash_fdwait(fd, ev, ms) leash_fdwait_at((fd), (ev), (ms), __FILE__, __LINE__)
 
-/* The caller's effective deadline, CLOCK_MONOTONIC ms; INT64_MAX: none. */
+/* The caller's effective deadline, CLOCK_MONOTONIC ms; INT64_MAX: none.
+   The earliest of every group and unshielded scope around the caller. */
 LEASH_API int64_t leash_deadline(void);
+
+/* ----------------------------------------------------------- cancel scopes */
+
+/*
+ * Deadlines and cancellation on the calling task itself, with no child
+ * task: Trio's CancelScope (move_on_after / fail_after, and shield=True),
+ * Go's context.WithTimeout used in the same goroutine. While a scope is
+ * open, the task's cancellation points answer to it as to a group around
+ * the task: they fail with -ETIMEDOUT once its deadline passes, -ECANCELED
+ * once it is cancelled, and as before when a group or scope around it ends.
+ * Groups the task opens inside the scope are inside it: its deadline and
+ * its cancellation reach their children. leash_deadline() sees it.
+ */
+typedef struct leash_scope leash_scope;
+
+typedef struct leash_scope_opts {
+    const char *name;       /* shown in dumps (as a group node); copied */
+    int64_t     timeout_ms; /* deadline relative to open, ms; 0: none of its own */
+    unsigned    flags;      /* LEASH_SHIELD */
+} leash_scope_opts;
+
+/* Calls inside are not cancelled by the scopes and groups around it (nor by
+   leashd or a supervisor stopping the task), only by its own deadline or
+   leash_scope_cancel: for cleanup that must finish (Trio's shield). The
+   deadlines around it do not apply inside either. */
+#define LEASH_SHIELD 0x4u
+
+/*
+ * Opens a scope on the calling task and stores it in *s; opts may be NULL.
+ * A scope opened in a cancelled scope or group is born cancelled (unless
+ * shielded). Errors: -EINVAL (s NULL, negative timeout_ms, a flag other than
+ * LEASH_SHIELD), -ENOMEM. A variadic macro, as leash_group_open.
+ */
+LEASH_API int leash_scope_open_at(leash_scope **s, const leash_scope_opts *opts, const char *file,
+                                  int line);
+#define leash_scope_open(s, ...) leash_scope_open_at((s), (__VA_ARGS__), __FILE__, __LINE__)
+
+/* Cancels s and what was opened inside it (cause: -ECANCELED). Any task may
+   call it while s is open. Idempotent; NULL is ignored. */
+LEASH_API void leash_scope_cancel(leash_scope *s);
+
+/*
+ * Closes s and frees it. Returns 0 if the scope was not cancelled, else
+ * -ETIMEDOUT (a deadline: its own, or one around it, has passed) or
+ * -ECANCELED (Trio's cancelled_caught). Scopes close in the reverse order
+ * of opening, by the task that opened them, after the groups opened inside
+ * them have been waited: otherwise -EPERM, and nothing changes. -EINVAL: s
+ * NULL. A task that returns with a scope open gets it closed and an
+ * `unclosed_scope` report.
+ */
+LEASH_API int leash_scope_close(leash_scope *s);
 
 /* -------------------------------------------------------------- channels */
 
@@ -357,6 +410,28 @@ LEASH_API int leash_stats(struct leash_stats *out); /* -EINVAL: out NULL */
 
 /* The calling task's id (root tasks included); never 0. */
 LEASH_API uint64_t leash_task_id(void);
+
+/* What the library saw (a "report"), as leash_on_report hands it over. */
+struct leash_report {
+    const char *kind;  /* "lock_abandoned", "self_deadlock", "lock_cycle", "unwaited_group",
+                          "unclosed_scope", "restart_limit", ... */
+    const char *text;  /* the one-line report as stderr would show it, no newline */
+    uint64_t    task;  /* the task it is about (0: none) */
+    uint64_t    group; /* the group or scope it is about, else that task's group (0: none) */
+};
+
+/*
+ * Routes reports to fn (the service's own logger) instead of stderr; they
+ * still go to leashd. NULL restores stderr. fn is called on the reporting
+ * thread, with r valid only during the call; it must not block, nor call
+ * leash_on_report. Once leash_on_report returns, the previous fn is no
+ * longer called. LEASH_REPORT=quiet silences stderr only.
+ */
+LEASH_API void leash_on_report(void (*fn)(const struct leash_report *r, void *ctx), void *ctx);
+
+/* The library's version at run time ("MAJOR.MINOR.PATCH"), which may differ
+   from LEASH_VERSION_STRING, the header's it was compiled against. */
+LEASH_API const char *leash_version(void);
 
 #ifdef __cplusplus
 }

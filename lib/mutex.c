@@ -200,7 +200,7 @@ static int graph_enter(leash_task *self, void *lock, int kind, const char *file,
         if (w > 0)
             off += (size_t)w;
     }
-    leash__report("lock_cycle", self, self->group ? self->group->name : NULL,
+    leash__report("lock_cycle", self, self->group,
                   "task %llu (%s) at %s:%d waits for %s %s, which waits for \"%s\" held by "
                   "task %llu itself: -EDEADLK instead of a deadlock",
                   (unsigned long long)self->id, self->fn_name, file, line, kind_name(kind), chain,
@@ -223,7 +223,7 @@ static int self_deadlock(leash_task *self, void *lock, int kind, struct leash_ho
                        : kind == LEASH_HOLD_MUTEX ? "locks mutex"
                        : kind == LEASH_HOLD_READ  ? "asks for a read lock of rwlock"
                                                   : "asks for the write lock of rwlock";
-    leash__report("self_deadlock", self, self->group ? self->group->name : NULL,
+    leash__report("self_deadlock", self, self->group,
                   "task %llu (%s) at %s:%d %s \"%s\" that it already holds (%s at %s:%d): "
                   "-EDEADLK instead of waiting for ever",
                   (unsigned long long)self->id, self->fn_name, file, line, what,
@@ -600,7 +600,7 @@ void leash__abandon_holds(leash_task *t)
             name = l->name_;
         }
         if (first)
-            leash__report("lock_abandoned", t, t->group ? t->group->name : NULL,
+            leash__report("lock_abandoned", t, t->group,
                           "task %llu (%s) exited holding %s \"%s\" (%s at %s:%d): later lock "
                           "calls get -EOWNERDEAD",
                           (unsigned long long)t->id, t->fn_name, kind_name(h->kind), name,

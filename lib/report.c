@@ -22,7 +22,28 @@ static bool quiet(void)
     return v;
 }
 
-void leash__report(const char *kind, leash_task *t, const char *group, const char *fmt, ...)
+/* Where reports go instead of stderr (leash_on_report). Readers hold it
+   shared while they call fn, so that once leash_on_report returns, the
+   previous fn is never called again. */
+static pthread_rwlock_t hook_mu = PTHREAD_RWLOCK_INITIALIZER;
+static void (*hook_fn)(const struct leash_report *r, void *ctx);
+static void *hook_ctx;
+
+void leash_on_report(void (*fn)(const struct leash_report *r, void *ctx), void *ctx)
+{
+    pthread_rwlock_wrlock(&hook_mu);
+    hook_fn = fn;
+    hook_ctx = fn ? ctx : NULL;
+    pthread_rwlock_unlock(&hook_mu);
+}
+
+void leash__report_atfork_child(void)
+{
+    /* a thread of the parent may have held it: the child has none of them */
+    hook_mu = (pthread_rwlock_t)PTHREAD_RWLOCK_INITIALIZER;
+}
+
+void leash__report(const char *kind, leash_task *t, struct leash_group *g, const char *fmt, ...)
 {
     char    detail[512];
     va_list ap;
@@ -30,16 +51,27 @@ void leash__report(const char *kind, leash_task *t, const char *group, const cha
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
     atomic_fetch_add_explicit(&leash__reports, 1, memory_order_relaxed);
-    if (!quiet()) {
-        char line[700];
-        int  n = snprintf(line, sizeof line, "leash[%d]: %s: %s\n", (int)getpid(), kind, detail);
-        if (n > (int)sizeof line - 1) {
-            n = sizeof line - 1;
-            line[n - 1] = '\n';
-        }
-        /* one write, so lines from several threads do not interleave */
-        ssize_t r = write(STDERR_FILENO, line, (size_t)n);
-        (void)r;
+    char line[700];
+    int  n = snprintf(line, sizeof line, "leash[%d]: %s: %s\n", (int)getpid(), kind, detail);
+    if (n > (int)sizeof line - 1) {
+        n = sizeof line - 1;
+        line[n - 1] = '\n';
     }
-    leash__agent_report(kind, t ? t->id : 0, group, detail);
+    pthread_rwlock_rdlock(&hook_mu);
+    if (hook_fn) {
+        line[n - 1] = '\0';
+        struct leash_report r = {
+            .kind = kind,
+            .text = line,
+            .task = t ? t->id : 0,
+            .group = g ? g->id : 0,
+        };
+        hook_fn(&r, hook_ctx);
+    } else if (!quiet()) {
+        /* one write, so lines from several threads do not interleave */
+        ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+        (void)w;
+    }
+    pthread_rwlock_unlock(&hook_mu);
+    leash__agent_report(kind, t ? t->id : 0, g ? g->id : 0, g ? g->name : NULL, detail);
 }

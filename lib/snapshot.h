@@ -37,6 +37,7 @@ struct leash_snap_group {
     int         strategy;     /* a supervisor's LEASH_ONE_FOR_ONE...; -1: not one */
     uint64_t    restarts;     /* a supervisor's restarts */
     int64_t     backoff_ms;   /* the delay of its latest restart */
+    int         scope;        /* 0: a group; 1: a cancel scope; 2: a shielded one */
     size_t      first, count; /* its tasks in leash_snapshot.tasks */
 };
 

@@ -261,7 +261,7 @@ static int handle_end(struct sup *s, size_t i, int *rc)
     if (!count_restart(s, now)) {
         c->state = C_IDLE;
         stop_all(s, true);
-        leash__report("restart_limit", s->self, s->g->name,
+        leash__report("restart_limit", s->self, s->g,
                       "supervisor %llu \"%s\" (%s, opened at %s:%d) gave up: more than %u restarts "
                       "within %lld ms; child \"%s\" returned %d last",
                       (unsigned long long)s->g->id, s->g->name, leash__strategy_name(s->strategy),

@@ -87,6 +87,8 @@ leash_task *leash__task_alloc(void)
     t->start_ns = leash__coarse_ns();
     atomic_store_explicit(&t->op, LEASH_OP_NONE, memory_order_relaxed);
     t->opened = NULL;
+    t->scope = NULL;
+    atomic_store_explicit(&t->shield_level, 0, memory_order_relaxed);
     t->holds = NULL;
     t->hold_free = NULL;
     t->hold_cache_used = 0; /* the cache's nodes are handed out as needed: a
@@ -193,7 +195,7 @@ void leash__task_exit(leash_task *t)
 {
     while (t->opened) {
         struct leash_group *g = t->opened;
-        leash__report("unwaited_group", t, g->name,
+        leash__report("unwaited_group", t, g,
                       "task %llu (%s) returned with group %llu \"%s\" (opened at %s:%d) still "
                       "open: cancelled and waited for",
                       (unsigned long long)t->id, t->fn_name, (unsigned long long)g->id, g->name,
@@ -201,6 +203,7 @@ void leash__task_exit(leash_task *t)
         leash__cancel(g, ECANCELED);
         leash__group_wait(g, t, g->open_file, g->open_line);
     }
+    leash__scopes_exit(t);
     if (t->holds)
         leash__abandon_holds(t);
 }

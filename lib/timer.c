@@ -96,6 +96,23 @@ static void heap_del(size_t i)
     heap_down(i);
 }
 
+/* Signals t if it runs outside leash; level: the shield level at which
+   the cancellation that interrupts it reaches (a shield opened since
+   keeps it out). */
+static void intr_task(leash_task *t, int level, int sig, bool *any)
+{
+    if (atomic_load_explicit(&t->shield_level, memory_order_relaxed) != level)
+        return;
+    /* a child still in the pool's queue keeps the sweep going: once a
+       worker starts it, it may block in a foreign call too */
+    *any = true;
+    if (!atomic_load_explicit(&t->started, memory_order_acquire))
+        return;
+    /* a task parked inside leash has been woken by the cancel */
+    if (atomic_load_explicit(&t->op, memory_order_relaxed) == LEASH_OP_NONE)
+        pthread_kill(t->thread, sig);
+}
+
 static void intr_sweep(bool *any)
 {
     int sig = leash__intr_signal();
@@ -105,16 +122,10 @@ static void intr_sweep(bool *any)
         if (!atomic_load_explicit(&g->interrupting, memory_order_acquire))
             continue;
         leash__lock(&g->mu);
-        for (leash_task *t = g->tasks; t; t = t->gnext) {
-            /* a child still in the pool's queue keeps the sweep going: once
-               a worker starts it, it may block in a foreign call too */
-            *any = true;
-            if (!atomic_load_explicit(&t->started, memory_order_acquire))
-                continue;
-            /* a task parked inside leash has been woken by the cancel */
-            if (atomic_load_explicit(&t->op, memory_order_relaxed) == LEASH_OP_NONE)
-                pthread_kill(t->thread, sig);
-        }
+        if (g->holder) /* a scope: its own task, alive while g is */
+            intr_task(g->holder, g->shield_level, sig, any);
+        for (leash_task *t = g->tasks; t; t = t->gnext)
+            intr_task(t, 0, sig, any);
         leash__unlock(&g->mu);
     }
     leash__unlock(&intr_mu);

@@ -1,6 +1,7 @@
 /* test_api.c: leash_try_go, the variadic macros, report routing and the version. */
 #include "helpers.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 static int block_on_chan(void *arg)
@@ -109,6 +110,150 @@ static void macros_take_compound_literals(void **state)
     assert_nothing_leaked();
 }
 
+/* ------------------------------------------------------------ reports */
+
+static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct seen {
+    char     kind[32];
+    char     text[700];
+    uint64_t task, group;
+    void    *ctx;
+} seen[8];
+static int nseen;
+
+static void hook(const struct leash_report *r, void *ctx)
+{
+    pthread_mutex_lock(&seen_mu);
+    if (nseen < 8) {
+        struct seen *x = &seen[nseen++];
+        snprintf(x->kind, sizeof x->kind, "%s", r->kind);
+        snprintf(x->text, sizeof x->text, "%s", r->text);
+        x->task = r->task;
+        x->group = r->group;
+        x->ctx = ctx;
+    }
+    pthread_mutex_unlock(&seen_mu);
+}
+
+static int seen_count(void)
+{
+    pthread_mutex_lock(&seen_mu);
+    int n = nseen;
+    pthread_mutex_unlock(&seen_mu);
+    return n;
+}
+
+/* the id of the group or scope named name, once a dump shows it */
+static uint64_t wait_node(const char *name)
+{
+    char needle[96];
+    snprintf(needle, sizeof needle, ",\"name\":\"%s\"", name);
+    int64_t until = mono_ms() + 10000;
+    for (;;) {
+        char *d = dump_json();
+        assert_non_null(d);
+        char *p = strstr(d, needle);
+        if (p) {
+            while (p > d && strncmp(p, "{\"id\":", 6) != 0)
+                p--;
+            unsigned long long id = 0;
+            assert_int_equal(sscanf(p, "{\"id\":%llu", &id), 1);
+            free(d);
+            return id;
+        }
+        free(d);
+        if (mono_ms() > until)
+            fail_msg("never saw %s in a dump", name);
+        sched_yield();
+    }
+}
+
+static leash_chan      *go_on;
+static _Atomic uint64_t leaker_id;
+
+/* opens a group and a scope, waits for a word, returns with both open */
+static int leak_group_and_scope(void *arg)
+{
+    (void)arg;
+    atomic_store(&leaker_id, leash_task_id());
+    leash_group *g;
+    leash_scope *s;
+    if (leash_group_open(&g, &(leash_group_opts){.name = "leaky"}) != 0 ||
+        leash_scope_open(&s, &(leash_scope_opts){.name = "forgotten"}) != 0)
+        return -1;
+    int v;
+    return leash_chan_recv(go_on, &v) == -EPIPE ? 0 : -1;
+}
+
+static void on_report_routes_reports_with_their_task_and_group(void **state)
+{
+    (void)state;
+    int ctx;
+    pthread_mutex_lock(&seen_mu);
+    nseen = 0;
+    pthread_mutex_unlock(&seen_mu);
+    leash_on_report(hook, &ctx);
+
+    /* a self-deadlock of a root task: no group */
+    leash_mutex m;
+    assert_int_equal(leash_mutex_init(&m, "m"), 0);
+    assert_int_equal(leash_mutex_lock(&m), 0);
+    assert_int_equal(leash_mutex_lock(&m), -EDEADLK);
+    assert_int_equal(leash_mutex_unlock(&m), 0);
+    leash_mutex_destroy(&m);
+    assert_int_equal(seen_count(), 1);
+    assert_string_equal(seen[0].kind, "self_deadlock");
+    assert_int_equal(seen[0].task, leash_task_id());
+    assert_int_equal(seen[0].group, 0);
+    assert_ptr_equal(seen[0].ctx, &ctx);
+    assert_non_null(strstr(seen[0].text, "self_deadlock"));
+    assert_null(strchr(seen[0].text, '\n'));
+
+    /* a task that returns with a group and a scope open: each report
+       names the real group (or scope) and the task */
+    assert_int_equal(leash_chan_open(&go_on, "go_on", sizeof(int), 0), 0);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, NULL), 0);
+    assert_int_equal(leash_go(g, leak_group_and_scope, NULL), 0);
+    uint64_t leaky = wait_node("leaky"), forgotten = wait_node("forgotten");
+    assert_int_equal(leash_chan_close(go_on), 0);
+    assert_int_equal(leash_group_wait(g), 0);
+    leash_chan_free(go_on);
+    assert_int_equal(seen_count(), 3);
+    assert_string_equal(seen[1].kind, "unwaited_group");
+    assert_int_equal(seen[1].group, leaky);
+    assert_int_equal(seen[1].task, atomic_load(&leaker_id));
+    assert_string_equal(seen[2].kind, "unclosed_scope");
+    assert_int_equal(seen[2].group, forgotten);
+    assert_int_equal(seen[2].task, atomic_load(&leaker_id));
+
+    /* NULL: back to stderr; the hook is not called again */
+    leash_on_report(NULL, NULL);
+    uint64_t before = reports();
+    assert_int_equal(leash_mutex_init(&m, "m2"), 0);
+    assert_int_equal(leash_mutex_lock(&m), 0);
+    assert_int_equal(leash_mutex_lock(&m), -EDEADLK);
+    assert_int_equal(leash_mutex_unlock(&m), 0);
+    leash_mutex_destroy(&m);
+    assert_int_equal(reports(), before + 1);
+    assert_int_equal(seen_count(), 3);
+    assert_nothing_leaked();
+}
+
+static void version_is_the_one_built_with_the_header(void **state)
+{
+    (void)state;
+    const char *v = leash_version();
+    assert_non_null(v);
+    unsigned a, b, c;
+    char     end;
+    assert_int_equal(sscanf(v, "%u.%u.%u%c", &a, &b, &c, &end), 3);
+    assert_string_equal(v, LEASH_VERSION_STRING);
+    assert_int_equal(a, LEASH_VERSION_MAJOR);
+    assert_int_equal(b, LEASH_VERSION_MINOR);
+    assert_int_equal(c, LEASH_VERSION_PATCH);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -116,6 +261,8 @@ int main(void)
         cmocka_unit_test(try_go_without_a_limit_is_go),
         cmocka_unit_test(try_go_on_a_cancelled_group_is_refused_and_wait_says_why),
         cmocka_unit_test(macros_take_compound_literals),
+        cmocka_unit_test(on_report_routes_reports_with_their_task_and_group),
+        cmocka_unit_test(version_is_the_one_built_with_the_header),
     };
     return cmocka_run_group_tests(tests, quiet_setup, NULL);
 }
