@@ -67,6 +67,10 @@ static int scope_end(leash_task *self, struct leash_group *g)
     if (!cause && g->deadline_ns != INT64_MAX && leash__now_ns() >= g->deadline_ns)
         cause = ETIMEDOUT; /* passed, whether or not the timer got to it */
     leash__node_unlink(g);
+    /* a leash_scope_cancel from another task may still be leaving g's lock
+       (it woke us on the way): let it go before g is freed */
+    leash__lock(&g->mu);
+    leash__unlock(&g->mu);
     self->scope = g->outer;
     if (g->shield)
         atomic_fetch_sub_explicit(&self->shield_level, 1, memory_order_relaxed);
