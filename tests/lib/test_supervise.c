@@ -651,6 +651,87 @@ static void a_stopped_child_gets_the_groups_it_opened_cancelled(void **state)
     assert_nothing_leaked();
 }
 
+/* Waits until its scope is cancelled, then supervises. */
+struct late {
+    struct fx  *f;
+    leash_chan *hold;
+};
+
+static int sup_main_after_cancel(void *arg)
+{
+    struct late *l = arg;
+    int          v;
+    leash_chan_recv(l->hold, &v); /* returns once the test cancels */
+    return sup_main(l->f);
+}
+
+static void a_supervisor_in_a_cancelled_scope_starts_nothing(void **state)
+{
+    (void)state;
+    _Atomic int runs = 0;
+    struct fx   f;
+    memset(&f, 0, sizeof f);
+    f.specs[0] = (leash_child_spec){.name = "never", .fn = always_zero, .arg = &runs};
+    f.n = 1;
+    assert_int_equal(leash_group_open(&f.g, &(leash_group_opts){.name = "late"}), 0);
+    leash_chan *hold;
+    assert_int_equal(leash_chan_open(&hold, "hold", sizeof(int), 0), 0);
+    struct late l = {&f, hold};
+    assert_int_equal(leash_go(f.g, sup_main_after_cancel, &l), 0);
+    wait_blocked("chan_recv", 1);
+    leash_group_cancel(f.g);
+    assert_int_equal(fx_wait(&f), -ECANCELED);
+    assert_int_equal(runs, 0);
+    leash_chan_free(hold);
+    assert_nothing_leaked();
+}
+
+/* A supervision tree: an inner supervisor is a child of an outer one. */
+struct tree {
+    struct fx   inner;
+    leash_chan *cmd;
+    _Atomic int inner_runs, inner_rc;
+};
+
+static int inner_sup(void *arg)
+{
+    struct tree *t = arg;
+    atomic_fetch_add(&t->inner_runs, 1);
+    int rc = leash_supervise(&t->inner.opts, t->inner.specs, t->inner.n);
+    atomic_store(&t->inner_rc, rc);
+    return rc;
+}
+
+static void a_supervisor_stopped_by_its_own_supervisor_joins_its_children(void **state)
+{
+    (void)state;
+    struct tree t = {.inner_rc = 1};
+    fx_init(&t.inner, "inner", LEASH_ONE_FOR_ONE, NULL, 1);
+    assert_int_equal(leash_chan_open(&t.cmd, "cmd", sizeof(int), 0), 0);
+    struct fx outer;
+    memset(&outer, 0, sizeof outer);
+    outer.specs[0] = (leash_child_spec){.name = "inner", .fn = inner_sup, .arg = &t};
+    outer.specs[1] = (leash_child_spec){.name = "failer", .fn = fails_when_told, .arg = t.cmd};
+    outer.n = 2;
+    outer.opts = (leash_sup_opts){
+        .name = "outer", .strategy = LEASH_ONE_FOR_ALL, .intensity = 5, .period_ms = 600000};
+    fx_start(&outer, 0);
+    WAIT_FOR(t.inner.k[0].starts == 1);
+    int v = -3;
+    assert_int_equal(leash_chan_send(t.cmd, &v), 0);
+    /* the inner supervisor was stopped (its child cancelled and joined
+       first), then started again with a fresh child of its own */
+    WAIT_FOR(t.inner_runs == 2 && t.inner.k[0].starts == 2);
+    assert_int_equal(t.inner.k[0].cancels, 1);
+    assert_int_equal(t.inner_rc, -ECANCELED);
+    leash_group_cancel(outer.g);
+    assert_int_equal(fx_wait(&outer), -ECANCELED);
+    assert_all_joined(&t.inner);
+    fx_free(&t.inner);
+    leash_chan_free(t.cmd);
+    assert_nothing_leaked();
+}
+
 /* ------------------------------------------------------------------- dumps */
 
 static void dump_shows_the_supervisor_its_strategy_restarts_and_child_names(void **state)
@@ -745,6 +826,8 @@ int main(void)
         cmocka_unit_test(cancelling_the_scope_during_a_backoff_returns_without_waiting_it),
         cmocka_unit_test(supervisor_in_a_group_with_a_deadline_ends_at_that_deadline),
         cmocka_unit_test(a_stopped_child_gets_the_groups_it_opened_cancelled),
+        cmocka_unit_test(a_supervisor_in_a_cancelled_scope_starts_nothing),
+        cmocka_unit_test(a_supervisor_stopped_by_its_own_supervisor_joins_its_children),
         cmocka_unit_test(dump_shows_the_supervisor_its_strategy_restarts_and_child_names),
         cmocka_unit_test(bad_options_and_specs_are_refused),
     };
