@@ -181,7 +181,7 @@ static size_t log_count(const struct daemon *d, const char *needle)
 
 static void wait_log(const struct daemon *d, const char *needle)
 {
-    int64_t until = now_ms() + 20000;
+    int64_t until = now_ms() + E2E_WAIT_MS;
     while (log_count(d, needle) == 0) {
         if (now_ms() > until)
             fail_msg("never saw '%s' in %s", needle, d->log);
@@ -273,11 +273,14 @@ static void stalled_connections_leave_other_uids_answered(void **state)
     long t1 = cpu_ticks(d.pid);
     assert_true(t0 >= 0 && t1 >= 0);
     assert_true(t1 - t0 <= sysconf(_SC_CLK_TCK) / 5); /* under 20% of a CPU */
-    /* another uid is answered at once */
+    /* another uid is answered while the stalled connections are held: a
+       starved one would be answered only once peer_timeout (8 s) drops
+       them, so half of that tells the two apart, with room for leashctl
+       to start under a sanitizer on a loaded machine */
     char    out[8192];
     int64_t start = now_ms();
     assert_int_equal(ctl_as(&d, 65533, out, sizeof out, "status", (char *)NULL), 0);
-    assert_true(now_ms() - start < 1000);
+    assert_true(now_ms() - start < 4000);
     assert_non_null(strstr(out, "processes"));
     /* the stalled connections are dropped after peer_timeout, said once */
     read_line(from, line, sizeof line, 60000);
@@ -312,7 +315,7 @@ static int agent_hello(const struct daemon *d, const char *name)
     assert_true(fd >= 0);
     assert_int_equal(send_hello(fd, LEASH__AGENT__VERSION__VERSION_CURRENT, name), 0);
     size_t   n;
-    uint8_t *reply = recv_frame(fd, &n, 20000);
+    uint8_t *reply = recv_frame(fd, &n, E2E_WAIT_MS);
     assert_non_null(reply);
     free(reply);
     return fd;
@@ -327,12 +330,12 @@ static int report(int fd, const char *detail, size_t n)
     return send_events(fd, &e, n);
 }
 
-/* Reads fd until needle has gone by; false after 20 s or at EOF. */
+/* Reads fd until needle has gone by; false after E2E_WAIT_MS or at EOF. */
 static bool read_until(int fd, const char *needle)
 {
     static char   win[16384];
     static size_t have;
-    int64_t       until = now_ms() + 20000;
+    int64_t       until = now_ms() + E2E_WAIT_MS;
     size_t        nl = strlen(needle);
     for (;;) {
         win[have] = '\0';
@@ -529,7 +532,7 @@ static void old_protocol_version_is_told_why(void **state)
     assert_true(fd >= 0);
     assert_int_equal(send_hello(fd, 99, "from-the-future"), 0);
     size_t   n;
-    uint8_t *buf = recv_frame(fd, &n, 20000);
+    uint8_t *buf = recv_frame(fd, &n, E2E_WAIT_MS);
     assert_non_null(buf);
     Leash__Agent__DaemonMessage *m = leash__agent__daemon_message__unpack(NULL, n, buf);
     free(buf);
@@ -538,7 +541,7 @@ static void old_protocol_version_is_told_why(void **state)
     assert_false(m->hello->ok);
     assert_non_null(strstr(m->hello->error, "version 99"));
     leash__agent__daemon_message__free_unpacked(m, NULL);
-    assert_true(closed_within(fd, 20000));
+    assert_true(closed_within(fd, E2E_WAIT_MS));
     close(fd);
     daemon_cleanup(&d);
 }
@@ -579,11 +582,11 @@ static void leashctl_gives_up_on_a_leashd_that_never_answers(void **state)
  * and the child asks for a group that overran with a policy that kills.
  * Prints "rounds N reused R signalled S".
  */
-/* Polls `leashctl incidents` until it shows needle; false after 20 s. */
+/* Polls `leashctl incidents` until it shows needle; false after E2E_WAIT_MS. */
 static bool incident_seen(const struct daemon *d, const char *needle)
 {
     char    out[65536];
-    int64_t until = now_ms() + 20000;
+    int64_t until = now_ms() + E2E_WAIT_MS;
     while (now_ms() < until) {
         ctl_as(d, -1, out, sizeof out, "incidents", (char *)NULL);
         if (strstr(out, needle))
@@ -616,7 +619,7 @@ static int pidns_attack(void)
               "--control-socket", d.control, "--state-dir", d.state, (char *)NULL);
         _exit(127);
     }
-    for (int64_t until = now_ms() + 10000; !connectable(d.control); pause_ms(10))
+    for (int64_t until = now_ms() + E2E_WAIT_MS; !connectable(d.control); pause_ms(10))
         if (now_ms() > until)
             return 2;
     int reused = 0, signalled = 0, rounds = 0, seen = 0;
