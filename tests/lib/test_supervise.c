@@ -732,6 +732,89 @@ static void a_supervisor_stopped_by_its_own_supervisor_joins_its_children(void *
     assert_nothing_leaked();
 }
 
+struct seen_report {
+    char     kind[32];
+    char     text[512];
+    uint64_t group;
+    int      n;
+};
+
+static void keep_report(const struct leash_report *r, void *ctx)
+{
+    struct seen_report *s = ctx;
+    s->n++;
+    snprintf(s->kind, sizeof s->kind, "%s", r->kind);
+    snprintf(s->text, sizeof s->text, "%s", r->text);
+    s->group = r->group;
+}
+
+static void giving_up_is_a_restart_limit_report_about_the_supervisor(void **state)
+{
+    (void)state;
+    struct seen_report seen = {0};
+    _Atomic int        runs = 0;
+    leash_on_report(keep_report, &seen);
+    leash_sup_opts o = {.name = "gives-up", .intensity = 1, .period_ms = 600000};
+    assert_int_equal(
+        leash_supervise(
+            &o, (leash_child_spec[]){{.name = "crash", .fn = fail_at_once, .arg = &runs}}, 1),
+        -9);
+    leash_on_report(NULL, NULL);
+    assert_int_equal(seen.n, 1);
+    assert_string_equal(seen.kind, "restart_limit");
+    assert_true(seen.group != 0);
+    assert_non_null(strstr(seen.text, "\"gives-up\""));
+    assert_non_null(strstr(seen.text, "child \"crash\" returned -9 last"));
+    assert_nothing_leaked();
+}
+
+static void supervisor_in_a_scope_with_a_deadline_ends_at_that_deadline(void **state)
+{
+    (void)state;
+    leash_chan *never;
+    assert_int_equal(leash_chan_open(&never, "never", sizeof(int), 0), 0);
+    int64_t      t0 = mono_ms();
+    leash_scope *sc;
+    assert_int_equal(leash_scope_open(&sc, &(leash_scope_opts){.name = "s", .timeout_ms = 300}), 0);
+    /* on the calling thread itself, a root task: the scope is its only deadline */
+    assert_int_equal(
+        leash_supervise(
+            NULL, (leash_child_spec[]){{.name = "waits", .fn = fails_when_told, .arg = never}}, 1),
+        -ETIMEDOUT);
+    assert_int_equal(leash_scope_close(sc), -ETIMEDOUT);
+    int64_t took = mono_ms() - t0;
+    assert_true(took >= 300 && took < 60000);
+    leash_chan_free(never);
+    assert_nothing_leaked();
+}
+
+static int cancel_when_child_waits(void *arg)
+{
+    wait_blocked("chan_recv", 1); /* the supervised child */
+    leash_scope_cancel(arg);
+    return 0;
+}
+
+static void cancelling_the_callers_scope_from_another_task_stops_the_supervisor(void **state)
+{
+    (void)state;
+    leash_chan *never;
+    assert_int_equal(leash_chan_open(&never, "never", sizeof(int), 0), 0);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = "canceller"}), 0);
+    leash_scope *sc;
+    assert_int_equal(leash_scope_open(&sc, &(leash_scope_opts){.name = "s"}), 0);
+    assert_int_equal(leash_go(g, cancel_when_child_waits, sc), 0);
+    assert_int_equal(
+        leash_supervise(
+            NULL, (leash_child_spec[]){{.name = "waits", .fn = fails_when_told, .arg = never}}, 1),
+        -ECANCELED);
+    assert_int_equal(leash_scope_close(sc), -ECANCELED);
+    assert_int_equal(leash_group_wait(g), 0);
+    leash_chan_free(never);
+    assert_nothing_leaked();
+}
+
 /* ------------------------------------------------------------------- dumps */
 
 static void dump_shows_the_supervisor_its_strategy_restarts_and_child_names(void **state)
@@ -828,6 +911,9 @@ int main(void)
         cmocka_unit_test(a_stopped_child_gets_the_groups_it_opened_cancelled),
         cmocka_unit_test(a_supervisor_in_a_cancelled_scope_starts_nothing),
         cmocka_unit_test(a_supervisor_stopped_by_its_own_supervisor_joins_its_children),
+        cmocka_unit_test(giving_up_is_a_restart_limit_report_about_the_supervisor),
+        cmocka_unit_test(supervisor_in_a_scope_with_a_deadline_ends_at_that_deadline),
+        cmocka_unit_test(cancelling_the_callers_scope_from_another_task_stops_the_supervisor),
         cmocka_unit_test(dump_shows_the_supervisor_its_strategy_restarts_and_child_names),
         cmocka_unit_test(bad_options_and_specs_are_refused),
     };
