@@ -280,9 +280,13 @@ static int resolve(struct ctl *c, const char *arg, struct pids *out)
     return 0;
 }
 
-/* Exactly one process, for the commands that change something. */
-static int resolve_one(struct ctl *c, const char *arg, int32_t *pid)
+/* Exactly one process, for the commands that change something. When arg
+   is a name, *name is set to it, for leashd to check that the pid is still
+   that process. */
+static int resolve_one(struct ctl *c, const char *arg, int32_t *pid, char **name)
 {
+    int32_t given;
+    *name = parse_pid(arg, &given) ? (char *)arg : (char *)"";
     struct pids p;
     if (resolve(c, arg, &p))
         return 1;
@@ -450,7 +454,7 @@ static int cmd_cancel(struct ctl *c)
     cn.group = strtoull(c->pos[1], &end, 10);
     if (errno || *end || !cn.group || c->pos[1][0] == '-')
         return usage(c->cmd, "GROUP must be a group id (leashctl tasks PID shows them)");
-    if (resolve_one(c, c->pos[0], &cn.pid))
+    if (resolve_one(c, c->pos[0], &cn.pid, &cn.name))
         return 1;
     req.req_case = LEASH__CONTROL__REQUEST__REQ_CANCEL;
     req.cancel = &cn;
@@ -461,7 +465,7 @@ static int cmd_kill(struct ctl *c)
 {
     Leash__Control__Request     req = LEASH__CONTROL__REQUEST__INIT;
     Leash__Control__KillRequest kl = LEASH__CONTROL__KILL_REQUEST__INIT;
-    if (resolve_one(c, c->pos[0], &kl.pid))
+    if (resolve_one(c, c->pos[0], &kl.pid, &kl.name))
         return 1;
     req.req_case = LEASH__CONTROL__REQUEST__REQ_KILL;
     req.kill = &kl;

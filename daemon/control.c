@@ -176,6 +176,17 @@ static struct proc *target(struct client *c, pid_t pid)
     return p;
 }
 
+/* A client that named the process by name says which: a pid that now
+   belongs to another process is refused, nothing done. */
+static bool still_named(struct client *c, const struct proc *p, const char *name)
+{
+    if (!name || !*name || strcmp(name, p->name) == 0)
+        return true;
+    fail(c, ESRCH, "process %d is now \"%s\", not \"%s\": nothing done", (int)p->pid, p->name,
+         name);
+    return false;
+}
+
 static bool admin_only(struct client *c, const char *what)
 {
     if (c->admin)
@@ -370,7 +381,7 @@ static void do_cancel(struct client *c, const Leash__Control__CancelRequest *q)
     if (!admin_only(c, "cancel"))
         return;
     struct proc *p = target(c, q->pid);
-    if (!p)
+    if (!p || !still_named(c, p, q->name))
         return;
     struct dgroup *g = map_get(&p->groups, q->group);
     if (!g) {
@@ -388,12 +399,13 @@ static void do_cancel(struct client *c, const Leash__Control__CancelRequest *q)
          g->name, (int)p->pid, p->name);
 }
 
-static void do_kill(struct client *c, pid_t pid)
+static void do_kill(struct client *c, const Leash__Control__KillRequest *q)
 {
+    pid_t pid = q->pid;
     if (!admin_only(c, "kill"))
         return;
     struct proc *p = target(c, pid);
-    if (!p)
+    if (!p || !still_named(c, p, q->name))
         return;
     char by[64];
     snprintf(by, sizeof by, "leashctl (uid %u)", (unsigned)c->uid);
@@ -425,7 +437,7 @@ static void handle(struct client *c, const Leash__Control__Request *q)
     case LEASH__CONTROL__REQUEST__REQ_DUMP: do_dump(c, q->dump->pid); break;
     case LEASH__CONTROL__REQUEST__REQ_INCIDENTS: do_incidents(c, q->incidents); break;
     case LEASH__CONTROL__REQUEST__REQ_CANCEL: do_cancel(c, q->cancel); break;
-    case LEASH__CONTROL__REQUEST__REQ_KILL: do_kill(c, q->kill->pid); break;
+    case LEASH__CONTROL__REQUEST__REQ_KILL: do_kill(c, q->kill); break;
     case LEASH__CONTROL__REQUEST__REQ_RELOAD: do_reload(c); break;
     default: fail(c, EINVAL, "unknown request"); break;
     }

@@ -262,10 +262,14 @@ Leash__Control__Request *control_decode(const uint8_t *msg, size_t len, char *wh
     case LEASH__CONTROL__REQUEST__REQ_CANCEL:
         if (r->cancel->pid <= 0 || !r->cancel->group)
             bad = "cancel needs a pid and a group id";
+        else if (!str_ok(r->cancel->name, STR_MAX))
+            bad = "cancel: the process name is too long or has control characters";
         break;
     case LEASH__CONTROL__REQUEST__REQ_KILL:
         if (r->kill->pid <= 0)
             bad = "kill needs a pid";
+        else if (!str_ok(r->kill->name, STR_MAX))
+            bad = "kill: the process name is too long or has control characters";
         break;
     case LEASH__CONTROL__REQUEST__REQ_INCIDENTS:
         if (r->incidents->since_ms < 0)

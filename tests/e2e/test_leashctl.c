@@ -51,6 +51,59 @@ static void wait_for_processes(const struct daemon *d, size_t n)
     }
 }
 
+static size_t varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    do {
+        p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    return n;
+}
+
+/* Sends leashd Request{version 1, kill{pid, name}} as protobuf by hand, and
+   reads the whole answer into out. true when leashd answered. */
+static bool kill_by_pid_and_name(const struct daemon *d, pid_t pid, const char *name, char *out,
+                                 size_t len)
+{
+    uint8_t kill_msg[128], req[160], frame[168];
+    size_t  k = 0, n = 0;
+    kill_msg[k++] = 0x08; /* pid = 1, varint */
+    k += varint(kill_msg + k, (uint64_t)pid);
+    kill_msg[k++] = 0x12; /* name = 2, bytes */
+    kill_msg[k++] = (uint8_t)strlen(name);
+    memcpy(kill_msg + k, name, strlen(name));
+    k += strlen(name);
+    req[n++] = 0x08; /* version = 1 */
+    req[n++] = 0x01;
+    req[n++] = 0x42; /* kill = 8, bytes */
+    req[n++] = (uint8_t)k;
+    memcpy(req + n, kill_msg, k);
+    n += k;
+    frame[0] = frame[1] = frame[2] = 0; /* 4-byte big-endian length */
+    frame[3] = (uint8_t)n;
+    memcpy(frame + 4, req, n);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path, d->control, strlen(d->control));
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        write(fd, frame, n + 4) != (ssize_t)(n + 4)) {
+        close(fd);
+        return false;
+    }
+    size_t  got = 0;
+    ssize_t r;
+    while (got + 1 < len && (r = read(fd, out + got, len - 1 - got)) > 0)
+        got += (size_t)r;
+    close(fd);
+    /* the message is a protobuf string: printable between the framing bytes */
+    for (size_t i = 0; i < got; i++)
+        if ((unsigned char)out[i] < 0x20)
+            out[i] = ' ';
+    out[got] = '\0';
+    return got > 0;
+}
+
 static void version_and_every_help_answer_zero(void **state)
 {
     (void)state;
@@ -152,6 +205,13 @@ static void processes_are_named_by_pid_or_by_name(void **state)
     assert_int_equal(ctl(&d, out, "dump", "alpha", "-f", "pprof"), 1);
     assert_int_equal(ctl(&d, out, "kill", "alpha"), 1);
     assert_non_null(strstr(out, "'alpha' names 2 processes"));
+
+    /* a kill by name whose pid now belongs to another process does nothing:
+       what leashctl sends, with a name that is not the pid's */
+    assert_true(kill_by_pid_and_name(&d, b.pid, "alpha", out, sizeof out));
+    assert_non_null(strstr(out, "is now \"beta\", not \"alpha\": nothing done"));
+    assert_int_equal(waitpid(b.pid, NULL, WNOHANG), 0);
+    assert_int_equal(ctl(&d, out, "ps", "-q", "beta"), 0);
 
     /* kill by name reaches that process and no other */
     assert_int_equal(ctl(&d, out, "kill", "beta"), 0);
