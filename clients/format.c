@@ -330,64 +330,85 @@ static void sort_tree(Leash__Agent__Snapshot *s)
         qsort(s->tasks, s->n_tasks, sizeof *s->tasks, cmp_task);
 }
 
-static void print_json_tree(const Leash__Control__TaskTree *t)
+static void print_json_tree(FILE *f, const Leash__Control__TaskTree *t)
 {
     const Leash__Agent__Snapshot *s = t->snapshot;
-    printf("{\"pid\":%d,\"name\":", t->pid);
-    jstr(stdout, t->name);
-    printf(",\"groups\":[");
+    fprintf(f, "{\"pid\":%d,\"name\":", t->pid);
+    jstr(f, t->name);
+    fprintf(f, ",\"truncated\":%s,\"groups\":[", s && s->truncated ? "true" : "false");
     size_t ng = s ? s->n_groups : 0;
     for (size_t gi = 0; gi <= ng; gi++) {
         const Leash__Agent__Group *g = gi ? s->groups[gi - 1] : NULL;
         uint64_t                   id = g ? g->id : 0;
         if (g) {
-            printf(",{\"id\":%llu,\"parent\":%llu,\"name\":", (unsigned long long)g->id,
-                   (unsigned long long)g->parent);
-            jstr(stdout, g->name);
-            printf(",\"deadline_ms_left\":");
+            fprintf(f, ",{\"id\":%llu,\"parent\":%llu,\"name\":", (unsigned long long)g->id,
+                    (unsigned long long)g->parent);
+            jstr(f, g->name);
+            fprintf(f, ",\"deadline_ms_left\":");
             if (g->deadline_ms_left >= 0)
-                printf("%lld", (long long)g->deadline_ms_left);
+                fprintf(f, "%lld", (long long)g->deadline_ms_left);
             else
-                printf("null");
-            printf(",\"cancelled\":%s", g->cancelled ? "true" : "false");
-            printf(",\"restarts\":%llu,\"strategy\":", (unsigned long long)g->restarts);
-            jstr(stdout, g->strategy && *g->strategy ? g->strategy : NULL);
+                fprintf(f, "null");
+            fprintf(f, ",\"cancelled\":%s", g->cancelled ? "true" : "false");
+            fprintf(f, ",\"restarts\":%llu,\"strategy\":", (unsigned long long)g->restarts);
+            jstr(f, g->strategy && *g->strategy ? g->strategy : NULL);
             if (g->strategy && *g->strategy)
-                printf(",\"backoff_ms\":%lld", (long long)g->backoff_ms);
-            printf(",\"site\":");
-            jstr(stdout, g->site);
+                fprintf(f, ",\"backoff_ms\":%lld", (long long)g->backoff_ms);
+            fprintf(f, ",\"site\":");
+            jstr(f, g->site);
         } else {
-            printf("{\"id\":0,\"parent\":null,\"name\":\"root\",\"deadline_ms_left\":null,"
-                   "\"cancelled\":false,\"restarts\":0,\"strategy\":null");
+            fprintf(f, "{\"id\":0,\"parent\":null,\"name\":\"root\",\"deadline_ms_left\":null,"
+                       "\"cancelled\":false,\"restarts\":0,\"strategy\":null");
         }
-        printf(",\"tasks\":[");
+        fprintf(f, ",\"tasks\":[");
         bool first = true;
         for (size_t i = 0; s && i < s->n_tasks; i++) {
             const Leash__Agent__Task *x = s->tasks[i];
             if (x->group != id)
                 continue;
-            printf("%s{\"id\":%llu,\"fn\":", first ? "" : ",", (unsigned long long)x->id);
+            fprintf(f, "%s{\"id\":%llu,\"fn\":", first ? "" : ",", (unsigned long long)x->id);
             first = false;
-            jstr(stdout, x->fn);
-            printf(",\"site\":");
-            jstr(stdout, x->site && *x->site ? x->site : NULL);
-            printf(",\"state\":\"%s\",\"blocked_on\":", x->op ? "blocked" : "running");
+            jstr(f, x->fn);
+            fprintf(f, ",\"site\":");
+            jstr(f, x->site && *x->site ? x->site : NULL);
+            fprintf(f, ",\"state\":\"%s\",\"blocked_on\":", x->op ? "blocked" : "running");
             if (x->op) {
-                printf("{\"op\":\"%s\",\"object\":", op_name(x->op));
-                jstr(stdout, x->object && *x->object ? x->object : NULL);
-                printf(",\"site\":");
-                jstr(stdout, x->blocked_site);
+                fprintf(f, "{\"op\":\"%s\",\"object\":", op_name(x->op));
+                jstr(f, x->object && *x->object ? x->object : NULL);
+                fprintf(f, ",\"site\":");
+                jstr(f, x->blocked_site);
                 if (x->held_by)
-                    printf(",\"held_by\":%llu", (unsigned long long)x->held_by);
-                printf("}");
+                    fprintf(f, ",\"held_by\":%llu", (unsigned long long)x->held_by);
+                fprintf(f, "}");
             } else {
-                printf("null");
+                fprintf(f, "null");
             }
-            printf(",\"since_ms\":%lld}", (long long)x->since_ms);
+            fprintf(f, ",\"since_ms\":%lld", (long long)x->since_ms);
+            if (x->cpu_known && !x->op)
+                fprintf(f, ",\"cpu_ms\":%lld", (long long)x->cpu_ms);
+            else
+                fprintf(f, ",\"cpu_ms\":null");
+            if (x->cpu_known && !x->op && x->cpu_pct >= 0)
+                fprintf(f, ",\"cpu_pct\":%d", x->cpu_pct);
+            else
+                fprintf(f, ",\"cpu_pct\":null");
+            if (x->in_syscall && !x->op) {
+                fprintf(f, ",\"syscall\":{\"nr\":%lld,\"name\":", (long long)x->syscall_nr);
+                jstr(f, x->syscall_name);
+                fprintf(f, ",\"args\":[");
+                for (size_t a = 0; a < x->n_syscall_args; a++)
+                    fprintf(f, "%s%llu", a ? "," : "", (unsigned long long)x->syscall_args[a]);
+                fprintf(f, "]}");
+            } else {
+                fprintf(f, ",\"syscall\":null");
+            }
+            if (x->crashed)
+                fprintf(f, ",\"crashed\":true");
+            fprintf(f, "}");
         }
-        printf("]}");
+        fprintf(f, "]}");
     }
-    printf("]}\n");
+    fprintf(f, "]}");
 }
 
 static void print_text_tree(const Leash__Control__TaskTree *t)
@@ -396,7 +417,8 @@ static void print_text_tree(const Leash__Control__TaskTree *t)
     size_t                        ng = s ? s->n_groups : 0, nt = s ? s->n_tasks : 0, blocked = 0;
     for (size_t i = 0; i < nt; i++)
         blocked += s->tasks[i]->op != 0;
-    printf("pid %d (%s): %zu groups, %zu tasks, %zu blocked\n", t->pid, t->name, ng, nt, blocked);
+    printf("pid %d (%s): %zu groups, %zu tasks, %zu blocked%s\n", t->pid, t->name, ng, nt, blocked,
+           s && s->truncated ? " (TRUNCATED: more than the registry holds)" : "");
     for (size_t gi = 0; gi <= ng; gi++) {
         const Leash__Agent__Group *g = gi ? s->groups[gi - 1] : NULL;
         uint64_t                   id = g ? g->id : 0;
@@ -430,10 +452,22 @@ static void print_text_tree(const Leash__Control__TaskTree *t)
                     printf(" held by task %llu", (unsigned long long)x->held_by);
                 printf(", %lld ms]:\n      blocked at %s\n", (long long)x->since_ms,
                        x->blocked_site);
+            } else if (x->in_syscall) {
+                printf("  task %llu %s [running, in %s(2) for %lld ms", (unsigned long long)x->id,
+                       x->fn, x->syscall_name, (long long)x->since_ms);
+                if (x->cpu_known)
+                    printf(", %lld ms on CPU", (long long)x->cpu_ms);
+                printf("]:\n");
+            } else if (x->cpu_known && x->cpu_pct >= 0) {
+                printf("  task %llu %s [running, on CPU %d%% for %lld ms, %lld ms on CPU]:\n",
+                       (unsigned long long)x->id, x->fn, x->cpu_pct, (long long)x->since_ms,
+                       (long long)x->cpu_ms);
             } else {
                 printf("  task %llu %s [running, %lld ms]:\n", (unsigned long long)x->id, x->fn,
                        (long long)x->since_ms);
             }
+            if (x->crashed)
+                printf("      CRASHED: the fatal signal hit this task\n");
             if (x->site && *x->site)
                 printf("      spawned at %s\n", x->site);
         }
@@ -455,6 +489,8 @@ static size_t frames(const Leash__Control__TaskTree *t, const Leash__Agent__Task
 {
     size_t n = 0;
     char  *f;
+    if (!x->op && x->in_syscall && n < max && asprintf(&f, "syscall %s", x->syscall_name) >= 0)
+        out[n++] = f;
     if (x->op && n < max &&
         asprintf(&f, "%s%s%s", op_name(x->op), x->object && *x->object ? " " : "",
                  x->object ? x->object : "") >= 0)
@@ -564,8 +600,12 @@ static int print_pprof(const Leash__Control__TaskTree *t)
     uint64_t                      *ids = calloc(cap, sizeof *ids);
     int64_t                       *vals = calloc(nt + 1, sizeof *vals);
     char                         **keys = calloc(cap, sizeof *keys);
-    if (!fn || !loc || !ln || !lnp || !sm || !ids || !vals || !keys)
+    /* what a task does, as labels: state, and for running ones cpu_ms, cpu_pct, syscall */
+    Perftools__Profiles__Label  *lb = calloc(nt * 4 + 1, sizeof *lb);
+    Perftools__Profiles__Label **lbp = calloc(nt * 4 + 1, sizeof *lbp);
+    if (!fn || !loc || !ln || !lnp || !sm || !ids || !vals || !keys || !lb || !lbp)
         return -1;
+    size_t nlb = 0;
     size_t nf = 0, nids = 0;
     for (size_t i = 0; i < nt; i++) {
         const Leash__Agent__Task *x = s->tasks[i];
@@ -576,12 +616,42 @@ static int print_pprof(const Leash__Control__TaskTree *t)
         vals[i] = 1;
         sm[i].n_value = 1;
         sm[i].value = &vals[i];
+        sm[i].label = &lbp[nlb];
+        lb[nlb] = (Perftools__Profiles__Label)PERFTOOLS__PROFILES__LABEL__INIT;
+        lb[nlb].key = str_idx(&st, "state");
+        lb[nlb].str = str_idx(&st, x->op ? "blocked" : "running");
+        lbp[nlb] = &lb[nlb];
+        nlb++;
+        if (!x->op && x->cpu_known) {
+            lb[nlb] = (Perftools__Profiles__Label)PERFTOOLS__PROFILES__LABEL__INIT;
+            lb[nlb].key = str_idx(&st, "cpu_ms");
+            lb[nlb].num = x->cpu_ms;
+            lb[nlb].num_unit = str_idx(&st, "milliseconds");
+            lbp[nlb] = &lb[nlb];
+            nlb++;
+            if (x->cpu_pct >= 0) {
+                lb[nlb] = (Perftools__Profiles__Label)PERFTOOLS__PROFILES__LABEL__INIT;
+                lb[nlb].key = str_idx(&st, "cpu_pct");
+                lb[nlb].num = x->cpu_pct;
+                lbp[nlb] = &lb[nlb];
+                nlb++;
+            }
+        }
+        if (!x->op && x->in_syscall) {
+            lb[nlb] = (Perftools__Profiles__Label)PERFTOOLS__PROFILES__LABEL__INIT;
+            lb[nlb].key = str_idx(&st, "syscall");
+            lb[nlb].str = str_idx(&st, x->syscall_name);
+            lbp[nlb] = &lb[nlb];
+            nlb++;
+        }
+        sm[i].n_label = (size_t)(&lbp[nlb] - sm[i].label);
         for (size_t k = 0; k < n; k++) {
             /* the leaf frame carries where it blocked; the function frame where it was spawned */
-            const char *site =
-                x->op && k == 0 ? x->blocked_site : (k == (x->op ? 1u : 0u) ? x->site : "");
-            char    key[1024], file[512];
-            int64_t line;
+            bool        leaf = x->op || x->in_syscall; /* a frame below the function */
+            const char *site = leaf && k == 0 ? (x->op ? x->blocked_site : "")
+                                              : (k == (leaf ? 1u : 0u) ? x->site : "");
+            char        key[1024], file[512];
+            int64_t     line;
             split_site(site, file, sizeof file, &line);
             snprintf(key, sizeof key, "%s\n%s\n%lld", fr[k], file, (long long)line);
             size_t f = 0;
@@ -668,6 +738,8 @@ static int print_pprof(const Leash__Control__TaskTree *t)
         free(keys[i]);
     free(st.s);
     free(keys);
+    free(lb);
+    free(lbp);
     free(fn);
     free(loc);
     free(ln);
@@ -686,7 +758,10 @@ int print_tree(Leash__Control__TaskTree *t, enum fmt f)
     if (t->snapshot)
         sort_tree(t->snapshot);
     switch (f) {
-    case FMT_JSON: print_json_tree(t); return 0;
+    case FMT_JSON:
+        print_json_tree(stdout, t);
+        printf("\n");
+        return 0;
     case FMT_FOLDED: print_folded(t); return 0;
     case FMT_PPROF: return print_pprof(t);
     default: print_text_tree(t); return 0;
@@ -708,6 +783,16 @@ static void incident_json(FILE *f, const Leash__Control__Incident *i)
     jstr(f, i->detail);
     fprintf(f, ",\"action\":");
     jstr(f, i->action);
+    fprintf(f, ",\"signal\":");
+    jstr(f, i->signal && *i->signal ? i->signal : NULL);
+    fprintf(f, ",\"tree\":");
+    if (i->tree) {
+        if (i->tree->snapshot)
+            sort_tree(i->tree->snapshot);
+        print_json_tree(f, i->tree);
+    } else {
+        fprintf(f, "null");
+    }
     fprintf(f, "}");
 }
 
@@ -752,6 +837,38 @@ void print_incidents(FILE *f, const Leash__Control__Incidents *l, bool json, boo
         incident_row(f, l->incidents[i]);
     if (!l->n_incidents && !follow && headers)
         fprintf(f, "(no incidents)\n");
+}
+
+int print_incident(const Leash__Control__Incident *i, enum fmt f)
+{
+    if (f == FMT_JSON) {
+        incident_json(stdout, i);
+        printf("\n");
+        return 0;
+    }
+    if (i->tree && i->tree->snapshot)
+        sort_tree(i->tree->snapshot);
+    if (f == FMT_FOLDED) {
+        if (i->tree)
+            print_folded(i->tree);
+        return 0;
+    }
+    char when[40];
+    rfc3339(i->time_ms, when, sizeof when);
+    printf("incident %llu: %s, %s\nprocess %d (%s)", (unsigned long long)i->id, i->kind, when,
+           i->pid, i->process);
+    if (i->group)
+        printf(", group %llu \"%s\"", (unsigned long long)i->group, i->group_name);
+    if (i->task)
+        printf(", task %llu", (unsigned long long)i->task);
+    printf("\n%s\naction: %s\n", i->detail, i->action);
+    if (i->signal && *i->signal)
+        printf("signal: %s\n", i->signal);
+    if (i->tree) {
+        printf("\nthe last task tree, ");
+        print_text_tree(i->tree);
+    }
+    return 0;
 }
 
 void print_incident_followed(const Leash__Control__Incident *i, bool json)

@@ -30,5 +30,7 @@ int print_tree(Leash__Control__TaskTree *t, enum fmt f);
 void print_incidents(FILE *f, const Leash__Control__Incidents *l, bool json, bool follow,
                      bool headers, size_t last);
 void print_incident_followed(const Leash__Control__Incident *i, bool json);
+/* One incident with its task tree (text, json or folded). */
+int print_incident(const Leash__Control__Incident *i, enum fmt f);
 
 #endif

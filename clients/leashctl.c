@@ -63,6 +63,7 @@ static int cmd_ps(struct ctl *c);
 static int cmd_tasks(struct ctl *c);
 static int cmd_dump(struct ctl *c);
 static int cmd_incidents(struct ctl *c);
+static int cmd_incident(struct ctl *c);
 static int cmd_cancel(struct ctl *c);
 static int cmd_kill(struct ctl *c);
 static int cmd_reload(struct ctl *c);
@@ -82,6 +83,8 @@ static const struct command commands[] = {
      OPT_FORMAT | OPT_ALL, "text json folded pprof", 0, 1, cmd_dump},
     {"incidents", "", "what leashd saw and did, oldest first",
      OPT_FORMAT | OPT_SINCE | OPT_FOLLOW | OPT_LAST | OPT_NOHEAD, "text json", 0, 0, cmd_incidents},
+    {"incident", "ID", "one incident, with the last task tree of a process that died",
+     OPT_FORMAT, "text json folded", 1, 1, cmd_incident},
     {"cancel", "PID|NAME GROUP", "cancel one group of a process (admin)", OPT_FORMAT, "text", 2, 2,
      cmd_cancel},
     {"kill", "PID|NAME", "SIGTERM, then SIGKILL after kill_grace (admin)", OPT_FORMAT, "text", 1, 1,
@@ -443,6 +446,28 @@ static int cmd_incidents(struct ctl *c)
     req.req_case = LEASH__CONTROL__REQUEST__REQ_INCIDENTS;
     req.incidents = &in;
     return conn_call(c->socket, &req, incidents_cb, c, 0);
+}
+
+static int incident_cb(void *arg, const Leash__Control__Response *r)
+{
+    struct ctl *c = arg;
+    if (r->resp_case != LEASH__CONTROL__RESPONSE__RESP_INCIDENT)
+        return 1;
+    return print_incident(r->incident, c->fmt) ? 1 : 0;
+}
+
+static int cmd_incident(struct ctl *c)
+{
+    Leash__Control__Request         req = LEASH__CONTROL__REQUEST__INIT;
+    Leash__Control__IncidentRequest ir = LEASH__CONTROL__INCIDENT_REQUEST__INIT;
+    char                           *end;
+    errno = 0;
+    ir.id = strtoull(c->pos[0], &end, 10);
+    if (errno || *end || !ir.id || c->pos[0][0] == '-')
+        return usage(c->cmd, "ID must be an incident id (leashctl incidents shows them)");
+    req.req_case = LEASH__CONTROL__REQUEST__REQ_INCIDENT;
+    req.incident = &ir;
+    return conn_call(c->socket, &req, incident_cb, c, 0);
 }
 
 static int cmd_cancel(struct ctl *c)

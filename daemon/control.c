@@ -354,6 +354,20 @@ static void do_incidents(struct client *c, const Leash__Control__IncidentsReques
     }
 }
 
+static void do_incident(struct client *c, uint64_t id)
+{
+    const Leash__Control__Incident *i = incident_get(id);
+    if (!i || !incident_visible(c, i)) {
+        fail(c, ENOENT, "no incident %llu%s", (unsigned long long)id,
+             i ? "" : " (or no longer kept in memory)");
+        return;
+    }
+    Leash__Control__Response r = LEASH__CONTROL__RESPONSE__INIT;
+    r.resp_case = LEASH__CONTROL__RESPONSE__RESP_INCIDENT;
+    r.incident = (Leash__Control__Incident *)i;
+    respond(c, &r, true);
+}
+
 void control_incident_hook(const Leash__Control__Incident *i)
 {
     Leash__Control__Response r = LEASH__CONTROL__RESPONSE__INIT;
@@ -436,6 +450,7 @@ static void handle(struct client *c, const Leash__Control__Request *q)
     case LEASH__CONTROL__REQUEST__REQ_TASKS: do_tasks(c, q->tasks->pid); break;
     case LEASH__CONTROL__REQUEST__REQ_DUMP: do_dump(c, q->dump->pid); break;
     case LEASH__CONTROL__REQUEST__REQ_INCIDENTS: do_incidents(c, q->incidents); break;
+    case LEASH__CONTROL__REQUEST__REQ_INCIDENT: do_incident(c, q->incident->id); break;
     case LEASH__CONTROL__REQUEST__REQ_CANCEL: do_cancel(c, q->cancel); break;
     case LEASH__CONTROL__REQUEST__REQ_KILL: do_kill(c, q->kill); break;
     case LEASH__CONTROL__REQUEST__REQ_RELOAD: do_reload(c); break;

@@ -81,8 +81,12 @@ static const char *check_snapshot(const Leash__Agent__Snapshot *s)
         if (t->since_ms < 0)
             return "task since_ms negative";
         if (!str_ok(t->fn, 256) || !str_ok(t->site, STR_MAX) || !str_ok(t->object, 256) ||
-            !str_ok(t->blocked_site, STR_MAX))
+            !str_ok(t->blocked_site, STR_MAX) || !str_ok(t->syscall_name, 64))
             return "task string too long or not text";
+        if (t->cpu_known && (t->cpu_ms < 0 || t->cpu_pct < -1 || t->cpu_pct > 100))
+            return "task cpu_ms negative or cpu_pct out of -1..100";
+        if (t->n_syscall_args > 6 || (t->in_syscall && t->syscall_nr < 0))
+            return "task syscall with more than 6 arguments or a negative number";
     }
     return NULL;
 }
@@ -274,6 +278,10 @@ Leash__Control__Request *control_decode(const uint8_t *msg, size_t len, char *wh
     case LEASH__CONTROL__REQUEST__REQ_INCIDENTS:
         if (r->incidents->since_ms < 0)
             bad = "since must not be negative";
+        break;
+    case LEASH__CONTROL__REQUEST__REQ_INCIDENT:
+        if (!r->incident->id)
+            bad = "incident needs an id";
         break;
     case LEASH__CONTROL__REQUEST__REQ_STATUS:
     case LEASH__CONTROL__REQUEST__REQ_PS:

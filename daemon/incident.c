@@ -20,10 +20,9 @@
 #define KEEP 10000 /* incidents kept in memory */
 
 const char *const incident_kinds[] = {
-    "deadline_overrun", "stuck_task", "lock_abandoned",
-    "self_deadlock",    "lock_cycle", "unwaited_group",
-    "heartbeat_lost",   "agent_lost", "killed",
-    "restart_limit",    NULL,
+    "deadline_overrun", "stuck_task",     "lock_abandoned", "self_deadlock",
+    "lock_cycle",       "unwaited_group", "heartbeat_lost", "agent_lost",
+    "killed",           "restart_limit",  "crashed",        NULL,
 };
 
 static Leash__Control__Incident **ring;
@@ -173,21 +172,20 @@ static bool report_allowed(struct proc *p)
     return false;
 }
 
-void incident(struct proc *p, const char *kind, uint64_t group, const char *group_name,
-              uint64_t task, const char *action, const char *fmt, ...)
+static void vincident(struct proc *p, const char *kind, uint64_t group, const char *group_name,
+                      uint64_t task, const char *action, const char *signal,
+                      Leash__Control__TaskTree *tree, const char *fmt, va_list ap)
 {
-    if (p && strcmp(action, "report") == 0 && !report_allowed(p))
-        return;
-    char    detail[1024];
-    va_list ap;
-    va_start(ap, fmt);
+    char detail[1024];
     vsnprintf(detail, sizeof detail, fmt, ap);
-    va_end(ap);
     /* allocated as protobuf-c frees unpacked messages, so loaded and new
        incidents are freed alike */
     Leash__Control__Incident *i = malloc(sizeof *i);
-    if (!i)
+    if (!i) {
+        if (tree)
+            leash__control__task_tree__free_unpacked(tree, NULL);
         return;
+    }
     leash__control__incident__init(i);
     i->id = next_id++;
     i->time_ms = wall_ms();
@@ -200,6 +198,8 @@ void incident(struct proc *p, const char *kind, uint64_t group, const char *grou
     i->task = task;
     i->detail = dup_or_empty(detail);
     i->action = dup_or_empty(action);
+    i->signal = dup_or_empty(signal);
+    i->tree = tree;
     log_incident(i);
     if (journal >= 0) {
         size_t   n;
@@ -213,6 +213,40 @@ void incident(struct proc *p, const char *kind, uint64_t group, const char *grou
     }
     keep(i);
     control_incident_hook(i);
+}
+
+void incident(struct proc *p, const char *kind, uint64_t group, const char *group_name,
+              uint64_t task, const char *action, const char *fmt, ...)
+{
+    if (p && strcmp(action, "report") == 0 && !report_allowed(p))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vincident(p, kind, group, group_name, task, action, NULL, NULL, fmt, ap);
+    va_end(ap);
+}
+
+/* Not limited as reports are: a process dies once. */
+void incident_post(struct proc *p, const char *kind, uint64_t group, const char *group_name,
+                   uint64_t task, const char *action, const char *signal,
+                   Leash__Control__TaskTree *tree, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vincident(p, kind, group, group_name, task, action, signal, tree, fmt, ap);
+    va_end(ap);
+}
+
+const Leash__Control__Incident *incident_get(uint64_t id)
+{
+    /* ids grow with the ring's order: a binary search would do, but a
+       leashctl request is rare */
+    for (size_t k = count; k-- > 0;) {
+        Leash__Control__Incident *i = ring[(first + k) % KEEP];
+        if (i->id == id)
+            return i;
+    }
+    return NULL;
 }
 
 size_t incidents_list(int64_t since_wall, Leash__Control__Incident ***out)

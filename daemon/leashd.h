@@ -135,11 +135,12 @@ struct proc {
     bool                 pinned;  /* pidfd is this exact process */
     bool                 closing; /* flushing a last reply, then closed */
     int64_t              accepted_mono;
-    int64_t              partial_mono; /* when the unfinished frame began; 0: none */
-    size_t               parked;       /* bytes of it, as counted for the uid */
-    int64_t              reports_mono; /* report_interval window: its start */
+    int64_t              partial_mono;             /* when the unfinished frame began; 0: none */
+    size_t               parked;                   /* bytes of it, as counted for the uid */
+    int64_t              reports_mono;             /* report_interval window: its start */
     uint64_t             reports, reports_dropped; /* in that window */
     struct bufferevent  *bev;
+    struct event        *first_ev; /* until the first read (peer.c): it takes the registry */
     struct map           groups, tasks;
     uint64_t             dropped, stuck;
     uint64_t             restarts; /* its supervisors', since it connected */
@@ -148,6 +149,8 @@ struct proc {
     int                  hb_step;
     int64_t              hb_lost_mono;
     struct event        *kill_timer;
+    const void          *reg; /* the registry memfd, mapped read-only (postmortem.c); NULL: none */
+    size_t               reg_size;
     bool                 killing;
     int64_t              kill_grace_ms; /* as it was when the kill began */
     struct proc         *next, *prev;
@@ -195,10 +198,18 @@ void incidents_close(void);
 void incident(struct proc *p, const char *kind, uint64_t group, const char *group_name,
               uint64_t task, const char *action, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
-size_t                   incidents_list(int64_t since_wall, Leash__Control__Incident ***out);
-uint64_t                 incidents_total(void);
-uint64_t                 incidents_by_kind(const char *kind);
-extern const char *const incident_kinds[];
+/* The same with what a post-mortem found: signal (NULL: none) and the task
+   tree (NULL: none), which the incident takes over. */
+void incident_post(struct proc *p, const char *kind, uint64_t group, const char *group_name,
+                   uint64_t task, const char *action, const char *signal,
+                   Leash__Control__TaskTree *tree, const char *fmt, ...)
+    __attribute__((format(printf, 9, 10)));
+size_t incidents_list(int64_t since_wall, Leash__Control__Incident ***out);
+/* The incident with that id, while kept in memory; NULL: none. */
+const Leash__Control__Incident *incident_get(uint64_t id);
+uint64_t                        incidents_total(void);
+uint64_t                        incidents_by_kind(const char *kind);
+extern const char *const        incident_kinds[];
 /* Called for each new incident (leashctl incidents --follow). */
 void control_incident_hook(const Leash__Control__Incident *i);
 
@@ -231,6 +242,26 @@ void limit_follower_del(uid_t uid);
 int    limit_parked(uid_t uid, size_t *held, size_t now);
 size_t limit_parked_total(void);
 void   limits_free(void);
+
+/* ------------------------------------------------------ postmortem.c */
+
+/* What the fatal-signal record of a registry says. */
+struct registry_crash {
+    char     signal[16]; /* "SIGSEGV"; "": no crash recorded */
+    char     detail[768];
+    uint64_t task, group;
+    char     group_name[64];
+};
+/* Maps a registry memfd read-only, if it is one (a sealed memfd of the
+   registry's size). 0, or -errno with why in err. */
+int  registry_map(int fd, const void **base, size_t *size, char *err, size_t errlen);
+void registry_unmap(const void *base, size_t size);
+/* The task tree a registry holds, checked and copied out (the process may
+   have written anything there); NULL when it is not a registry or memory
+   ran out. now_ns: CLOCK_MONOTONIC_COARSE, for ages. */
+Leash__Control__TaskTree *registry_read(const void *base, size_t size, int64_t now_ns,
+                                        struct registry_crash *crash);
+size_t                    registry_live_tasks(const Leash__Control__TaskTree *t); /* not root */
 
 /* ------------------------------------------------------------ peer.c */
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 struct proc *procs;
@@ -271,6 +272,7 @@ void proc_unref(struct proc *p)
         event_free(p->kill_timer);
     if (p->pidfd >= 0)
         close(p->pidfd);
+    registry_unmap(p->reg, p->reg_size);
     free(p);
 }
 
@@ -301,19 +303,56 @@ static bool process_exited(const struct proc *p)
 struct lost {
     struct proc *p;
     size_t       live, groups;
+    int          tries;
     char         why[128];
 };
 
+#define LOST_WAIT_US 300000
+#define LOST_TRIES   10 /* with a registry: wait up to 3 s for the pidfd */
+
+static int64_t coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* Decided a moment after the connection ends: a killed process closes its
-   sockets before the kernel reports it exited through the pidfd. */
+   sockets before the kernel reports it exited through the pidfd. Once it
+   has exited, its registry holds the last tree, and a fatal signal's
+   record: a `crashed` incident, or `agent_lost` with the tree. */
 static void lost_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct lost *l = arg;
-    incident(l->p, "agent_lost", 0, NULL, 0, "report", "%s with %zu live tasks in %zu groups (%s)",
-             process_exited(l->p) ? "process exited" : "agent connection lost", l->live, l->groups,
-             l->why);
+    bool         exited = process_exited(l->p);
+    if (!exited && l->p->reg && l->p->pidfd >= 0 && ++l->tries < LOST_TRIES && !leashd_stopping) {
+        struct timeval tv = {0, LOST_WAIT_US};
+        if (event_base_once(base, -1, EV_TIMEOUT, lost_cb, l, &tv) == 0)
+            return;
+    }
+    struct registry_crash     crash = {0};
+    Leash__Control__TaskTree *tree =
+        exited && l->p->reg ? registry_read(l->p->reg, l->p->reg_size, coarse_ns(), &crash) : NULL;
+    size_t live = tree ? registry_live_tasks(tree) : l->live;
+    size_t groups = tree ? tree->snapshot->n_groups : l->groups;
+    if (leashd_stopping) {
+        if (tree)
+            leash__control__task_tree__free_unpacked(tree, NULL);
+    } else if (crash.signal[0]) {
+        incident_post(l->p, "crashed", crash.group, crash.group_name, crash.task, "report",
+                      crash.signal, tree, "%s; %zu live tasks in %zu groups", crash.detail, live,
+                      groups);
+    } else if (live > 0) {
+        incident_post(l->p, "agent_lost", 0, NULL, 0, "report", NULL, tree,
+                      "%s with %zu live tasks in %zu groups (%s)",
+                      exited ? "process exited" : "agent connection lost", live, groups, l->why);
+    } else {
+        if (tree)
+            leash__control__task_tree__free_unpacked(tree, NULL);
+        log_info("process %d (%s) disconnected: %s", (int)l->p->pid, l->p->name, l->why);
+    }
     proc_unref(l->p);
     free(l);
 }
@@ -326,14 +365,16 @@ void model_gone(struct proc *p, const char *why)
     size_t live = p->tasks.n;
     /* root tasks (group 0) are threads, not leaked tasks */
     MAP_EACH(&p->tasks, i) if (((struct dtask *)p->tasks.vals[i])->group == 0) live--;
-    struct lost *l = p->hello && live > 0 && !leashd_stopping ? calloc(1, sizeof *l) : NULL;
+    /* with a registry, a process that seemed idle may have crashed */
+    struct lost *l =
+        p->hello && (live > 0 || p->reg) && !leashd_stopping ? calloc(1, sizeof *l) : NULL;
     if (l) {
         l->p = p;
         l->live = live;
         l->groups = p->groups.n;
         snprintf(l->why, sizeof l->why, "%s", why);
         proc_ref(p);
-        struct timeval tv = {0, 300000};
+        struct timeval tv = {0, LOST_WAIT_US};
         if (event_base_once(base, -1, EV_TIMEOUT, lost_cb, l, &tv) != 0)
             lost_cb(-1, 0, l);
     } else if (p->hello) { /* peers that never said Hello come and go unsaid */

@@ -163,6 +163,10 @@ static void peer_release(struct proc *p)
 
 static void peer_close(struct proc *p, const char *why)
 {
+    if (p->first_ev) {
+        event_free(p->first_ev);
+        p->first_ev = NULL;
+    }
     peer_release(p);
     for (struct pending_dump *d = pending, *n; d; d = n) {
         n = d->next;
@@ -401,6 +405,68 @@ static int peer_pidfd(int fd, const struct ucred *cred, char *why, size_t whylen
     return pidfd;
 }
 
+/*
+ * The first bytes of a connection are read with recvmsg: the agent's Hello
+ * carries its registry memfd (SCM_RIGHTS), which a bufferevent's read would
+ * drop. Whatever came with it is handed to the bufferevent as if it had read
+ * it. Only the first fd of that first read is taken, and only if it is a
+ * registry (registry_map checks); any other is closed.
+ */
+static void take_fds(struct proc *p, struct msghdr *mh)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c; c = CMSG_NXTHDR(mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            char err[128];
+            if (!p->reg && registry_map(fd, &p->reg, &p->reg_size, err, sizeof err) != 0)
+                log_warn("process %d (%s): its registry is refused: %s: no post-mortem tree",
+                         (int)p->pid, p->name, err);
+            close(fd);
+        }
+    }
+}
+
+static void first_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct proc *p = arg;
+    uint8_t      buf[16384];
+    union {
+        char           b[CMSG_SPACE(8 * sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec  iov = {.iov_base = buf, .iov_len = sizeof buf};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
+    ssize_t n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return; /* the event stays armed */
+    event_free(p->first_ev);
+    p->first_ev = NULL;
+    if (n > 0)
+        take_fds(p, &mh);
+    if (n > 0) {
+        /* a socket bufferevent keeps its input's end frozen: only it adds */
+        struct evbuffer *in = bufferevent_get_input(p->bev);
+        evbuffer_unfreeze(in, 0);
+        int err = evbuffer_add(in, buf, (size_t)n);
+        evbuffer_freeze(in, 0);
+        if (err)
+            n = -1;
+    }
+    bufferevent_setcb(p->bev, read_cb, NULL, event_cb, p);
+    bufferevent_enable(p->bev, EV_READ | EV_WRITE);
+    if (n <= 0) {
+        peer_close(p, n == 0 ? "connection closed" : "connection error");
+        return;
+    }
+    read_cb(p->bev, p);
+}
+
 int agent_accept(struct event_base *b, int fd)
 {
     struct ucred cred;
@@ -439,10 +505,16 @@ int agent_accept(struct event_base *b, int fd)
         proc_unref(p);
         return -ENOMEM;
     }
-    bufferevent_setcb(p->bev, read_cb, NULL, event_cb, p);
     /* never more than one whole frame held unread */
     bufferevent_setwatermark(p->bev, EV_READ, 0, cfg.max_frame + LEASH_FRAME_HEADER);
-    bufferevent_enable(p->bev, EV_READ | EV_WRITE);
+    p->first_ev = event_new(b, fd, EV_READ | EV_PERSIST, first_read_cb, p);
+    if (!p->first_ev) {
+        peer_release(p);
+        model_gone(p, "out of memory");
+        proc_unref(p);
+        return -ENOMEM;
+    }
+    event_add(p->first_ev, NULL);
     return 0;
 }
 
@@ -469,6 +541,10 @@ void agent_close_all(void)
 {
     while (procs) {
         struct proc *p = procs;
+        if (p->first_ev) {
+            event_free(p->first_ev);
+            p->first_ev = NULL;
+        }
         peer_release(p);
         model_gone(p, "leashd stopping");
         proc_unref(p);

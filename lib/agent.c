@@ -177,15 +177,47 @@ static int send_all(int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
-static int send_msg(int fd, const Leash__Agent__AgentMessage *m)
+/* Sends m; with pass_fd >= 0, its first bytes carry that fd (SCM_RIGHTS). */
+static int send_msg_fd(int fd, const Leash__Agent__AgentMessage *m, int pass_fd)
 {
     size_t   n;
     uint8_t *buf = leash_frame_pack(&m->base, &n);
     if (!buf)
         return -ENOMEM;
-    int err = send_all(fd, buf, n);
+    size_t off = 0;
+    if (pass_fd >= 0) {
+        union {
+            char           b[CMSG_SPACE(sizeof(int))];
+            struct cmsghdr align;
+        } ctl;
+        memset(&ctl, 0, sizeof ctl);
+        struct iovec  iov = {.iov_base = buf, .iov_len = n};
+        struct msghdr mh = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+        ssize_t w;
+        do
+            w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        while (w < 0 && errno == EINTR);
+        if (w < 0) {
+            int e = errno;
+            free(buf);
+            return -e;
+        }
+        off = (size_t)w;
+    }
+    int err = send_all(fd, buf + off, n - off);
     free(buf);
     return err;
+}
+
+static int send_msg(int fd, const Leash__Agent__AgentMessage *m)
+{
+    return send_msg_fd(fd, m, -1);
 }
 
 /* ------------------------------------------------- snapshot to protobuf */
@@ -224,6 +256,7 @@ static void arena_free(struct arena *a)
 
 struct pbsnap {
     Leash__Agent__Snapshot snap;
+    uint64_t              *args; /* syscall arguments, 6 per task */
     Leash__Agent__Group   *groups, **gptrs;
     Leash__Agent__Task    *tasks, **tptrs;
     struct leash_snapshot  s;
@@ -242,7 +275,8 @@ static int pbsnap_make(struct pbsnap *p)
     p->gptrs = calloc(ng + 1, sizeof *p->gptrs);
     p->tasks = calloc(p->s.ntasks + 1, sizeof *p->tasks);
     p->tptrs = calloc(p->s.ntasks + 1, sizeof *p->tptrs);
-    if (!p->groups || !p->gptrs || !p->tasks || !p->tptrs)
+    p->args = calloc(p->s.ntasks * 6 + 1, sizeof *p->args);
+    if (!p->groups || !p->gptrs || !p->tasks || !p->tptrs || !p->args)
         return -ENOMEM;
     for (size_t i = 0; i < p->s.ngroups; i++) {
         const struct leash_snap_group *g = &p->s.groups[i];
@@ -275,6 +309,23 @@ static int pbsnap_make(struct pbsnap *p)
             y->blocked_site = t->op ? arena_site(&p->a, t->bfile, t->bline) : (char *)"";
             y->since_ms = t->since_ms;
             y->held_by = t->held_by;
+            if (!t->op && t->cpu_ms >= 0) {
+                y->cpu_known = true;
+                y->cpu_ms = t->cpu_ms;
+                y->cpu_pct = t->cpu_pct;
+            }
+            if (!t->op && t->sys_nr >= 0) {
+                char nb[32];
+                y->in_syscall = true;
+                y->syscall_nr = t->sys_nr;
+                /* the names are static, but for unknown numbers */
+                y->syscall_name = (char *)leash__syscall_name(t->sys_nr, nb, sizeof nb);
+                if (y->syscall_name == nb)
+                    y->syscall_name = arena_site(&p->a, "syscall", (int)t->sys_nr);
+                memcpy(&p->args[j * 6], t->sys_args, 6 * sizeof *p->args);
+                y->n_syscall_args = 6;
+                y->syscall_args = &p->args[j * 6];
+            }
             p->tptrs[j] = y;
         }
     }
@@ -291,6 +342,7 @@ static void pbsnap_free(struct pbsnap *p)
     free(p->gptrs);
     free(p->tasks);
     free(p->tptrs);
+    free(p->args);
     arena_free(&p->a);
     leash_snapshot_free(&p->s);
 }
@@ -318,10 +370,12 @@ static int send_hello(struct session *s)
         h.snapshot = &p.snap;
         h.dropped = atomic_load_explicit(&dropped, memory_order_relaxed);
         h.lib_version = (char *)LEASH_VERSION_STRING;
+        int reg = leash__reg_fd();
+        h.registry = reg >= 0;
         Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
         m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO;
         m.hello = &h;
-        err = send_msg(s->fd, &m);
+        err = send_msg_fd(s->fd, &m, reg);
     }
     pbsnap_free(&p);
     return err;

@@ -453,6 +453,8 @@ void leash__task_done(leash_task *t, int rc)
     struct leash_group *g = t->group;
     bool                kick = false;
     leash_task         *slot;
+    /* gone from the registry before its waiter can see the group empty */
+    leash__reg_task_dead(t);
     if (leash__agent_wants())
         leash__agent_push(
             &(struct leash__aevent){.kind = LEASH_EV_TASK_END, .task = t->id, .group = g->id});

@@ -99,7 +99,6 @@ leash_task *leash__task_alloc(void)
 
 void leash__task_free(leash_task *t)
 {
-    leash__reg_task_dead(t);
     /* hold nodes that overflowed the cache were malloc'd */
     for (struct leash_hold *h = t->hold_free, *n; h; h = n) {
         n = h->tnext;
@@ -153,6 +152,7 @@ static void root_exit(void *p)
     leash__unlock(&leash__roots_mu);
     leash__self_tls = NULL;
     leash__altstack_off(t->altstack);
+    leash__reg_task_dead(t);
     leash__task_free(t);
     leash__task_cache_flush(); /* the thread is going: its cache too */
 }
