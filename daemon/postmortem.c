@@ -252,13 +252,11 @@ Leash__Control__TaskTree *registry_read(const void *map, size_t size, int64_t no
     }
     memcpy(r->strs, reg + STRS_OFF, sizeof r->strs);
     for (size_t i = 0; i < LEASH_REG_STRS; i++) {
-        char *c = clean(r->strs[i], LEASH_REG_STRLEN - 1);
-        if (!c) {
-            free(r);
-            return NULL;
-        }
-        memcpy(r->strs[i], c, strlen(c) + 1);
-        free(c);
+        char *c = r->strs[i];
+        c[LEASH_REG_STRLEN - 1] = '\0';
+        for (; *c; c++)
+            if (*c < 0x20 || *c >= 0x7f)
+                *c = '?';
     }
     bool crashed = h.crash_seq == 2 && h.crash_signal > 0;
     if (crashed && h.crash_ns > 0 && h.crash_ns < now_ns)

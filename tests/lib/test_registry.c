@@ -1,4 +1,4 @@
-/* test_postmortem.c: what a running task does, the registry, fatal signals
+/* test_registry.c: what a running task does, the registry, fatal signals
    and LEASH_LEAKCHECK. */
 #include "helpers.h"
 
