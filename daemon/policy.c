@@ -10,6 +10,7 @@
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -55,6 +56,107 @@ int policy_kill(struct proc *p, const char *why, const char *by)
 
 static void schedule(struct dgroup *g);
 
+/*
+ * A deadline_overrun incident says what the group's tasks do, from a dump
+ * asked for as the step runs (before any cancel or interrupt it sends, which
+ * the agent handles after): which spin, which sit in which system call
+ * (where `interrupt` can help) and which are blocked in leash. With no
+ * answer in time, it says what the model knows.
+ */
+struct overrun {
+    struct proc *p;
+    uint64_t     group;
+    char         name[64], site[256], action[16];
+    size_t       live;
+    int64_t      over;
+};
+
+static bool in_subtree(const Leash__Agent__Snapshot *s, uint64_t gid, uint64_t root)
+{
+    for (int depth = 0; gid && depth < 64; depth++) {
+        if (gid == root)
+            return true;
+        uint64_t parent = 0;
+        for (size_t i = 0; i < s->n_groups; i++)
+            if (s->groups[i]->id == gid)
+                parent = s->groups[i]->parent;
+        gid = parent;
+    }
+    return false;
+}
+
+static void overrun_tasks(const Leash__Agent__Snapshot *s, uint64_t root, char *out, size_t len)
+{
+    size_t n = 0, shown = 0, more = 0;
+    int    w;
+    out[0] = '\0';
+    for (size_t i = 0; s && i < s->n_tasks; i++) {
+        const Leash__Agent__Task *t = s->tasks[i];
+        if (!in_subtree(s, t->group, root))
+            continue;
+        if (shown == 10 || n + 200 > len) {
+            more++;
+            continue;
+        }
+        w = snprintf(out + n, len - n, "%stask %llu %s ", shown ? ", " : ": ",
+                     (unsigned long long)t->id, t->fn);
+        n += w > 0 ? (size_t)w : 0;
+        if (t->op)
+            w = snprintf(out + n, len - n, "blocked on %s", leashd_op_name(t->op));
+        else if (t->in_syscall)
+            w = snprintf(out + n, len - n, "in %s(2)", t->syscall_name);
+        else if (t->cpu_known && t->cpu_pct >= 0)
+            w = snprintf(out + n, len - n, "%s (on CPU %d%%)", t->cpu_pct >= 50 ? "spins" : "runs",
+                         t->cpu_pct);
+        else
+            w = snprintf(out + n, len - n, "runs");
+        n += w > 0 ? (size_t)w : 0;
+        shown++;
+    }
+    if (more)
+        snprintf(out + n, len - n, ", and %zu more", more);
+}
+
+static void overrun_incident(struct overrun *o, const Leash__Agent__Snapshot *s)
+{
+    char tasks[800] = "";
+    if (s)
+        overrun_tasks(s, o->group, tasks, sizeof tasks);
+    incident(o->p, "deadline_overrun", o->group, o->name, 0, o->action,
+             "group %llu \"%s\" (opened at %s) still has %zu tasks %lld ms after its deadline%s",
+             (unsigned long long)o->group, o->name, o->site, o->live, (long long)o->over, tasks);
+}
+
+static void overrun_dumped(void *arg, const Leash__Agent__Snapshot *s)
+{
+    struct overrun *o = arg;
+    overrun_incident(o, s);
+    proc_unref(o->p);
+    free(o);
+}
+
+static void overrun_report(struct proc *p, const struct dgroup *g, enum action a, size_t live,
+                           int64_t over)
+{
+    struct overrun *o = calloc(1, sizeof *o);
+    if (!o) {
+        incident(p, "deadline_overrun", g->id, g->name, 0, action_name(a),
+                 "group %llu \"%s\" (opened at %s) still has %zu tasks %lld ms after its deadline",
+                 (unsigned long long)g->id, g->name, g->site, live, (long long)over);
+        return;
+    }
+    o->p = p;
+    o->group = g->id;
+    snprintf(o->name, sizeof o->name, "%s", g->name);
+    snprintf(o->site, sizeof o->site, "%s", g->site);
+    snprintf(o->action, sizeof o->action, "%s", action_name(a));
+    o->live = live;
+    o->over = over;
+    proc_ref(p);
+    if (agent_dump(p, overrun_dumped, o) != 0)
+        overrun_dumped(o, NULL);
+}
+
 static void step_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -74,9 +176,7 @@ static void step_cb(evutil_socket_t fd, short what, void *arg)
                  (unsigned long long)g->id, g->name, (long long)over);
         policy_kill(p, why, "policy");
     } else {
-        incident(p, "deadline_overrun", g->id, g->name, 0, action_name(st->action),
-                 "group %llu \"%s\" (opened at %s) still has %zu tasks %lld ms after its deadline",
-                 (unsigned long long)g->id, g->name, g->site, live, (long long)over);
+        overrun_report(p, g, st->action, live, over);
         if (st->action == ACT_CANCEL)
             agent_cancel(p, g->id);
         else if (st->action == ACT_INTERRUPT)

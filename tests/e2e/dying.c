@@ -5,6 +5,7 @@
  *   six    5 tasks blocked on a channel and 1 spinning; waits to be killed
  *   segv   a task reads a byte from stdin, then dereferences NULL
  *   busy   a task spins and another sits in read(2) on a pipe, for dumps
+ *   late   the same two in a group whose 100 ms deadline passes
  */
 #define _GNU_SOURCE
 #include <leash.h>
@@ -87,7 +88,8 @@ int main(int argc, char **argv)
     int          line = 0; /* where the task of interest is spawned, for the test */
     if (pipe(pipefd) || leash_chan_open(&inbox, "e2e.inbox", sizeof(int), 0))
         return 1;
-    leash_group_open(&g, &(leash_group_opts){.name = "requests"});
+    leash_group_open(&g, &(leash_group_opts){.name = strcmp(mode, "late") ? "requests" : "late",
+                                             .timeout_ms = strcmp(mode, "late") ? 0 : 100});
     if (!strcmp(mode, "six")) {
         line = __LINE__ + 2;
         for (int i = 0; i < 5; i++)
@@ -97,7 +99,7 @@ int main(int argc, char **argv)
     } else if (!strcmp(mode, "segv")) {
         line = __LINE__ + 1;
         leash_go(g, parse, NULL);
-    } else if (!strcmp(mode, "busy")) {
+    } else if (!strcmp(mode, "busy") || !strcmp(mode, "late")) {
         leash_go(g, spin_hot, NULL);
         leash_go(g, read_pipe, NULL);
     } else {

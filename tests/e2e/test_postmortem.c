@@ -244,6 +244,34 @@ static void dump_tells_a_spinning_task_from_one_in_read(void **state)
     daemon_cleanup(&d);
 }
 
+static void deadline_overrun_says_which_task_spins_and_which_sits_in_read(void **state)
+{
+    (void)state;
+    struct daemon d;
+    /* a report now and then: one comes once the reader is in read(2),
+       however slowly this machine starts it */
+    daemon_new(&d,
+               "policies = ( { match = \"*\"; grace = \"50ms\"; escalate = [ \"report\",\n"
+               "  \"report@300ms\", \"report@1s\", \"report@2s\", \"report@4s\", \"report@8s\",\n"
+               "  \"report@12s\", \"report@16s\" ]; } );\n");
+    struct dying c = dying(&d, "late");
+    wait_for(&d, "read_pipe in read(2)", "incidents", "--json");
+    char out[65536];
+    assert_int_equal(ctl(&d, out, "incidents", "--json"), 0);
+    const char *i = strstr(out, "read_pipe in read(2)");
+    while (i > out && strncmp(i, "{\"id\":", 6) != 0)
+        i--;
+    assert_non_null(strstr(i, "\"kind\":\"deadline_overrun\""));
+    assert_non_null(strstr(i, "still has 2 tasks"));
+    const char *s = strstr(i, " spin_hot ");
+    assert_non_null(s);
+    assert_true(strncmp(s, " spin_hot spins (on CPU ", 24) == 0 ||
+                strncmp(s, " spin_hot runs (on CPU ", 23) == 0);
+    kill(c.pid, SIGKILL);
+    dying_reap(&c);
+    daemon_cleanup(&d);
+}
+
 static void leashctl_incident_refuses_what_it_cannot_show(void **state)
 {
     (void)state;
@@ -268,6 +296,8 @@ int main(void)
         cmocka_unit_test_teardown(null_dereference_is_a_crashed_incident_and_still_sigsegv,
                                   teardown),
         cmocka_unit_test_teardown(dump_tells_a_spinning_task_from_one_in_read, teardown),
+        cmocka_unit_test_teardown(deadline_overrun_says_which_task_spins_and_which_sits_in_read,
+                                  teardown),
         cmocka_unit_test_teardown(leashctl_incident_refuses_what_it_cannot_show, teardown),
     };
     return cmocka_run_group_tests_name("postmortem", tests, NULL, NULL);
