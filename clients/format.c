@@ -335,7 +335,7 @@ static void print_json_tree(FILE *f, const Leash__Control__TaskTree *t)
     const Leash__Agent__Snapshot *s = t->snapshot;
     fprintf(f, "{\"pid\":%d,\"name\":", t->pid);
     jstr(f, t->name);
-    fprintf(f, ",\"truncated\":%s,\"groups\":[", s && s->truncated ? "true" : "false");
+    fprintf(f, ",\"groups\":[");
     size_t ng = s ? s->n_groups : 0;
     for (size_t gi = 0; gi <= ng; gi++) {
         const Leash__Agent__Group *g = gi ? s->groups[gi - 1] : NULL;
@@ -408,7 +408,7 @@ static void print_json_tree(FILE *f, const Leash__Control__TaskTree *t)
         }
         fprintf(f, "]}");
     }
-    fprintf(f, "]}");
+    fprintf(f, "],\"truncated\":%s}", s && s->truncated ? "true" : "false");
 }
 
 static void print_text_tree(const Leash__Control__TaskTree *t)

@@ -453,16 +453,13 @@ void leash__task_done(leash_task *t, int rc)
     struct leash_group *g = t->group;
     bool                kick = false;
     leash_task         *slot;
-    /* gone from the registry before its waiter can see the group empty */
-    leash__reg_task_dead(t);
     if (leash__agent_wants())
         leash__agent_push(
             &(struct leash__aevent){.kind = LEASH_EV_TASK_END, .task = t->id, .group = g->id});
     /* out of the registry before the waiter can see the group empty: once
        leash_group_wait returns, no child of the group shows as live there
-       (leash__task_free says it again, for every other way a record ends) */
-    if (t->reg)
-        leash__reg_task_dead(t);
+       (a root task leaves it in root_exit) */
+    leash__reg_task_dead(t);
     leash__lock(&g->mu);
     if (rc != 0 && !atomic_load_explicit(&g->cancel_cause, memory_order_relaxed) && !g->first_err) {
         int64_t now = 0;

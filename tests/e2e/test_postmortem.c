@@ -70,14 +70,6 @@ static unsigned long long incident_id(const struct daemon *d, const char *kind)
     return strtoull(o + 6, NULL, 10);
 }
 
-static int count_of(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
-        n++;
-    return n;
-}
-
 /* What leashctl incident ID --format json says of the six: all six tasks
    with their sites, five blocked on the channel. */
 static void assert_six(const char *out, int line)
@@ -279,10 +271,11 @@ static void leashctl_incident_refuses_what_it_cannot_show(void **state)
     daemon_new(&d, NULL);
     char out[4096];
     assert_int_equal(ctl(&d, out, "incident"), 2);
-    assert_non_null(strstr(out, "incident needs an incident ID"));
+    assert_non_null(strstr(out, "incident needs ID"));
     assert_int_equal(ctl(&d, out, "incident", "x1"), 2);
+    assert_non_null(strstr(out, "ID must be an incident id"));
     assert_int_equal(ctl(&d, out, "incident", "1", "--format", "pprof"), 2);
-    assert_non_null(strstr(out, "incident takes --format text, json or folded"));
+    assert_non_null(strstr(out, "incident takes --format text json folded"));
     assert_int_equal(ctl(&d, out, "incident", "4242"), 1);
     assert_non_null(strstr(out, "no incident 4242"));
     daemon_cleanup(&d);
