@@ -31,7 +31,12 @@ static int snap_task(struct leash_snapshot *s, leash_task *t, int64_t now)
     x->file = t->spawn_file;
     x->line = t->spawn_line;
     x->op = atomic_load_explicit(&t->op, memory_order_acquire);
-    x->obj = atomic_load_explicit(&t->obj, memory_order_relaxed);
+    /* a copy: what the name belongs to may be freed once the locks the
+       snapshot holds are released (a waited group is freed by its opener
+       right after it leaves leash__groups, which needs leash__groups_mu) */
+    const char *obj = x->op ? atomic_load_explicit(&t->obj, memory_order_relaxed) : NULL;
+    x->obj = obj;
+    leash__copy_name(x->objbuf, sizeof x->objbuf, obj);
     x->bfile = atomic_load_explicit(&t->bfile, memory_order_relaxed);
     x->bline = atomic_load_explicit(&t->bline, memory_order_relaxed);
     int64_t since = x->op ? atomic_load_explicit(&t->since_ns, memory_order_relaxed) : t->start_ns;
@@ -96,10 +101,13 @@ int leash_snapshot_take(struct leash_snapshot *s)
     leash__copy_name(root->name, sizeof root->name, "root");
     root->deadline_ms_left = -1;
     root->strategy = -1;
+    /* groups_mu too: a root task may wait for a group, whose name it shows */
+    leash__lock(&leash__groups_mu);
     leash__lock(&leash__roots_mu);
     for (leash_task *t = leash__roots; t && !err; t = t->gnext)
         err = snap_task(s, t, now);
     leash__unlock(&leash__roots_mu);
+    leash__unlock(&leash__groups_mu);
     s->groups[0].count = s->ntasks - s->groups[0].first;
 
     leash__lock(&leash__groups_mu);
@@ -162,6 +170,9 @@ int leash_snapshot_take(struct leash_snapshot *s)
                   by_usefulness);
     if (s->ngroups > 2)
         qsort(s->groups + 1, s->ngroups - 1, sizeof *s->groups, by_id);
+    for (size_t i = 0; i < s->ntasks; i++)
+        if (s->tasks[i].obj)
+            s->tasks[i].obj = s->tasks[i].objbuf; /* the array has stopped moving */
     return 0;
 }
 

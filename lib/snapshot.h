@@ -9,9 +9,10 @@ struct leash_snap_task {
     const char *fn;
     const char *file; /* spawn site; NULL for root tasks */
     int         line;
-    int         op;    /* LEASH_OP_*; 0: running */
-    const char *obj;   /* name of what it is blocked on */
-    const char *bfile; /* where it blocked */
+    int         op;         /* LEASH_OP_*; 0: running */
+    const char *obj;        /* name of what it is blocked on: objbuf, or NULL */
+    char        objbuf[48]; /* copied while the object cannot go (see dump.c) */
+    const char *bfile;      /* where it blocked */
     int         bline;
     int64_t     since_ms; /* in its state this long */
     uint64_t    held_by;  /* blocked on a mutex: the task holding it; 0: unknown */
