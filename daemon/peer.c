@@ -434,7 +434,10 @@ static void first_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     struct proc *p = arg;
-    uint8_t      buf[16384];
+    /* little: the fd comes with the first byte, and the bufferevent reads
+       the rest as it reads any peer, into buffers the parked-bytes budget
+       counts */
+    uint8_t buf[256];
     union {
         char           b[CMSG_SPACE(8 * sizeof(int))];
         struct cmsghdr align;
