@@ -39,7 +39,7 @@ static struct dying dying(const struct daemon *d, const char *mode)
     c.out = o[0];
     c.in = i[1];
     char line[128];
-    read_line(c.out, line, sizeof line, 20000);
+    read_line(c.out, line, sizeof line, E2E_WAIT_MS);
     int pid = 0;
     assert_int_equal(sscanf(line, "ready %d %d", &pid, &c.line), 2);
     assert_int_equal(pid, c.pid);
@@ -49,7 +49,7 @@ static struct dying dying(const struct daemon *d, const char *mode)
 static int dying_reap(struct dying *c)
 {
     struct child k = {.pid = c->pid, .out = c->out};
-    int          st = reap(&k, 20000);
+    int          st = reap(&k, E2E_WAIT_MS);
     close(c->in);
     c->pid = 0;
     return st;
