@@ -490,8 +490,17 @@ void leash__task_done(leash_task *t, int rc)
 int leash__group_wait(struct leash_group *g, leash_task *self, const char *file, int line)
 {
     leash__blocked(self, LEASH_OP_GROUP_WAIT, g->name, file, line);
+    bool run_here = leash__group_alive(g) > 0 && leash__pool_can_run_here(self);
     leash__lock(&g->mu);
     while (leash__group_alive(g) > 0) {
+        if (run_here) {
+            /* a child still queued runs here and now, not after a wake-up */
+            leash__unlock(&g->mu);
+            bool ran = leash__pool_run_one_of(g, self);
+            leash__lock(&g->mu);
+            if (ran)
+                continue;
+        }
         g->waiter = self;
         uint32_t seq = atomic_load_explicit(&self->wake, memory_order_seq_cst);
         /* no spinning: the waiter would take a CPU from the very children

@@ -101,9 +101,10 @@ static void add_worker_unlock(void)
     }
 }
 
+static _Thread_local uint64_t ran; /* tasks this thread has run */
+
 static void run(leash_task *t)
 {
-    static _Thread_local uint64_t ran; /* tasks this worker has run */
     t->thread = pthread_self();
     t->first_on_thread = ran++ == 0;
     atomic_store_explicit(&t->tid, leash__gettid(), memory_order_relaxed);
@@ -116,10 +117,75 @@ static void run(leash_task *t)
     leash__task_done(t, rc);
 }
 
+/*
+ * A waiter runs queued children of the group it waits for itself, rather
+ * than sleeping until a worker comes for them: a spawn+join then costs no
+ * wake-up and no cache line crossing to another CPU. The child is a task of
+ * its own all the same: its own record (id, group, dump entry, registry
+ * slot, held locks), set as the thread's current task while it runs, and
+ * signalled by LEASH_INTERRUPT on this thread, which is why a root thread
+ * that blocks the interrupt signal does not run children.
+ */
+#define TAKE_SCAN  64 /* queue entries a waiter looks through for its group's */
+#define TAKE_DEPTH 4  /* children run inside children run inside a waiter */
+
+static _Thread_local int take_depth;
+
+bool leash__pool_can_run_here(leash_task *self)
+{
+    if (take_depth >= TAKE_DEPTH)
+        return false;
+    if (!self->root)
+        return true; /* workers block every signal but the interrupt one */
+    sigset_t cur;
+    return pthread_sigmask(SIG_BLOCK, NULL, &cur) == 0 && !sigismember(&cur, leash__intr_signal());
+}
+
+bool leash__pool_run_one_of(struct leash_group *g, leash_task *self)
+{
+    /* A long queue is being drained by workers already, back to back: a
+       waiter that joined them would only trade the group's and the
+       queue's cache lines with them for every child. */
+    unsigned q = rd(&pool.qlen);
+    if (q == 0 || q > (unsigned)leash__ncpu())
+        return false;
+    leash__lock(&pool.mu);
+    leash_task *t = pool.head, *prev = NULL;
+    for (int i = 0; t && t->group != g && i < TAKE_SCAN; i++) {
+        prev = t;
+        t = t->qnext;
+    }
+    if (!t || t->group != g) {
+        leash__unlock(&pool.mu);
+        return false;
+    }
+    if (prev)
+        prev->qnext = t->qnext;
+    else
+        pool.head = t->qnext;
+    if (pool.tail == t)
+        pool.tail = prev;
+    add(&pool.qlen, -1);
+    atomic_fetch_add_explicit(&pool.pops, 1, memory_order_relaxed);
+    leash__task_begin(t); /* on its list before the queue lets go, as a worker does */
+    /* a root thread now runs a task: count it as a worker would be */
+    if (self->root)
+        add(&pool.running, 1);
+    leash__unlock(&pool.mu);
+    if (ran == 0)
+        ran = 1; /* the thread ran its waiter first: not the child's from birth */
+    take_depth++;
+    run(t);
+    take_depth--;
+    leash__self_tls = self;
+    if (self->root)
+        add(&pool.running, -1);
+    return true;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg; /* heap, not stack: a waker may touch it after we park */
-    int            spin_max = leash__spin_budget();
     leash__lock(&pool.mu);
     for (;;) {
         leash_task *t = pop_locked();
@@ -139,7 +205,9 @@ static void *worker_main(void *arg)
         leash__unlock(&pool.mu);
 
         /* spin for new work, but let no more workers spin than there are
-           other CPUs: spinners steal time from the tasks */
+           other CPUs: spinners steal time from the tasks (and none spins
+           while the machine has more runnable threads than CPUs) */
+        int spin_max = leash__spin_budget();
         if (spin_max &&
             atomic_fetch_add_explicit(&pool.spinning, 1, memory_order_relaxed) + rd(&pool.running) <
                 (unsigned)leash__ncpu() - 1) {
