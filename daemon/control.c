@@ -224,6 +224,10 @@ static void do_status(struct client *c)
     s.control_socket = cfg.control_socket;
     s.state_dir = cfg.state_dir;
     s.pid = getpid();
+    const struct journal_stats *js = journal_stats();
+    s.journal = (char *)js->state;
+    s.journal_bytes = js->bytes;
+    s.journal_pending = js->pending;
     Leash__Control__Response r = LEASH__CONTROL__RESPONSE__INIT;
     r.resp_case = LEASH__CONTROL__RESPONSE__RESP_STATUS;
     r.status = &s;
@@ -335,6 +339,7 @@ static void do_incidents(struct client *c, const Leash__Control__IncidentsReques
     Leash__Control__Incidents out = LEASH__CONTROL__INCIDENTS__INIT;
     out.n_incidents = k;
     out.incidents = all;
+    out.cut = incidents_cut(q->since_ms, &out.kept);
     Leash__Control__Response r = LEASH__CONTROL__RESPONSE__INIT;
     r.resp_case = LEASH__CONTROL__RESPONSE__RESP_INCIDENTS;
     r.incidents = &out;

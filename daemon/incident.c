@@ -1,8 +1,8 @@
 /*
  * incident.c: every overrun, stuck task, library report, lost heartbeat,
  * lost agent and kill becomes an incident: logged, appended to the journal
- * (framed protobuf records in state_dir/incidents.journal, read back at
- * start), kept in memory for leashctl, counted for metrics.
+ * (journal.c, read back at start), kept in memory for leashctl (the newest
+ * KEEP), counted for metrics.
  */
 #include "leashd.h"
 
@@ -29,7 +29,8 @@ static Leash__Control__Incident **ring;
 static size_t                     first, count;
 static uint64_t                   next_id = 1, total;
 static uint64_t                   by_kind[16];
-static int                        journal = -1;
+static uint64_t                   evicted;        /* dropped from memory (kept in the journal) */
+static int64_t                    evicted_newest; /* the newest of those, unix ms */
 
 static int kind_index(const char *k)
 {
@@ -42,6 +43,9 @@ static int kind_index(const char *k)
 static void keep(Leash__Control__Incident *i)
 {
     if (count == KEEP) {
+        evicted++;
+        if (ring[first]->time_ms > evicted_newest)
+            evicted_newest = ring[first]->time_ms;
         leash__control__incident__free_unpacked(ring[first], NULL);
         ring[first] = i;
         first = (first + 1) % KEEP;
@@ -56,81 +60,25 @@ static void keep(Leash__Control__Incident *i)
         by_kind[k]++;
 }
 
-/* Reads the journal back. A torn last record (leashd died mid-write) is
-   said and cut off, so the next append starts on a record boundary. */
-static int journal_load(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : -errno;
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    uint8_t *buf = malloc((size_t)st.st_size + 1);
-    ssize_t  n = buf ? read(fd, buf, (size_t)st.st_size) : -1;
-    close(fd);
-    if (n < 0) {
-        free(buf);
-        return -EIO;
-    }
-    size_t off = 0, loaded = 0;
-    while (off < (size_t)n) {
-        const uint8_t *msg;
-        size_t         len;
-        long           r = leash_frame_parse(buf + off, (size_t)n - off, 1 << 20, &msg, &len);
-        Leash__Control__Incident *i =
-            r > 0 ? leash__control__incident__unpack(NULL, len, msg) : NULL;
-        if (!i) {
-            log_warn("journal %s: torn or bad record at byte %zu of %zd: cut off there", path, off,
-                     n);
-            if (truncate(path, (off_t)off) != 0)
-                log_warn("journal %s: cannot cut: %s", path, strerror(errno));
-            break;
-        }
-        keep(i);
-        loaded++;
-        off += (size_t)r;
-    }
-    free(buf);
-    log_info("journal %s: %zu incidents read back", path, loaded);
-    return 0;
-}
-
-int incidents_open(const char *state_dir)
+int incidents_open(const char *state_dir, char *err, size_t errlen)
 {
     ring = calloc(KEEP, sizeof *ring);
-    if (!ring)
+    if (!ring) {
+        snprintf(err, errlen, "out of memory");
         return -ENOMEM;
-    int e = mkdir_p(state_dir, 0750);
-    if (e) {
-        log_warn("state dir %s: %s", state_dir, strerror(-e));
-        return e;
     }
-    char path[600];
-    snprintf(path, sizeof path, "%s/incidents.journal", state_dir);
-    if ((e = journal_load(path)) != 0) {
-        log_warn("journal %s: %s", path, strerror(-e));
-        return e;
-    }
-    journal = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-    if (journal < 0) {
-        e = -errno;
-        log_warn("journal %s: %s", path, strerror(errno));
-        return e;
-    }
-    return 0;
+    return journal_open(state_dir, keep, err, errlen) ? -1 : 0;
+}
+
+bool incidents_cut(int64_t since_wall, uint64_t *kept)
+{
+    *kept = count;
+    return evicted && since_wall <= evicted_newest;
 }
 
 void incidents_close(void)
 {
-    if (journal >= 0) {
-        fsync(journal);
-        close(journal);
-    }
-    journal = -1;
+    journal_close();
     for (size_t k = 0; ring && k < count; k++)
         leash__control__incident__free_unpacked(ring[(first + k) % KEEP], NULL);
     free(ring);
@@ -201,16 +149,7 @@ static void vincident(struct proc *p, const char *kind, uint64_t group, const ch
     i->signal = dup_or_empty(signal);
     i->tree = tree;
     log_incident(i);
-    if (journal >= 0) {
-        size_t   n;
-        uint8_t *buf = leash_frame_pack(&i->base, &n);
-        if (buf) {
-            /* one write per record: O_APPEND keeps records whole but for a crash */
-            if (write(journal, buf, n) != (ssize_t)n)
-                log_warn("journal: write failed: %s", strerror(errno));
-            free(buf);
-        }
-    }
+    journal_append(i);
     keep(i);
     control_incident_hook(i);
 }

@@ -192,7 +192,7 @@ void policy_reload(void);
 
 /* -------------------------------------------------------- incident.c */
 
-int  incidents_open(const char *state_dir);
+int  incidents_open(const char *state_dir, char *err, size_t errlen);
 void incidents_close(void);
 /* Records an incident: logged, journaled, served, counted. */
 void incident(struct proc *p, const char *kind, uint64_t group, const char *group_name,
@@ -205,6 +205,9 @@ void incident_post(struct proc *p, const char *kind, uint64_t group, const char 
                    Leash__Control__TaskTree *tree, const char *fmt, ...)
     __attribute__((format(printf, 9, 10)));
 size_t incidents_list(int64_t since_wall, Leash__Control__Incident ***out);
+/* Whether incidents since since_wall were dropped from memory (the
+   listing is cut), and how many are kept. */
+bool incidents_cut(int64_t since_wall, uint64_t *kept);
 /* The incident with that id, while kept in memory; NULL: none. */
 const Leash__Control__Incident *incident_get(uint64_t id);
 uint64_t                        incidents_total(void);
@@ -262,6 +265,37 @@ void registry_unmap(const void *base, size_t size);
 Leash__Control__TaskTree *registry_read(const void *base, size_t size, int64_t now_ns,
                                         struct registry_crash *crash);
 size_t                    registry_live_tasks(const Leash__Control__TaskTree *t); /* not root */
+/* --------------------------------------------------------- journal.c */
+
+struct journal_stats {
+    char     state[800]; /* "ok", or what is wrong */
+    uint64_t bytes, pending, pending_dropped, write_errors, rotations, damaged;
+};
+struct journal_scan {
+    size_t records;    /* valid ones */
+    bool   damaged;    /* bytes that are no record, with valid records after */
+    size_t damaged_at; /* the first such byte */
+    size_t skipped;    /* bytes that are no record */
+    size_t torn_at;    /* where a torn last record begins; len if none */
+};
+/* Called for each valid record: i is the caller's to free; raw its bytes. */
+typedef void (*journal_record_cb)(void *arg, Leash__Control__Incident *i, const uint8_t *raw,
+                                  size_t len);
+/* Reads every valid record of buf (len bytes, any pattern), skipping what
+   is not one. Returns the number of valid records. */
+size_t journal_scan(const uint8_t *buf, size_t len, journal_record_cb cb, void *arg,
+                    struct journal_scan *s);
+/* i as a journal record (frame, CRC last); malloc'd, *len bytes. */
+uint8_t *journal_pack(const Leash__Control__Incident *i, size_t *len);
+/* Checks state_dir, reads the journal back (each incident to keep, oldest
+   first) and opens it for appending. -1 with why in err. */
+int  journal_open(const char *state_dir, void (*keep)(Leash__Control__Incident *), char *err,
+                  size_t errlen);
+void journal_append(const Leash__Control__Incident *i);
+/* Writes what waits in memory, if the disk takes it (from the tick). */
+void                        journal_flush(void);
+void                        journal_close(void);
+const struct journal_stats *journal_stats(void);
 
 /* ------------------------------------------------------------ peer.c */
 
@@ -303,6 +337,10 @@ int socket_inherited(const char *name, const char *path);
 /* Closes the passed sockets nobody took (said in the log). */
 void socket_inherited_done(void);
 int  mkdir_p(const char *dir, mode_t mode);
+/* Makes dir (mode, whatever the umask) if missing, then checks that
+   leashd may trust it: a directory of leashd's uid that no other uid can
+   write (a root-owned sticky one such as /tmp passes). -1 with why. */
+int dir_check(const char *dir, mode_t mode, char *err, size_t errlen);
 
 /* ----------------------------------------------------------- main.c */
 

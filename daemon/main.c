@@ -242,6 +242,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     int64_t now = mono_ms();
     agent_sweep(now);
     control_sweep(now);
+    journal_flush();
     trim_memory();
 }
 
@@ -309,8 +310,8 @@ int main(int argc, char **argv)
     umask(077); /* every file and directory gets the mode it is given */
     raise_nofile();
     agent_no_peerpidfd = getenv("LEASHD_NO_PEERPIDFD") != NULL;
-    if (incidents_open(cfg.state_dir)) {
-        fprintf(stderr, "leashd: cannot use state dir %s\n", cfg.state_dir);
+    if (incidents_open(cfg.state_dir, err, sizeof err)) {
+        fprintf(stderr, "leashd: state dir %s: %s\n", cfg.state_dir, err);
         return 1;
     }
     /* signals first: a SIGHUP or SIGTERM that comes as soon as the sockets

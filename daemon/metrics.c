@@ -83,6 +83,26 @@ static void serve(struct evhttp_request *req, void *arg)
                         "# HELP leashd_parked_bytes Bytes of unfinished frames held for peers.\n"
                         "# TYPE leashd_parked_bytes gauge\nleashd_parked_bytes %zu\n",
                         (unsigned long long)control_followers(), limit_parked_total());
+    const struct journal_stats *js = journal_stats();
+    evbuffer_add_printf(
+        b,
+        "# HELP leashd_journal_bytes Size of the incident journal.\n"
+        "# TYPE leashd_journal_bytes gauge\nleashd_journal_bytes %llu\n"
+        "# HELP leashd_journal_pending Incidents waiting in memory for the disk.\n"
+        "# TYPE leashd_journal_pending gauge\nleashd_journal_pending %llu\n"
+        "# HELP leashd_journal_pending_dropped_total Incidents never written: memory cap.\n"
+        "# TYPE leashd_journal_pending_dropped_total counter\n"
+        "leashd_journal_pending_dropped_total %llu\n"
+        "# HELP leashd_journal_write_errors_total Journal writes that failed.\n"
+        "# TYPE leashd_journal_write_errors_total counter\n"
+        "leashd_journal_write_errors_total %llu\n"
+        "# HELP leashd_journal_rotations_total Times the journal passed journal_max.\n"
+        "# TYPE leashd_journal_rotations_total counter\nleashd_journal_rotations_total %llu\n"
+        "# HELP leashd_journal_damaged Damaged journals moved aside at start.\n"
+        "# TYPE leashd_journal_damaged gauge\nleashd_journal_damaged %llu\n",
+        (unsigned long long)js->bytes, (unsigned long long)js->pending,
+        (unsigned long long)js->pending_dropped, (unsigned long long)js->write_errors,
+        (unsigned long long)js->rotations, (unsigned long long)js->damaged);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; version=0.0.4");
     evhttp_send_reply(req, HTTP_OK, "OK", b);

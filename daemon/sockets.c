@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdbool.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -46,11 +47,8 @@ int socket_listen(const char *path, mode_t mode, char *err, size_t errlen)
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = '\0';
-        int e = mkdir_p(dir, 0755);
-        if (e) {
-            snprintf(err, errlen, "%s: %s", dir, strerror(-e));
+        if (dir_check(dir, 0755, err, errlen))
             return -1;
-        }
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
@@ -151,4 +149,51 @@ void socket_inherited_done(void)
     free(inherited_taken);
     inherited_names = NULL;
     inherited_taken = NULL;
+}
+
+int dir_check(const char *dir, mode_t mode, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(dir, &st) != 0) {
+        int e = mkdir_p(dir, mode);
+        if (e) {
+            snprintf(err, errlen, "%s: %s", dir, strerror(-e));
+            return -1;
+        }
+        if (chmod(dir, mode) != 0 || lstat(dir, &st) != 0) {
+            snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+            return -1;
+        }
+    }
+    if (S_ISLNK(st.st_mode)) { /* an admin's link is fine; another uid's is not */
+        if (st.st_uid != 0 && st.st_uid != geteuid()) {
+            snprintf(err, errlen, "%s is a symbolic link owned by uid %u: refused", dir,
+                     (unsigned)st.st_uid);
+            return -1;
+        }
+        if (stat(dir, &st) != 0) {
+            snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+            return -1;
+        }
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a directory", dir);
+        return -1;
+    }
+    bool sticky_root = st.st_uid == 0 && (st.st_mode & S_ISVTX);
+    if (st.st_uid != geteuid() && !sticky_root) {
+        snprintf(err, errlen,
+                 "%s is owned by uid %u, not by leashd's uid %u: refused (another user could "
+                 "replace what leashd keeps there)",
+                 dir, (unsigned)st.st_uid, (unsigned)geteuid());
+        return -1;
+    }
+    if ((st.st_mode & 022) && !sticky_root) {
+        snprintf(err, errlen,
+                 "%s is writable by %s (mode %04o): refused (they could replace what leashd "
+                 "keeps there); chmod go-w it",
+                 dir, st.st_mode & 002 ? "every user" : "its group", st.st_mode & 07777);
+        return -1;
+    }
+    return 0;
 }

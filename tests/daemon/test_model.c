@@ -17,7 +17,8 @@ static int setup(void **state)
         return -1;
     base = event_base_new();
     load_conf("");
-    return incidents_open(dir);
+    char err[512];
+    return incidents_open(dir, err, sizeof err);
 }
 
 static int teardown(void **state)
@@ -302,7 +303,8 @@ static void journal_survives_and_tolerates_a_torn_record(void **state)
     const uint8_t torn[] = {0, 0, 1, 0, 0x08, 0x07}; /* announces 256 bytes, has 2 */
     assert_int_equal(write(fd, torn, sizeof torn), (ssize_t)sizeof torn);
     close(fd);
-    assert_int_equal(incidents_open(dir), 0);
+    char err[512];
+    assert_int_equal(incidents_open(dir, err, sizeof err), 0);
     assert_int_equal(count_kind("killed") + count_kind("agent_lost"), n_before);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_size, good); /* cut back to the last whole record */
