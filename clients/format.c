@@ -90,7 +90,10 @@ void print_status(const Leash__Control__Status *s, bool json)
         jstr(stdout, s->control_socket);
         printf(",\"state_dir\":");
         jstr(stdout, s->state_dir);
-        printf("}\n");
+        printf(",\"journal\":");
+        jstr(stdout, s->journal);
+        printf(",\"journal_bytes\":%llu,\"journal_pending\":%llu}\n",
+               (unsigned long long)s->journal_bytes, (unsigned long long)s->journal_pending);
         return;
     }
     char up[32];
@@ -103,6 +106,8 @@ void print_status(const Leash__Control__Status *s, bool json)
            (unsigned long long)s->incidents, (unsigned long long)s->events);
     printf("  agents on  %s\n  control    %s\n  state in   %s\n", s->agent_socket,
            s->control_socket, s->state_dir);
+    if (s->journal && *s->journal)
+        printf("  journal    %s (%llu bytes)\n", s->journal, (unsigned long long)s->journal_bytes);
 }
 
 /* ------------------------------------------------------------ columns */

@@ -421,9 +421,14 @@ static int cmd_dump(struct ctl *c)
 static int incidents_cb(void *arg, const Leash__Control__Response *r)
 {
     struct ctl *c = arg;
-    if (r->resp_case == LEASH__CONTROL__RESPONSE__RESP_INCIDENTS)
+    if (r->resp_case == LEASH__CONTROL__RESPONSE__RESP_INCIDENTS) {
         print_incidents(stdout, r->incidents, c->json, c->follow, c->headers, c->last);
-    else if (r->resp_case == LEASH__CONTROL__RESPONSE__RESP_INCIDENT)
+        if (r->incidents->cut) /* on stderr: the JSON shape stays a list */
+            fprintf(stderr,
+                    "leashctl: the listing is cut: leashd keeps the newest %llu incidents in "
+                    "memory; older ones are in its journal\n",
+                    (unsigned long long)r->incidents->kept);
+    } else if (r->resp_case == LEASH__CONTROL__RESPONSE__RESP_INCIDENT)
         print_incident_followed(r->incident, c->json);
     else
         return 1;

@@ -31,10 +31,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define RECORD_MAX   (1u << 20) /* no incident comes near this */
-#define PENDING_MAX  10000      /* records kept in memory while the disk is full */
-#define CRC_TRAILER  5          /* field 15, fixed32: tag 0x7d and 4 bytes */
-#define RETRY_MS     1000
+#define RECORD_MAX  (1u << 20) /* no incident comes near this */
+#define PENDING_MAX 10000      /* records kept in memory while the disk is full */
+#define CRC_TRAILER 5          /* field 15, fixed32: tag 0x7d and 4 bytes */
+#define RETRY_MS    1000
 
 struct pending {
     uint8_t        *buf;
@@ -43,15 +43,15 @@ struct pending {
 };
 
 static struct {
-    int             fd;
-    char            path[600], old[610], aside[610];
-    uint64_t        bytes;
-    struct pending *head, **tail;
-    uint64_t        npending, pending_dropped;
-    bool            failing;    /* writes fail: said once until one succeeds */
-    bool            rotated;    /* the oldest records dropped: said once */
-    int64_t         retry_mono; /* no write attempt before this */
-    char            damage[700]; /* what was found at start, "" if nothing */
+    int                  fd;
+    char                 path[600], old[610], aside[610];
+    uint64_t             bytes;
+    struct pending      *head, **tail;
+    uint64_t             npending, pending_dropped;
+    bool                 failing;     /* writes fail: said once until one succeeds */
+    bool                 rotated;     /* the oldest records dropped: said once */
+    int64_t              retry_mono;  /* no write attempt before this */
+    char                 damage[700]; /* what was found at start, "" if nothing */
     struct journal_stats st;
 } j = {.fd = -1};
 
@@ -124,8 +124,8 @@ static long record_at(const uint8_t *buf, size_t len, Leash__Control__Incident *
     bool ok = i->id != 0 && known_kind(i->kind);
     if (ok && i->crc != 0) { /* records from before the CRC have none */
         const uint8_t *t = m + n - CRC_TRAILER;
-        uint32_t       stored = (uint32_t)t[1] | (uint32_t)t[2] << 8 | (uint32_t)t[3] << 16 |
-                          (uint32_t)t[4] << 24;
+        uint32_t       stored =
+            (uint32_t)t[1] | (uint32_t)t[2] << 8 | (uint32_t)t[3] << 16 | (uint32_t)t[4] << 24;
         ok = n > CRC_TRAILER && t[0] == (15 << 3 | 5) && stored == i->crc &&
              crc32_of(m, n - CRC_TRAILER) == i->crc;
     }
@@ -373,8 +373,7 @@ static int load_file(const char *path, struct load_ctx *c, struct journal_scan *
         if (errno == ENOENT)
             return 0;
         if (errno == ELOOP)
-            snprintf(err, errlen, "%s is a symbolic link: leashd does not follow one there",
-                     path);
+            snprintf(err, errlen, "%s is a symbolic link: leashd does not follow one there", path);
         else
             snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
@@ -530,7 +529,8 @@ const struct journal_stats *journal_stats(void)
     if (j.fd < 0)
         snprintf(j.st.state, sizeof j.st.state, "not open");
     else if (j.failing)
-        snprintf(j.st.state, sizeof j.st.state, "not writable (disk full?): %llu incidents wait "
+        snprintf(j.st.state, sizeof j.st.state,
+                 "not writable (disk full?): %llu incidents wait "
                  "in memory",
                  (unsigned long long)j.npending);
     else if (j.damage[0])
