@@ -31,9 +31,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define RECORD_MAX  (1u << 20) /* no incident comes near this */
-#define PENDING_MAX 10000      /* records kept in memory while the disk is full */
-#define CRC_TRAILER 5          /* field 15, fixed32: tag 0x7d and 4 bytes */
+#define RECORD_MAX  (64u << 20) /* max_frame at most: a task tree fits */
+#define PENDING_MAX 10000       /* records kept in memory while the disk is full */
+#define CRC_TRAILER 5           /* field 15, fixed32: tag 0x7d and 4 bytes */
 #define RETRY_MS    1000
 
 struct pending {
@@ -105,8 +105,10 @@ static bool known_kind(const char *k)
 
 /* The record at buf: its size (> 0) with *out the incident; 0 when buf
    ends inside it (a torn tail, if nothing valid follows); -1 when it is
-   not a valid record. */
-static long record_at(const uint8_t *buf, size_t len, Leash__Control__Incident **out)
+   not a valid record. strict (looking for the next record after damage)
+   also wants a known kind, so that bytes inside a record are not taken
+   for one; otherwise a kind from a newer leashd is kept. */
+static long record_at(const uint8_t *buf, size_t len, bool strict, Leash__Control__Incident **out)
 {
     if (len < LEASH_FRAME_HEADER)
         return 0;
@@ -121,7 +123,7 @@ static long record_at(const uint8_t *buf, size_t len, Leash__Control__Incident *
     Leash__Control__Incident *i = leash__control__incident__unpack(NULL, n, m);
     if (!i)
         return -1;
-    bool ok = i->id != 0 && known_kind(i->kind);
+    bool ok = i->id != 0 && (!strict || known_kind(i->kind));
     if (ok && i->crc != 0) { /* records from before the CRC have none */
         const uint8_t *t = m + n - CRC_TRAILER;
         uint32_t       stored =
@@ -145,7 +147,7 @@ size_t journal_scan(const uint8_t *buf, size_t len, journal_record_cb cb, void *
     size_t off = 0;
     while (off < len) {
         Leash__Control__Incident *i;
-        long                      r = record_at(buf + off, len - off, &i);
+        long                      r = record_at(buf + off, len - off, false, &i);
         if (r > 0) {
             s->records++;
             if (cb)
@@ -159,7 +161,7 @@ size_t journal_scan(const uint8_t *buf, size_t len, journal_record_cb cb, void *
            starts, if any */
         size_t q = off + 1;
         for (; q < len; q++) {
-            if (record_at(buf + q, len - q, &i) > 0) {
+            if (record_at(buf + q, len - q, true, &i) > 0) {
                 leash__control__incident__free_unpacked(i, NULL);
                 break;
             }
