@@ -58,6 +58,7 @@ static struct report   reports_q[REPORTS_MAX];
 static int             reports_n;
 
 static pthread_once_t agent_once = PTHREAD_ONCE_INIT;
+static _Atomic int    agent_fd = -1; /* the session's socket, for a forked child to close */
 
 /* exit() asks the agent to send what is queued, so leashd sees the tasks
    that ended before the process did */
@@ -693,7 +694,9 @@ static void *agent_main(void *arg)
         int fd = agent_connect();
         if (fd >= 0) {
             int64_t t0 = mono_ms();
+            atomic_store(&agent_fd, fd);
             session(fd);
+            atomic_store(&agent_fd, -1);
             close(fd);
             if (mono_ms() - t0 > 1000)
                 backoff = BACKOFF_MIN_MS; /* it was a real session */
@@ -721,16 +724,39 @@ static void agent_start(void)
     const char *o = socket_override();
     if (o && strcmp(o, "off") == 0)
         return;
-    ring = calloc(RING_SIZE, sizeof *ring);
+    static bool exit_hook;
+    if (!ring) /* after a fork, the child reuses its parent's */
+        ring = calloc(RING_SIZE, sizeof *ring);
     if (!ring)
         return;
+    atomic_store(&enq_pos, 0);
+    deq_pos = 0;
     for (size_t i = 0; i < RING_SIZE; i++)
         atomic_store_explicit(&ring[i].seq, i, memory_order_relaxed);
-    if (leash__thread_start(agent_main, NULL, "leash-agent", 0) == 0)
+    if (leash__thread_start(agent_main, NULL, "leash-agent", 0) == 0 && !exit_hook) {
+        exit_hook = true;
         atexit(flush_at_exit);
+    }
 }
 
 void leash__agent_init(void)
 {
     pthread_once(&agent_once, agent_start);
+}
+
+/* The child of a fork is a new process to leashd: its agent starts again
+   (on the first group or scope it opens) and connects anew. The parent's
+   connection is not the child's to use. */
+void leash__agent_atfork_child(void)
+{
+    int fd = atomic_exchange(&agent_fd, -1);
+    if (fd >= 0)
+        close(fd);
+    atomic_store(&leash__agent_on, 0);
+    report_mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    reports_n = 0;
+    atomic_store(&dropped, 0);
+    atomic_store(&flush_req, 0);
+    atomic_store(&flush_done, 0);
+    agent_once = (pthread_once_t)PTHREAD_ONCE_INIT;
 }

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -107,12 +108,15 @@ void *leash__altstack_on(void)
     stack_t cur;
     if (!installed || sigaltstack(NULL, &cur) != 0 || !(cur.ss_flags & SS_DISABLE))
         return NULL; /* not wanted, or the thread has one of its own */
+    /* mapped, not malloc'd: in the child of a fork, the stacks of the
+       parent's other threads are gone with them, and no leak to report */
     stack_t ss = {.ss_size = altstack_size()};
-    ss.ss_sp = malloc(ss.ss_size);
-    if (!ss.ss_sp)
+    ss.ss_sp = mmap(NULL, ss.ss_size, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (ss.ss_sp == MAP_FAILED)
         return NULL;
     if (sigaltstack(&ss, NULL) != 0) {
-        free(ss.ss_sp);
+        munmap(ss.ss_sp, ss.ss_size);
         return NULL;
     }
     return ss.ss_sp;
@@ -126,7 +130,7 @@ void leash__altstack_off(void *stack)
     if (sigaltstack(NULL, &cur) == 0 && cur.ss_sp == stack && !(cur.ss_flags & SS_ONSTACK)) {
         stack_t off = {.ss_flags = SS_DISABLE};
         sigaltstack(&off, NULL);
-        free(stack);
+        munmap(stack, altstack_size());
     }
 }
 

@@ -20,6 +20,7 @@
 leash__lock_t       leash__groups_mu = LEASH__LOCK_INIT;
 struct leash_group *leash__groups;
 _Atomic uint64_t    leash__groups_live;
+_Atomic unsigned    leash__gen;
 /* apart, so spawners and workers do not share a cache line for them */
 _Alignas(64) _Atomic uint64_t leash__tasks_started;
 _Alignas(64) _Atomic uint64_t leash__tasks_ended;
@@ -103,7 +104,7 @@ void leash__cancel(struct leash_group *g, int cause)
 
 void leash_group_cancel(leash_group *g)
 {
-    if (g)
+    if (g && !leash__dead(g))
         leash__cancel(g, ECANCELED);
 }
 
@@ -136,8 +137,10 @@ int leash_group_open_at(leash_group **gp, const leash_group_opts *opts, const ch
 int leash__node_link(struct leash_group *g, leash_task *self, struct leash_group *parent,
                      int64_t timeout_ms, bool detached)
 {
+    leash__agent_init(); /* after a fork, the child's agent starts here */
     g->opener = self;
     g->parent = parent;
+    g->gen = atomic_load_explicit(&leash__gen, memory_order_relaxed);
     g->open_ns = leash__now_ns();
     g->heap_idx = SIZE_MAX;
     g->mu = (leash__lock_t)LEASH__LOCK_INIT;
@@ -392,6 +395,8 @@ int leash__go(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
 {
     if (!g || !fn)
         return -EINVAL;
+    if (leash__dead(g))
+        return -ECHILD; /* inherited from the parent of a fork */
     leash_task *self = leash__self();
     if (!self)
         return -ENOMEM;
@@ -451,8 +456,13 @@ void leash__task_begin(leash_task *t)
 void leash__task_done(leash_task *t, int rc)
 {
     struct leash_group *g = t->group;
-    bool                kick = false;
-    leash_task         *slot;
+    if (unlikely(!g)) {
+        /* it forked, and this is the child: its group stayed behind */
+        leash__task_forked_done(t);
+        return;
+    }
+    bool        kick = false;
+    leash_task *slot;
     if (leash__agent_wants())
         leash__agent_push(
             &(struct leash__aevent){.kind = LEASH_EV_TASK_END, .task = t->id, .group = g->id});
@@ -553,9 +563,50 @@ int leash_group_wait_at(leash_group *g, const char *file, int line)
     leash_task *self = leash__self();
     if (!self)
         return -ENOMEM;
+    if (leash__dead(g)) {
+        leash__group_forget(g, self);
+        return -ECHILD;
+    }
     if (g->opener != self)
         return -EPERM;
     return leash__group_wait(g, self, file, line);
+}
+
+/* A group inherited across a fork: its children, lists and locks are the
+   parent's, so it is only taken off self's list. Its memory is kept, as the
+   rest of the parent's runtime is: the parent's task records hang off it. */
+void leash__group_forget(struct leash_group *g, leash_task *self)
+{
+    static leash__lock_t       kept_mu = LEASH__LOCK_INIT;
+    static struct leash_group *kept;
+    for (struct leash_group **pp = &self->opened; *pp; pp = &(*pp)->onext) {
+        if (*pp == g) {
+            *pp = g->onext;
+            break;
+        }
+    }
+    leash__lock(&kept_mu);
+    g->onext = kept;
+    kept = g;
+    leash__unlock(&kept_mu);
+}
+
+void leash__group_atfork(int phase)
+{
+    switch (phase) {
+    case LEASH_FORK_PREPARE: leash__lock(&leash__groups_mu); break;
+    case LEASH_FORK_PARENT: leash__unlock(&leash__groups_mu); break;
+    case LEASH_FORK_CHILD:
+        leash__groups_mu = (leash__lock_t)LEASH__LOCK_INIT;
+        if (leash__groups)
+            leash__fork_kept[LEASH_KEPT_GROUPS] = leash__groups;
+        leash__groups = NULL;
+        atomic_store(&leash__groups_live, 0);
+        atomic_store(&leash__tasks_started, 0);
+        atomic_store(&leash__tasks_ended, 0);
+        atomic_fetch_add(&leash__gen, 1);
+        break;
+    }
 }
 
 /* --------------------------------------------------- cancellation points */

@@ -147,6 +147,7 @@ typedef struct leash_task {
 
     struct leash_group *opened;       /* groups it opened and has not waited */
     struct leash_group *scope;        /* its innermost open scope (leash_scope_open); NULL: none */
+    struct leash_group *fork_scope;   /* scopes open across a fork(), dead in the child */
     _Atomic int         shield_level; /* shielded scopes open: read by the interrupt sweep */
     struct leash_hold  *holds;        /* locks it holds, newest first */
     struct leash_hold  *hold_free;
@@ -303,7 +304,16 @@ struct leash_group {
     bool                shield;       /* LEASH_SHIELD: not on its parent's kids */
     bool                linked;       /* on parent->kids (every group, unshielded scopes) */
     int                 shield_level; /* the holder's shield_level inside it */
+    unsigned            gen;          /* leash__gen when opened: older ones are dead */
 };
+
+/* Bumped in the child of every fork: groups and scopes of an older
+   generation were inherited from the parent and are dead. */
+extern _Atomic unsigned leash__gen;
+static inline bool      leash__dead(const struct leash_group *g)
+{
+    return unlikely(g->gen != atomic_load_explicit(&leash__gen, memory_order_relaxed));
+}
 
 /* leash_scope is a leash_group inside. */
 struct leash_scope {
@@ -351,6 +361,10 @@ static inline uint64_t leash__group_alive(struct leash_group *g)
 }
 /* Called by the worker when a task's function has returned. */
 void leash__task_done(leash_task *t, int rc);
+/* Frees g, inherited across a fork (dead), and takes it off self's list. */
+void leash__group_forget(struct leash_group *g, leash_task *self);
+/* The end of a task that forked, in the child: it runs in no group. */
+void leash__task_forked_done(leash_task *t);
 /* Waits g (used by task exit for unwaited groups). */
 int leash__group_wait(struct leash_group *g, leash_task *self, const char *file, int line);
 
@@ -509,6 +523,26 @@ struct leash__proc_use {
 };
 void        leash__proc_read(const struct leash__proc_task *in, struct leash__proc_use *out);
 const char *leash__syscall_name(long nr, char *buf, size_t size);
+
+/* ----------------------------------------------------------- fork.c */
+
+/* pthread_atfork handlers, installed once by the first task. Each module
+   with global state takes its locks (prepare), lets them go (parent) or
+   starts afresh (child). */
+enum { LEASH_FORK_PREPARE, LEASH_FORK_PARENT, LEASH_FORK_CHILD };
+void leash__fork_init(void);
+/* What the parent's lists held, kept reachable in the child (never walked,
+   never freed): a leak checker sees no memory lost to a fork. */
+enum { LEASH_KEPT_GROUPS, LEASH_KEPT_ROOTS, LEASH_KEPT_QUEUE, LEASH_KEPT_WORKERS, LEASH_KEPT_N };
+extern void *leash__fork_kept[LEASH_KEPT_N];
+void         leash__group_atfork(int phase);
+void         leash__pool_atfork(int phase);
+void         leash__timer_atfork(int phase);
+void         leash__task_atfork(int phase);
+void         leash__mutex_atfork(int phase);
+void         leash__agent_atfork_child(void);
+void         leash__supervise_atfork_child(void);
+void         leash__proc_atfork_child(void);
 
 /* ----------------------------------------------------------- dump.c */
 

@@ -625,3 +625,12 @@ uint64_t leash__lock_holder(leash_task *t)
     leash__unlock(&graph_mu);
     return id;
 }
+
+void leash__mutex_atfork(int phase)
+{
+    switch (phase) {
+    case LEASH_FORK_PREPARE: leash__lock(&graph_mu); break;
+    case LEASH_FORK_PARENT: leash__unlock(&graph_mu); break;
+    case LEASH_FORK_CHILD: graph_mu = (leash__lock_t)LEASH__LOCK_INIT; break;
+    }
+}

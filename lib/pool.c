@@ -29,6 +29,7 @@ struct worker {
     _Atomic uint32_t word; /* 0 parked, 1 woken */
     struct worker   *next; /* parked stack */
     struct worker   *prev;
+    struct worker   *anext, *aprev; /* every worker (pool.all) */
 };
 
 static struct {
@@ -41,6 +42,7 @@ static struct {
     _Atomic uint64_t pops;       /* progress, for the monitor */
     _Atomic int      monitoring; /* the timer thread checks the queue every MONITOR_NS */
     struct worker   *parked;     /* most recently parked first: its cache is warm */
+    struct worker   *all;        /* every worker, so that none is lost to a fork */
 } pool = {.mu = LEASH__LOCK_INIT};
 
 _Atomic uint64_t leash__threads;
@@ -187,6 +189,11 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg; /* heap, not stack: a waker may touch it after we park */
     leash__lock(&pool.mu);
+    w->aprev = NULL;
+    w->anext = pool.all;
+    if (pool.all)
+        pool.all->aprev = w;
+    pool.all = w;
     for (;;) {
         leash_task *t = pop_locked();
         if (t) {
@@ -246,6 +253,12 @@ static void *worker_main(void *arg)
                 pool.parked = w->next;
             if (w->next)
                 w->next->prev = w->prev;
+            if (w->aprev)
+                w->aprev->anext = w->anext;
+            else
+                pool.all = w->anext;
+            if (w->anext)
+                w->anext->aprev = w->aprev;
             leash__unlock(&pool.mu);
             free(w);
             leash__task_cache_flush();
@@ -350,4 +363,33 @@ void leash__pool_unlock(void)
 leash_task *leash__pool_queue_locked(void)
 {
     return pool.head;
+}
+
+void leash__pool_atfork(int phase)
+{
+    switch (phase) {
+    case LEASH_FORK_PREPARE: leash__lock(&pool.mu); break;
+    case LEASH_FORK_PARENT: leash__unlock(&pool.mu); break;
+    case LEASH_FORK_CHILD: {
+        /* a task that forks from a worker goes on as that worker's task */
+        leash_task *self = leash__self_tls;
+        unsigned    worker = self && !self->root;
+        if (pool.head)
+            leash__fork_kept[LEASH_KEPT_QUEUE] = pool.head;
+        if (pool.parked)
+            leash__fork_kept[LEASH_KEPT_WORKERS] = pool.parked;
+        pool.mu = (leash__lock_t)LEASH__LOCK_INIT;
+        pool.head = pool.tail = NULL;
+        pool.parked = NULL;
+        /* pool.all stays: the parent's workers in it are never woken, and
+           a forking worker that retires here unlinks itself from it */
+        atomic_store(&pool.qlen, 0);
+        atomic_store(&pool.awake, 0);
+        atomic_store(&pool.running, worker);
+        atomic_store(&pool.spinning, 0);
+        atomic_store(&pool.monitoring, 0);
+        atomic_store(&leash__threads, worker);
+        break;
+    }
+    }
 }

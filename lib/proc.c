@@ -250,3 +250,8 @@ void leash__proc_read(const struct leash__proc_task *in, struct leash__proc_use 
     if (in->tid != (int)syscall(SYS_gettid))
         syscall_use(in->tid, out);
 }
+
+void leash__proc_atfork_child(void)
+{
+    samples_mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+}

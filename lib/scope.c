@@ -56,8 +56,23 @@ int leash_scope_open_at(leash_scope **sp, const leash_scope_opts *opts, const ch
 
 void leash_scope_cancel(leash_scope *s)
 {
-    if (s)
+    if (s && !leash__dead(&s->g))
         leash__cancel(&s->g, ECANCELED);
+}
+
+/* A scope open across a fork, closed in the child: only taken off the
+   task's list of them and freed. */
+static int scope_forget(leash_task *self, struct leash_group *g)
+{
+    for (struct leash_group **pp = &self->fork_scope; *pp; pp = &(*pp)->outer) {
+        if (*pp == g) {
+            *pp = g->outer;
+            int cause = atomic_load_explicit(&g->cancel_cause, memory_order_relaxed);
+            free(g);
+            return -cause;
+        }
+    }
+    return -EPERM;
 }
 
 /* Ends self's innermost scope g and frees it: its cause, negative, or 0. */
@@ -86,6 +101,8 @@ int leash_scope_close(leash_scope *s)
     leash_task         *self = leash__self();
     if (!self)
         return -ENOMEM;
+    if (leash__dead(g))
+        return g->holder == self ? scope_forget(self, g) : -EPERM;
     /* by its task, innermost first, and after the groups opened in it */
     if (g->holder != self || self->scope != g)
         return -EPERM;
@@ -106,4 +123,6 @@ void leash__scopes_exit(leash_task *t)
                       g->open_file ? g->open_file : "?", g->open_line);
         scope_end(t, g);
     }
+    while (t->fork_scope)
+        scope_forget(t, t->fork_scope);
 }

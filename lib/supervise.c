@@ -467,3 +467,8 @@ int leash_supervise_at(const leash_sup_opts *o, const leash_child_spec *children
     free(s.c);
     return rc;
 }
+
+void leash__supervise_atfork_child(void)
+{
+    intern_mu = (leash__lock_t)LEASH__LOCK_INIT;
+}

@@ -88,6 +88,7 @@ leash_task *leash__task_alloc(void)
     atomic_store_explicit(&t->op, LEASH_OP_NONE, memory_order_relaxed);
     t->opened = NULL;
     t->scope = NULL;
+    t->fork_scope = NULL;
     atomic_store_explicit(&t->shield_level, 0, memory_order_relaxed);
     t->holds = NULL;
     t->hold_free = NULL;
@@ -160,6 +161,7 @@ static void root_exit(void *p)
 static void root_key_init(void)
 {
     pthread_key_create(&root_key, root_exit);
+    leash__fork_init();
 }
 
 leash_task *leash__self_slow(void)
@@ -195,6 +197,10 @@ void leash__task_exit(leash_task *t)
 {
     while (t->opened) {
         struct leash_group *g = t->opened;
+        if (leash__dead(g)) {
+            leash__group_forget(g, t); /* inherited across a fork */
+            continue;
+        }
         leash__report("unwaited_group", t, g,
                       "task %llu (%s) returned with group %llu \"%s\" (opened at %s:%d) still "
                       "open: cancelled and waited for",
@@ -206,6 +212,54 @@ void leash__task_exit(leash_task *t)
     leash__scopes_exit(t);
     if (t->holds)
         leash__abandon_holds(t);
+}
+
+void leash__task_forked_done(leash_task *t)
+{
+    leash__reg_task_dead(t);
+    leash__lock(&leash__roots_mu);
+    if (t->gprev)
+        t->gprev->gnext = t->gnext;
+    else
+        leash__roots = t->gnext;
+    if (t->gnext)
+        t->gnext->gprev = t->gprev;
+    leash__unlock(&leash__roots_mu);
+    leash__task_free(t);
+}
+
+void leash__task_atfork(int phase)
+{
+    switch (phase) {
+    case LEASH_FORK_PREPARE:
+        leash__lock(&leash__roots_mu);
+        leash__lock(&free_mu);
+        break;
+    case LEASH_FORK_PARENT:
+        leash__unlock(&free_mu);
+        leash__unlock(&leash__roots_mu);
+        break;
+    case LEASH_FORK_CHILD: {
+        free_mu = (leash__lock_t)LEASH__LOCK_INIT;
+        leash__roots_mu = (leash__lock_t)LEASH__LOCK_INIT;
+        if (leash__roots)
+            leash__fork_kept[LEASH_KEPT_ROOTS] = leash__roots;
+        leash__roots = NULL;
+        leash_task *self = leash__self_tls;
+        if (!self)
+            break;
+        /* the forking thread is the child's only task: listed with the
+           root tasks, in no group and no scope, cancelled by nothing */
+        self->group = NULL;
+        self->fork_scope = self->scope;
+        self->scope = NULL;
+        atomic_store_explicit(&self->shield_level, 0, memory_order_relaxed);
+        atomic_store_explicit(&self->stop, false, memory_order_relaxed);
+        self->gprev = self->gnext = NULL;
+        leash__roots = self;
+        break;
+    }
+    }
 }
 
 uint64_t leash_task_id(void)

@@ -253,3 +253,26 @@ void leash__monitor_kick(void)
     leash__unlock(&tm.mu);
     kick();
 }
+
+void leash__timer_atfork(int phase)
+{
+    switch (phase) {
+    case LEASH_FORK_PREPARE:
+        leash__lock(&tm.mu);
+        leash__lock(&intr_mu);
+        break;
+    case LEASH_FORK_PARENT:
+        leash__unlock(&intr_mu);
+        leash__unlock(&tm.mu);
+        break;
+    case LEASH_FORK_CHILD:
+        /* the heap's groups are the parent's: the array is kept, emptied;
+           the thread starts again with the first deadline */
+        tm.mu = (leash__lock_t)LEASH__LOCK_INIT;
+        intr_mu = (leash__lock_t)LEASH__LOCK_INIT;
+        tm.n = 0;
+        tm.started = false;
+        intr_list = NULL;
+        break;
+    }
+}
