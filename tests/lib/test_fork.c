@@ -239,6 +239,13 @@ static int churn(void *arg)
 static void fork_while_the_runtime_churns_never_hangs_the_child(void **state)
 {
     (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    /* ASan's allocator in this toolchain (GCC 12's libsanitizer) takes no
+       lock around fork: a child can hang in malloc when another thread
+       allocated at the fork, whatever leash does. glibc's malloc is
+       fork-safe, so the release, valgrind and TSan runs hold this test. */
+    skip();
+#endif
     atomic_store(&churn_stop, 0);
     leash_group *g;
     assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = "churn"}), 0);
