@@ -414,7 +414,7 @@ int leash__go(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
     t->spawn_file = file;
     t->spawn_line = line;
     t->group = g;
-    leash__reg_task_live(t);
+    leash__reg_spawn(t, g->id);
     atomic_fetch_add_explicit(&leash__tasks_started, 1, memory_order_relaxed);
     if (leash__agent_wants())
         leash__agent_push(&(struct leash__aevent){.kind = LEASH_EV_TASK_START,

@@ -184,8 +184,8 @@ void leash__park(leash_task *t, uint32_t seq, int64_t abs_ns);
    spinner only takes the CPU from the thread it waits for. */
 int leash__spin_budget(void);
 
-void leash__reg_blocked(struct leash_reg_task *r, int op, const char *obj, const char *file,
-                        int line, int64_t since);
+void leash__reg_blocked(struct leash_reg_task *r, uint64_t id, int op, const char *obj,
+                        const char *file, int line, int64_t since);
 static inline void leash__blocked(leash_task *t, int op, const char *obj, const char *file,
                                   int line)
 {
@@ -196,7 +196,7 @@ static inline void leash__blocked(leash_task *t, int op, const char *obj, const 
     atomic_store_explicit(&t->since_ns, since, memory_order_relaxed);
     atomic_store_explicit(&t->op, op, memory_order_release);
     if (t->reg)
-        leash__reg_blocked(t->reg, op, obj, file, line, since);
+        leash__reg_blocked(t->reg, t->id, op, obj, file, line, since);
 }
 static inline void leash__unblocked(leash_task *t)
 {
@@ -476,16 +476,44 @@ uint64_t leash__lock_holder(leash_task *t);
 extern struct leash_reg_header *leash__reg;
 void                            leash__reg_init(void);
 int                             leash__reg_fd(void); /* the memfd, -1: none */
-uint32_t leash__reg_str(const char *s);              /* a static string's index; 0: none */
-void     leash__reg_task_slot(leash_task *t);        /* a new record takes its slot */
-/* t's fields are set (spawned, or a root task made): its slot shows it */
-void               leash__reg_task_live(leash_task *t);
-void               leash__reg_task_dead(leash_task *t);
-static inline void leash__reg_task_tid(leash_task *t, int tid)
+/* A static string's index; 0: none. The common case, a string seen
+   before at its first probe, is inline: it is on the spawn path. */
+extern _Atomic(const char *) leash__reg_keys[LEASH_REG_STRS];
+uint32_t                     leash__reg_str_slow(const char *s);
+static inline uint32_t       leash__reg_str(const char *s)
 {
-    if (t->reg)
-        __atomic_store_n(&t->reg->tid, tid, __ATOMIC_RELAXED);
+    uint32_t i =
+        (uint32_t)(((uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ull) >> 53) & (LEASH_REG_STRS - 1);
+    if (likely(s && atomic_load_explicit(&leash__reg_keys[i], memory_order_relaxed) == s))
+        return i;
+    return s ? leash__reg_str_slow(s) : 0;
 }
+void leash__reg_task_slot(leash_task *t); /* a new record takes its slot */
+/* t's fields are set (spawned, or a root task made): its slot shows it */
+void leash__reg_task_live(leash_task *t);
+/* The same for a task leash_go made, inline: a few stores into one cache
+   line (op and flags were cleared when the slot's last task ended). */
+static inline void leash__reg_spawn(leash_task *t, uint64_t group)
+{
+    struct leash_reg_task *r = t->reg;
+    if (unlikely(!r)) {
+        leash__reg_task_live(t); /* counts it as over */
+        return;
+    }
+    /* the word from the id, as registry.c's TSEQ: no load of this line */
+    __atomic_store_n(&r->seq, ((uint32_t)t->id << 1) | 1, __ATOMIC_RELAXED);
+    atomic_signal_fence(memory_order_seq_cst);
+    r->id = t->id;
+    r->group = group;
+    r->fn = leash__reg_str(t->fn_name);
+    r->file = leash__reg_str(t->spawn_file);
+    r->line = (uint32_t)t->spawn_line;
+    r->start_ns = t->start_ns;
+    r->live = 1;
+    atomic_signal_fence(memory_order_seq_cst);
+    __atomic_store_n(&r->seq, ((uint32_t)t->id << 1) + 2, __ATOMIC_RELEASE);
+}
+void               leash__reg_task_dead(leash_task *t);
 void               leash__reg_group_open(struct leash_group *g); /* under leash__groups_mu */
 void               leash__reg_group_end(struct leash_group *g);  /* under leash__groups_mu */
 static inline void leash__reg_group_cancelled(struct leash_group *g, int cause)

@@ -110,7 +110,6 @@ static void run(leash_task *t)
     t->thread = pthread_self();
     t->first_on_thread = ran++ == 0;
     atomic_store_explicit(&t->tid, leash__gettid(), memory_order_relaxed);
-    leash__reg_task_tid(t, atomic_load_explicit(&t->tid, memory_order_relaxed));
     atomic_store_explicit(&t->started, true, memory_order_release);
     leash__self_tls = t;
     int rc = t->fn(t->arg);

@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 
 _Static_assert(sizeof(struct leash_reg_group) == 128, "group slot size");
 _Static_assert(sizeof(struct leash_reg_task) == 128, "task slot size");
+_Static_assert(offsetof(struct leash_reg_task, bfile) == 64, "a spawn writes one line");
 _Static_assert(sizeof(struct leash_reg_header) <= LEASH_REG_HEADER_SIZE, "header size");
 
 #define GROUPS_OFF ((uint64_t)LEASH_REG_HEADER_SIZE)
@@ -35,7 +37,7 @@ static int               reg_fd = -1;
 static pthread_once_t    reg_once = PTHREAD_ONCE_INIT;
 
 /* the address each string slot was filled from; [0] stays NULL: "none" */
-static _Atomic(const char *) str_keys[LEASH_REG_STRS];
+_Atomic(const char *) leash__reg_keys[LEASH_REG_STRS];
 
 /* free group slots (under leash__groups_mu) */
 static uint32_t gfree[LEASH_REG_GROUPS];
@@ -178,14 +180,14 @@ uint32_t leash__reg_str_slow(const char *s)
     for (int probe = 0; probe < 64; probe++, i = (i + 1) & (LEASH_REG_STRS - 1)) {
         if (i == 0)
             continue;
-        const char *k = atomic_load_explicit(&str_keys[i], memory_order_acquire);
+        const char *k = atomic_load_explicit(&leash__reg_keys[i], memory_order_acquire);
         if (k == s)
             return i;
         if (k)
             continue;
         const char *none = NULL;
-        if (atomic_compare_exchange_strong_explicit(&str_keys[i], &none, s, memory_order_acq_rel,
-                                                    memory_order_acquire)) {
+        if (atomic_compare_exchange_strong_explicit(&leash__reg_keys[i], &none, s,
+                                                    memory_order_acq_rel, memory_order_acquire)) {
             leash__copy_name(str_at(i), LEASH_REG_STRLEN, s);
             return i;
         }
@@ -193,19 +195,6 @@ uint32_t leash__reg_str_slow(const char *s)
             return i;
     }
     return 0; /* the table is full: shown as unknown */
-}
-
-uint32_t leash__reg_str(const char *s)
-{
-    if (!s)
-        return 0;
-    /* the common case, a string seen before at its first probe */
-    uint64_t    h = (uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ull;
-    uint32_t    i = (uint32_t)(h >> 53) & (LEASH_REG_STRS - 1);
-    const char *k = atomic_load_explicit(&str_keys[i], memory_order_relaxed);
-    if (likely(k == s))
-        return i;
-    return leash__reg_str_slow(s);
 }
 
 /* ---------------------------------------------------------------- tasks */
@@ -223,6 +212,19 @@ uint32_t leash__reg_str(const char *s)
     do {                                                                                           \
         atomic_signal_fence(memory_order_seq_cst);                                                 \
         __atomic_store_n(&(r)->seq, (r)->seq + 1, __ATOMIC_RELEASE);                               \
+    } while (0)
+/* A task slot's word comes from its task's id, 2 id + 1 while an update
+   is under way and 2 id + 2 once whole: its writers never read the slot,
+   whose line another CPU wrote last (that load would stall the spawn). */
+#define TSEQ_BEGIN(r, id)                                                                          \
+    do {                                                                                           \
+        __atomic_store_n(&(r)->seq, ((uint32_t)(id) << 1) | 1, __ATOMIC_RELAXED);                  \
+        atomic_signal_fence(memory_order_seq_cst);                                                 \
+    } while (0)
+#define TSEQ_END(r, id)                                                                            \
+    do {                                                                                           \
+        atomic_signal_fence(memory_order_seq_cst);                                                 \
+        __atomic_store_n(&(r)->seq, ((uint32_t)(id) << 1) + 2, __ATOMIC_RELEASE);                  \
     } while (0)
 
 void leash__reg_task_slot(leash_task *t)
@@ -245,7 +247,7 @@ void leash__reg_task_live(leash_task *t)
             __atomic_fetch_add(&leash__reg->tasks_over, 1, __ATOMIC_RELAXED);
         return;
     }
-    SEQ_BEGIN(r);
+    TSEQ_BEGIN(r, t->id);
     r->id = t->id;
     r->group = t->group ? t->group->id : 0;
     r->fn = t->root ? 0 : leash__reg_str(t->fn_name);
@@ -258,7 +260,7 @@ void leash__reg_task_live(leash_task *t)
     if (t->root)
         memcpy(r->thread, t->thread_name, sizeof r->thread);
     r->live = 1;
-    SEQ_END(r);
+    TSEQ_END(r, t->id);
 }
 
 void leash__reg_task_dead(leash_task *t)
@@ -269,15 +271,17 @@ void leash__reg_task_dead(leash_task *t)
             __atomic_fetch_sub(&leash__reg->tasks_over, 1, __ATOMIC_RELAXED);
         return;
     }
-    SEQ_BEGIN(r);
+    TSEQ_BEGIN(r, t->id);
     r->live = 0;
-    SEQ_END(r);
+    r->op = 0; /* what the next spawn into this slot need not write */
+    r->flags = 0;
+    TSEQ_END(r, t->id);
 }
 
-void leash__reg_blocked(struct leash_reg_task *r, int op, const char *obj, const char *file,
-                        int line, int64_t since)
+void leash__reg_blocked(struct leash_reg_task *r, uint64_t id, int op, const char *obj,
+                        const char *file, int line, int64_t since)
 {
-    SEQ_BEGIN(r);
+    TSEQ_BEGIN(r, id);
     r->op = (uint32_t)op;
     r->bfile = leash__reg_str(file);
     r->bline = (uint32_t)line;
@@ -287,7 +291,7 @@ void leash__reg_blocked(struct leash_reg_task *r, int op, const char *obj, const
         for (; n < sizeof r->obj - 1 && obj[n]; n++)
             r->obj[n] = obj[n];
     r->obj[n] = '\0';
-    SEQ_END(r);
+    TSEQ_END(r, id);
 }
 
 /* --------------------------------------------------------------- groups */

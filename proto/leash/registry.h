@@ -53,6 +53,8 @@ struct leash_reg_group {
     uint8_t  pad_[24];
 };
 
+/* What a spawn writes is in the first 64 bytes, one cache line; what
+   blocking adds, in the second. */
 struct leash_reg_task {
     uint32_t seq;
     uint32_t live; /* 1: spawned and not yet returned */
@@ -61,13 +63,13 @@ struct leash_reg_task {
     uint32_t fn;    /* string index of the function's name (root tasks: 0, see thread) */
     uint32_t file;  /* string index of the spawn site's file */
     uint32_t line;
-    int32_t  tid;      /* the thread running it; 0: not started yet */
+    uint32_t flags;    /* LEASH_REG_ROOT, LEASH_REG_CRASHED */
+    int32_t  tid;      /* root tasks: the thread; 0: not known */
+    uint32_t op;       /* the dump's blocked-on op; 0: running */
     int64_t  start_ns; /* CLOCK_MONOTONIC_COARSE */
     int64_t  since_ns; /* blocked since, same clock */
-    uint32_t op;       /* the dump's blocked-on op; 0: running */
     uint32_t bfile;    /* string index of the file it blocked at */
     uint32_t bline;
-    uint32_t flags; /* LEASH_REG_ROOT, LEASH_REG_CRASHED */
     char     obj[LEASH_REG_OBJLEN];
     char     thread[16]; /* root tasks: the thread's name */
 };
