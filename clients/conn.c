@@ -160,9 +160,9 @@ int conn_call(const char *path, Leash__Control__Request *req, conn_cb cb, void *
     int                       rc = 0;
     bool                      any = false;
     Leash__Control__Response *r;
+    bool follow = req->req_case == LEASH__CONTROL__REQUEST__REQ_INCIDENTS && req->incidents->follow;
     while ((r = recv_resp(fd)) != NULL) {
-        if (!any && req->req_case == LEASH__CONTROL__REQUEST__REQ_INCIDENTS &&
-            req->incidents->follow)
+        if (!any && follow)
             set_timeout(fd, SO_RCVTIMEO, 0); /* new incidents come when they come */
         any = true;
         switch (r->resp_case) {
@@ -185,8 +185,19 @@ int conn_call(const char *path, Leash__Control__Request *req, conn_cb cb, void *
             break;
         default: fprintf(stderr, "leashctl: unexpected response from leashd\n"); rc = 1;
         }
-        fflush(stdout);
         leash__control__response__free_unpacked(r, NULL);
+        if (fflush(stdout) != 0 || ferror(stdout)) {
+            rc = 1; /* main says why; a follower stops rather than print into nothing */
+            follow = false;
+            break;
+        }
+    }
+    if (follow && any) {
+        /* leashd never ends a follow by itself: it stopped, or dropped a
+           follower that did not read (peer_out_max) */
+        fprintf(stderr, "leashctl: leashd ended the follow (it stopped, or dropped this follower "
+                        "for reading too slowly)\n");
+        rc = 1;
     }
     close(fd);
     return any ? rc : 1; /* no response at all: said why already */

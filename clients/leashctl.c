@@ -531,7 +531,7 @@ static int cmd_help(struct ctl *c)
 
 /* ------------------------------------------------------------------ main */
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
     /* widths of names in columns: any UTF-8 locale will do */
     setlocale(LC_CTYPE, "");
@@ -657,4 +657,18 @@ int main(int argc, char **argv)
     if (!c.socket)
         c.socket = conn_default_socket(c.socket_buf, sizeof c.socket_buf);
     return c.cmd->run(&c);
+}
+
+/* An output that could not be written (a full disk, a closed file) is a
+   failure, said, as GNU tools do: a script must not take a cut-off listing
+   for a whole one. A closed pipe still ends leashctl by SIGPIPE. */
+int main(int argc, char **argv)
+{
+    int rc = run(argc, argv);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "leashctl: cannot write the output: %s\n",
+                errno ? strerror(errno) : "write error");
+        return 1;
+    }
+    return rc;
 }

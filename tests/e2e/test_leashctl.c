@@ -452,6 +452,63 @@ static void top_refreshes_and_quits_on_q(void **state)
     daemon_cleanup(&d);
 }
 
+/* Reads a whole small file into out. */
+static void slurp(const char *path, char *out, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, len - 1, f);
+    out[n] = '\0';
+    fclose(f);
+}
+
+/* An output that cannot be written is a failure, said; and a follow that
+   leashd ends (it stopped) is one too: a script must not take a cut-off
+   listing, or a follow that quietly ended, for success. */
+static void lost_output_and_a_lost_follow_fail(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    char err[4096], errfile[160];
+    snprintf(errfile, sizeof errfile, "%s/err", d.dir);
+    const char *cmds[] = {"ps", "status", "incidents --json", "--version", "help"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        assert_int_equal(
+            sh("%s --socket %s %s >/dev/full 2>%s", LEASHCTL_BIN, d.control, cmds[i], errfile), 1);
+        slurp(errfile, err, sizeof err);
+        if (!strstr(err, "leashctl: cannot write the output: No space left on device"))
+            fail_msg("%s >/dev/full said: %s", cmds[i], err);
+    }
+
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(p[1], 1);
+        int fd = open(errfile, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 2);
+        close(p[0]);
+        execl(LEASHCTL_BIN, "leashctl", "--socket", d.control, "incidents", "--follow",
+              (char *)NULL);
+        _exit(127);
+    }
+    track(pid);
+    close(p[1]);
+    char line[256];
+    read_line(p[0], line, sizeof line, E2E_WAIT_MS); /* the header: it follows now */
+    assert_non_null(strstr(line, "KIND"));
+    daemon_stop(&d);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    close(p[0]);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+    slurp(errfile, err, sizeof err);
+    assert_non_null(strstr(err, "leashctl: leashd ended the follow"));
+    daemon_cleanup(&d);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -462,6 +519,7 @@ int main(void)
         cmocka_unit_test_teardown(incidents_last_n_and_every_format_spelling, teardown),
         cmocka_unit_test_teardown(status_json_has_the_documented_keys, teardown),
         cmocka_unit_test_teardown(top_refreshes_and_quits_on_q, teardown),
+        cmocka_unit_test_teardown(lost_output_and_a_lost_follow_fail, teardown),
     };
     return cmocka_run_group_tests_name("leashctl", tests, NULL, NULL);
 }
