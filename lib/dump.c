@@ -4,6 +4,7 @@
 #include "snapshot.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,20 @@ const char *leash__process_name(void)
 {
     const char *n = getenv("LEASH_NAME");
     return n && *n ? n : program_invocation_short_name;
+}
+
+void (*leash__snap_hook)(uint64_t task, int op);
+_Atomic uint64_t leash__peek_waits;
+
+void leash__peek_wait(leash_task *t)
+{
+    atomic_fetch_add_explicit(&leash__peek_waits, 1, memory_order_relaxed);
+    for (unsigned i = 0; atomic_load_explicit(&t->peeks, memory_order_acquire) != 0; i++) {
+        if (i < 100)
+            leash__cpu_relax();
+        else
+            sched_yield(); /* the copier lost its CPU */
+    }
 }
 
 static int snap_task(struct leash_snapshot *s, leash_task *t, int64_t now)
@@ -27,22 +42,42 @@ static int snap_task(struct leash_snapshot *s, leash_task *t, int64_t now)
     }
     struct leash_snap_task *x = &s->tasks[s->ntasks++];
     x->id = t->id;
-    x->fn = t->fn_name;
+    x->fn = t->fn_name; /* static (#fn, an interned child name), but for: */
+    if (t->fn_name == t->thread_name) {
+        /* a root task's name is in its record, which a thread that ends
+           gives back for reuse (under roots_mu here: not yet) */
+        memcpy(x->fnbuf, t->thread_name, sizeof x->fnbuf);
+        x->fnbuf[sizeof x->fnbuf - 1] = '\0';
+        x->fn = x->fnbuf;
+    }
+    x->fn_copied = x->fn == x->fnbuf;
     x->file = t->spawn_file;
     x->line = t->spawn_line;
-    x->op = atomic_load_explicit(&t->op, memory_order_acquire);
-    /* a copy: what the name belongs to may be freed once the locks the
-       snapshot holds are released (a waited group is freed by its opener
-       right after it leaves leash__groups, which needs leash__groups_mu) */
-    const char *obj = x->op ? atomic_load_explicit(&t->obj, memory_order_relaxed) : NULL;
-    x->obj = obj;
-    leash__copy_name(x->objbuf, sizeof x->objbuf, obj);
-    x->bfile = atomic_load_explicit(&t->bfile, memory_order_relaxed);
-    x->bline = atomic_load_explicit(&t->bline, memory_order_relaxed);
+    /* The name blocked on is copied, not pointed to: the object (a group
+       being waited for, a channel, a lock) may be freed as soon as the call
+       blocked on it returns, before this snapshot is printed. Under
+       t->peeks the call cannot return (leash__unblocked), so the name is
+       alive while it is copied; nothing here may take a lock meanwhile. */
+    atomic_fetch_add_explicit(&t->peeks, 1, memory_order_seq_cst);
+    x->op = atomic_load_explicit(&t->op, memory_order_seq_cst);
+    x->obj = NULL;
+    x->objbuf[0] = '\0';
+    x->bfile = NULL;
+    x->bline = 0;
+    if (x->op) {
+        if (unlikely(leash__snap_hook != NULL))
+            leash__snap_hook(x->id, x->op);
+        const char *obj = atomic_load_explicit(&t->obj, memory_order_relaxed);
+        if (obj) {
+            leash__copy_name(x->objbuf, sizeof x->objbuf, obj);
+            x->obj = x->objbuf; /* set again once the array stops moving */
+        }
+        x->bfile = atomic_load_explicit(&t->bfile, memory_order_relaxed); /* static */
+        x->bline = atomic_load_explicit(&t->bline, memory_order_relaxed);
+    }
     int64_t since = x->op ? atomic_load_explicit(&t->since_ns, memory_order_relaxed) : t->start_ns;
+    atomic_fetch_sub_explicit(&t->peeks, 1, memory_order_release);
     x->since_ms = since < now ? (now - since) / 1000000 : 0;
-    if (!x->op)
-        x->obj = x->bfile = NULL;
     x->held_by = x->op == LEASH_OP_MUTEX ? leash__lock_holder(t) : 0;
     /* a queued task's worker fields are not written yet */
     bool started = atomic_load_explicit(&t->started, memory_order_acquire);
@@ -101,13 +136,10 @@ int leash_snapshot_take(struct leash_snapshot *s)
     leash__copy_name(root->name, sizeof root->name, "root");
     root->deadline_ms_left = -1;
     root->strategy = -1;
-    /* groups_mu too: a root task may wait for a group, whose name it shows */
-    leash__lock(&leash__groups_mu);
     leash__lock(&leash__roots_mu);
     for (leash_task *t = leash__roots; t && !err; t = t->gnext)
         err = snap_task(s, t, now);
     leash__unlock(&leash__roots_mu);
-    leash__unlock(&leash__groups_mu);
     s->groups[0].count = s->ntasks - s->groups[0].first;
 
     leash__lock(&leash__groups_mu);
@@ -170,9 +202,13 @@ int leash_snapshot_take(struct leash_snapshot *s)
                   by_usefulness);
     if (s->ngroups > 2)
         qsort(s->groups + 1, s->ngroups - 1, sizeof *s->groups, by_id);
-    for (size_t i = 0; i < s->ntasks; i++)
-        if (s->tasks[i].obj)
-            s->tasks[i].obj = s->tasks[i].objbuf; /* the array has stopped moving */
+    for (size_t i = 0; i < s->ntasks; i++) { /* the array has stopped moving */
+        struct leash_snap_task *x = &s->tasks[i];
+        if (x->obj)
+            x->obj = x->objbuf;
+        if (x->fn_copied)
+            x->fn = x->fnbuf;
+    }
     return 0;
 }
 

@@ -139,7 +139,10 @@ typedef struct leash_task {
     void                  *altstack; /* root tasks: the signal stack leash gave the thread */
 
     /* what it is blocked on, for dumps: a few relaxed stores per blocking call */
-    _Atomic int           op;
+    _Atomic int op;
+    /* snapshots copying obj's name right now: the blocking call does not
+       return, so the object cannot go, until they are done (dump.c) */
+    _Atomic uint32_t      peeks;
     _Atomic(const char *) obj;
     _Atomic(const char *) bfile;
     _Atomic int           bline;
@@ -198,9 +201,18 @@ static inline void leash__blocked(leash_task *t, int op, const char *obj, const 
     if (t->reg)
         leash__reg_blocked(t->reg, t->id, op, obj, file, line, since);
 }
+/* Waits until no snapshot is copying the name t is blocked on (dump.c). */
+void leash__peek_wait(leash_task *t);
+/* Every blocking call ends with this before it returns: from then on the
+   caller may free what it was blocked on. A snapshot reads op and then the
+   name under t->peeks; op cleared first and peeks read after (both seq_cst,
+   Dekker's pattern), either the snapshot sees op cleared and reads no name,
+   or this call sees it and waits the few instructions the copy takes. */
 static inline void leash__unblocked(leash_task *t)
 {
-    atomic_store_explicit(&t->op, LEASH_OP_NONE, memory_order_relaxed);
+    atomic_store_explicit(&t->op, LEASH_OP_NONE, memory_order_seq_cst);
+    if (unlikely(atomic_load_explicit(&t->peeks, memory_order_seq_cst) != 0))
+        leash__peek_wait(t);
     if (t->reg)
         __atomic_store_n(&t->reg->op, 0, __ATOMIC_RELAXED);
 }

@@ -6,12 +6,14 @@
 
 struct leash_snap_task {
     uint64_t    id;
-    const char *fn;
+    const char *fn;        /* static, or fnbuf (a root task's thread name) */
+    char        fnbuf[16]; /* sizeof leash_task.thread_name */
+    bool        fn_copied;
     const char *file; /* spawn site; NULL for root tasks */
     int         line;
     int         op;         /* LEASH_OP_*; 0: running */
     const char *obj;        /* name of what it is blocked on: objbuf, or NULL */
-    char        objbuf[48]; /* copied while the object cannot go (see dump.c) */
+    char        objbuf[48]; /* copied while the object cannot go (see snap_task) */
     const char *bfile;      /* where it blocked */
     int         bline;
     int64_t     since_ms; /* in its state this long */
@@ -51,8 +53,14 @@ struct leash_snapshot {
     size_t                   ntasks, tcap;
 };
 
-int  leash_snapshot_take(struct leash_snapshot *s);
-void leash_snapshot_free(struct leash_snapshot *s);
+int leash_snapshot_take(struct leash_snapshot *s);
+/* For the tests alone: called by a snapshot that has seen task blocked on
+   op, before it copies the name of what it is blocked on; the call blocked
+   cannot return meanwhile. */
+LEASH__HIDDEN extern void (*leash__snap_hook)(uint64_t task, int op);
+/* Blocking calls that waited for a snapshot's copy to end (leash__peek_wait). */
+LEASH__HIDDEN extern _Atomic uint64_t leash__peek_waits;
+void                                  leash_snapshot_free(struct leash_snapshot *s);
 void leash_snapshot_text(const struct leash_snapshot *s, struct leash__buf *b);
 void leash_snapshot_json(const struct leash_snapshot *s, struct leash__buf *b);
 /* "one_for_one", "one_for_all", "rest_for_one"; NULL for -1 */

@@ -2,6 +2,7 @@
 #include "helpers.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 
 struct parked {
@@ -185,6 +186,223 @@ static void report_is_one_stderr_line_naming_the_site(void **state)
     leash_mutex_destroy(&m);
 }
 
+/* ------------------------------------------ names of objects that go */
+
+/* The library's hook for the tests (dump.c): called by a snapshot that has
+   seen a task blocked, before it copies the name of what it is blocked on. */
+extern void (*leash__snap_hook)(uint64_t task, int op);
+extern _Atomic uint64_t leash__peek_waits;
+
+/* One race held open: a dump that has seen `target` blocked waits, inside
+   the window, until the target's call has returned and freed its object
+   (`freed`), or until the call is seen waiting for the dump to finish with
+   the name (leash__peek_waits moved): the first can only happen without the
+   fix, and is then a read of freed memory (ASan, valgrind). */
+static struct {
+    _Atomic uint64_t target;
+    _Atomic bool     armed, hooked, freed, stuck;
+    uint64_t         peek_waits;
+} race;
+
+static void race_hook(uint64_t task, int op)
+{
+    (void)op;
+    if (!atomic_load(&race.armed) || task != atomic_load(&race.target))
+        return;
+    atomic_store(&race.armed, false);
+    atomic_store(&race.hooked, true);
+    int64_t until = mono_ms() + TEST_WAIT_MS;
+    while (!atomic_load(&race.freed) && atomic_load(&leash__peek_waits) == race.peek_waits) {
+        if (mono_ms() > until) {
+            atomic_store(&race.stuck, true); /* neither: the test fails below */
+            return;
+        }
+        poll_pause();
+    }
+}
+
+static void race_arm(uint64_t target)
+{
+    race.peek_waits = atomic_load(&leash__peek_waits);
+    atomic_store(&race.hooked, false);
+    atomic_store(&race.freed, false);
+    atomic_store(&race.stuck, false);
+    atomic_store(&race.target, target);
+    leash__snap_hook = race_hook;
+    atomic_store(&race.armed, true);
+}
+
+static void wait_flag(_Atomic bool *f, const char *what)
+{
+    int64_t until = mono_ms() + TEST_WAIT_MS;
+    while (!atomic_load(f)) {
+        if (mono_ms() > until)
+            fail_msg("never saw %s", what);
+        poll_pause();
+    }
+}
+
+struct freeing {
+    leash_chan      *c;
+    _Atomic uint64_t id;
+    _Atomic bool     sent;
+};
+
+/* Receives once, then frees the channel it was blocked on (once the sender
+   is out of its call too), as a program may. */
+static void *receive_then_free(void *arg)
+{
+    struct freeing *f = arg;
+    atomic_store(&f->id, leash_task_id());
+    int v;
+    assert_int_equal(leash_chan_recv(f->c, &v), 0);
+    wait_flag(&f->sent, "the send return");
+    leash_chan_free(f->c);
+    atomic_store(&race.freed, true);
+    return NULL;
+}
+
+/* A helper made a root task before the dump: a dump in its window holds the
+   root tasks' lock, which a thread's first call into leash takes. */
+static _Atomic bool helper_ready;
+
+static void *send_when_hooked(void *arg)
+{
+    struct freeing *f = arg;
+    (void)leash_task_id();
+    atomic_store(&helper_ready, true);
+    wait_flag(&race.hooked, "the dump inside its window");
+    int v = 7;
+    assert_int_equal(leash_chan_send(f->c, &v), 0);
+    atomic_store(&f->sent, true);
+    return NULL;
+}
+
+static void a_dump_copies_the_name_of_a_channel_freed_as_its_call_returns(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        struct freeing f = {0};
+        assert_int_equal(leash_chan_open(&f.c, "short-lived-channel", sizeof(int), 0), 0);
+        pthread_t r, s;
+        assert_int_equal(pthread_create(&r, NULL, receive_then_free, &f), 0);
+        wait_blocked("chan_recv", 1);
+        race_arm(atomic_load(&f.id));
+        atomic_store(&helper_ready, false);
+        assert_int_equal(pthread_create(&s, NULL, send_when_hooked, &f), 0);
+        wait_flag(&helper_ready, "the sender ready");
+        char *d = dump_json(); /* the receiver returns and frees inside it */
+        leash__snap_hook = NULL;
+        assert_false(atomic_load(&race.stuck));
+        assert_true(atomic_load(&race.hooked));
+        assert_non_null(d);
+        assert_non_null(strstr(d, "\"object\":\"short-lived-channel\""));
+        free(d);
+        pthread_join(s, NULL);
+        pthread_join(r, NULL);
+    }
+}
+
+struct waited {
+    leash_chan      *c;
+    _Atomic uint64_t id;
+};
+
+static int recv_until_closed(void *arg)
+{
+    int v;
+    return leash_chan_recv(arg, &v) == -EPIPE ? 0 : -EIO;
+}
+
+/* Opens a group whose child waits for a channel, and waits for the group:
+   the group is freed as the wait returns. */
+static void *open_and_wait(void *arg)
+{
+    struct waited *w = arg;
+    atomic_store(&w->id, leash_task_id());
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = "waited-and-freed"}), 0);
+    assert_int_equal(leash_go(g, recv_until_closed, w->c), 0);
+    assert_int_equal(leash_group_wait(g), 0);
+    atomic_store(&race.freed, true);
+    return NULL;
+}
+
+static void *close_when_hooked(void *arg)
+{
+    (void)leash_task_id();
+    atomic_store(&helper_ready, true);
+    wait_flag(&race.hooked, "the dump inside its window");
+    assert_int_equal(leash_chan_close(((struct waited *)arg)->c), 0);
+    return NULL;
+}
+
+static void a_dump_copies_the_name_of_a_group_freed_as_its_wait_returns(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        struct waited w = {0};
+        assert_int_equal(leash_chan_open(&w.c, "gate", sizeof(int), 0), 0);
+        pthread_t o, c;
+        assert_int_equal(pthread_create(&o, NULL, open_and_wait, &w), 0);
+        wait_blocked("group_wait", 1);
+        race_arm(atomic_load(&w.id));
+        atomic_store(&helper_ready, false);
+        assert_int_equal(pthread_create(&c, NULL, close_when_hooked, &w), 0);
+        wait_flag(&helper_ready, "the closer ready");
+        char *d = dump_json();
+        leash__snap_hook = NULL;
+        assert_false(atomic_load(&race.stuck));
+        assert_true(atomic_load(&race.hooked));
+        assert_non_null(d);
+        assert_non_null(strstr(d, "\"object\":\"waited-and-freed\""));
+        free(d);
+        pthread_join(c, NULL);
+        pthread_join(o, NULL);
+        leash_chan_free(w.c);
+    }
+    assert_nothing_leaked();
+}
+
+/* The same race left to chance, many times: groups opened, waited and
+   freed by one thread while another dumps, as text and JSON. */
+static int quick(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+static _Atomic bool churn_stop;
+
+static void *churn_groups(void *arg)
+{
+    (void)arg;
+    for (int i = 0; !atomic_load(&churn_stop) && i < 2000; i++) {
+        leash_group *g;
+        char         name[32];
+        snprintf(name, sizeof name, "churn-%d", i);
+        assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = name}), 0);
+        assert_int_equal(leash_go(g, quick, NULL), 0);
+        assert_int_equal(leash_group_wait(g), 0);
+    }
+    return NULL;
+}
+
+static void dumps_racing_groups_that_are_waited_and_freed_read_nothing_freed(void **state)
+{
+    (void)state;
+    pthread_t t;
+    atomic_store(&churn_stop, false);
+    assert_int_equal(pthread_create(&t, NULL, churn_groups, NULL), 0);
+    for (int i = 0; i < 200; i++) {
+        char *d = i % 2 ? dump_json() : dump_text();
+        assert_non_null(d);
+        free(d);
+    }
+    atomic_store(&churn_stop, true);
+    pthread_join(t, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -194,6 +412,9 @@ int main(void)
         cmocka_unit_test(dump_refuses_bad_arguments),
         cmocka_unit_test(stats_count_tasks_and_groups),
         cmocka_unit_test(report_is_one_stderr_line_naming_the_site),
+        cmocka_unit_test(a_dump_copies_the_name_of_a_channel_freed_as_its_call_returns),
+        cmocka_unit_test(a_dump_copies_the_name_of_a_group_freed_as_its_wait_returns),
+        cmocka_unit_test(dumps_racing_groups_that_are_waited_and_freed_read_nothing_freed),
     };
     /* the report test reads LEASH_REPORT itself, before any report is made */
     return cmocka_run_group_tests_name("dump", tests, NULL, NULL);
