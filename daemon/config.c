@@ -252,6 +252,24 @@ static int k_report_interval(struct ctx *x, const config_setting_t *s, struct co
     return 0;
 }
 
+static int k_names_max(struct ctx *x, const config_setting_t *s, struct config *c)
+{
+    long long v = 0;
+    if (get_count(x, s, "names_max", 65536, 1LL << 40, &v))
+        return -1;
+    c->names_max = (size_t)v;
+    return 0;
+}
+
+static int k_objects_per_process(struct ctx *x, const config_setting_t *s, struct config *c)
+{
+    long long v = 0;
+    if (get_count(x, s, "objects_per_process", 16, 1LL << 32, &v))
+        return -1;
+    c->objects_per_process = (size_t)v;
+    return 0;
+}
+
 static int k_metrics_listen(struct ctx *x, const config_setting_t *s, struct config *c)
 {
     if (get_str(x, s, "metrics_listen", &c->metrics_listen))
@@ -384,6 +402,8 @@ static const struct key {
     {"peer_timeout", k_peer_timeout},
     {"report_burst", k_report_burst},
     {"report_interval", k_report_interval},
+    {"names_max", k_names_max},
+    {"objects_per_process", k_objects_per_process},
 };
 
 static const struct policy builtin_policy = {
@@ -427,6 +447,8 @@ static int defaults(struct config *c)
     c->peer_timeout_ms = 10000;
     c->report_burst = 1000;
     c->report_interval_ms = 10000;
+    c->names_max = 64 * 1024 * 1024;
+    c->objects_per_process = 200000;
     c->policies = calloc(1, sizeof *c->policies);
     if (!c->agent_socket || !c->control_socket || !c->state_dir || !c->admin_uids || !c->policies)
         return -1;

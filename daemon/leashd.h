@@ -63,6 +63,8 @@ struct config {
     int64_t        peer_timeout_ms;   /* to finish a Hello, a request or a started frame */
     uint64_t       report_burst;      /* report incidents per process per interval */
     int64_t        report_interval_ms;
+    size_t         names_max;           /* bytes of unique names held */
+    size_t         objects_per_process; /* live groups and tasks of one process */
     struct policy *policies;
     int            npolicies;
 };
@@ -227,6 +229,8 @@ enum limit {
     LIMIT_REPORTS,   /* report incidents per process per report_interval */
     LIMIT_FDS,       /* accept() out of file descriptors */
     LIMIT_IDENTITY,  /* a peer whose process cannot be pinned: never signalled */
+    LIMIT_NAMES,     /* bytes of unique names held */
+    LIMIT_OBJECTS,   /* live groups and tasks of one process */
     LIMIT_COUNT
 };
 extern const char *const limit_names[LIMIT_COUNT];

@@ -122,6 +122,7 @@ void map_free(struct map *m)
 static struct {
     char **s;
     size_t cap, n;
+    size_t bytes; /* of the strings */
 } strs;
 
 static uint64_t fnv(const char *s)
@@ -175,11 +176,23 @@ const char *intern(const char *s)
             return remember(strs.s[i]);
         i = (i + 1) & (strs.cap - 1);
     }
-    char *c = strdup(s);
+    /* a bound on what unique names can cost (names_max): past it a new
+       name is shown as this, said once, counted */
+    size_t len = strlen(s) + 1;
+    if (strs.bytes + len + strs.cap * sizeof *strs.s > cfg.names_max) {
+        if (limit_hits[LIMIT_NAMES]++ == 0)
+            log_warn("names over names_max (%zu bytes): new names are shown as "
+                     "\"(names_max)\" (said once)",
+                     cfg.names_max);
+        return "(names_max)";
+    }
+    char *c = malloc(len);
     if (!c)
         return "?";
+    memcpy(c, s, len);
     strs.s[i] = c;
     strs.n++;
+    strs.bytes += len;
     return remember(c);
 }
 

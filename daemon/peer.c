@@ -208,6 +208,17 @@ static int hello_reply(struct proc *p, bool ok, const char *error)
     return agent_send(p, &m);
 }
 
+/* A process with more live groups and tasks than objects_per_process
+   could grow leashd without bound: its connection goes. */
+static const char *over_objects(struct proc *p, char *why, size_t whylen)
+{
+    limit_hit(LIMIT_OBJECTS, p->uid, "process %d (%s) has over %zu live groups and tasks",
+              (int)p->pid, p->name, cfg.objects_per_process);
+    snprintf(why, whylen, "over objects_per_process (%zu live groups and tasks)",
+             cfg.objects_per_process);
+    return why;
+}
+
 /* One whole frame: decode, then act. Returns the reason to drop the peer. */
 static const char *on_message(struct proc *p, const uint8_t *msg, size_t len, char *why,
                               size_t whylen)
@@ -244,12 +255,18 @@ static const char *on_message(struct proc *p, const uint8_t *msg, size_t len, ch
             break;
         }
         model_hello(p, m->hello);
+        if (p->groups.n + p->tasks.n > cfg.objects_per_process) {
+            drop = over_objects(p, why, whylen);
+            break;
+        }
         hello_reply(p, true, NULL);
         break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_EVENTS:
         p->dropped = m->events->dropped;
         for (size_t i = 0; i < m->events->n_events; i++)
             model_event(p, m->events->events[i]);
+        if (p->groups.n + p->tasks.n > cfg.objects_per_process)
+            drop = over_objects(p, why, whylen);
         break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_HEARTBEAT: model_heartbeat(p, m->heartbeat); break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_DUMP:

@@ -290,6 +290,83 @@ static void parked_partial_frames_are_bounded_and_freed(void **state)
     daemon_cleanup(&d);
 }
 
+/* ---------------------------------------------------------------- names */
+
+/* Groups ids [from, from + n) opened with unique names, and ended at once
+   when end, in frames of 1000 events. */
+static void open_groups(int fd, uint64_t from, size_t n, bool end)
+{
+    enum { BATCH = 1000 };
+    static Leash__Agent__Event  ev[2 * BATCH];
+    static Leash__Agent__Event *evp[2 * BATCH];
+    static char                 names[BATCH][48];
+    for (size_t done = 0; done < n;) {
+        size_t k = 0, b = n - done < BATCH ? n - done : BATCH;
+        for (size_t i = 0; i < b; i++) {
+            uint64_t id = from + done + i;
+            snprintf(names[i], sizeof names[i], "request-%012llu-unique-name",
+                     (unsigned long long)id);
+            leash__agent__event__init(&ev[k]);
+            ev[k].kind = LEASH__AGENT__EVENT__KIND__GROUP_OPEN;
+            ev[k].group = id;
+            ev[k].name = names[i];
+            ev[k].deadline_ms_left = -1;
+            evp[k] = &ev[k];
+            k++;
+            if (end) {
+                leash__agent__event__init(&ev[k]);
+                ev[k].kind = LEASH__AGENT__EVENT__KIND__GROUP_END;
+                ev[k].group = id;
+                evp[k] = &ev[k];
+                k++;
+            }
+        }
+        Leash__Agent__Events e = LEASH__AGENT__EVENTS__INIT;
+        e.n_events = k;
+        e.events = evp;
+        Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
+        m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_EVENTS;
+        m.events = &e;
+        if (send_msg(fd, &m.base) != 0)
+            return; /* closed by leashd: the caller looks */
+        done += b;
+    }
+}
+
+static void unique_names_and_live_objects_are_bounded(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "names_max = 8388608;\nobjects_per_process = 100000;\n");
+    long base_rss = rss_kib(d.pid);
+    /* a million uniquely named groups come and go */
+    int a = agent_hello(&d, "names");
+    open_groups(a, 1, 1000000, true);
+    assert_int_equal(report(a, "names-done", 1), 0);
+    wait_for(&d, "names-done", "incidents", "-n", "3");
+    wait_log(&d, "over names_max");
+    long after = rss_kib(d.pid);
+    print_message("leashd RSS: %ld KiB at start, %ld KiB after 1 M unique names\n", base_rss,
+                  after);
+    /* names_max (8 MiB) and the table around it */
+    if (RSS_MEANINGFUL)
+        assert_true(after < base_rss + 24 * 1024);
+    assert_int_equal(log_count(&d, "over names_max"), 1);
+    /* a process that keeps more live groups than objects_per_process goes */
+    open_groups(a, 2000000, 100001, false);
+    assert_true(closed_within(a, E2E_WAIT_MS));
+    wait_log(&d, "limit objects_per_process");
+    close(a);
+    /* the other processes are served as before */
+    int  b = agent_hello(&d, "calm");
+    char out[8192];
+    assert_int_equal(report(b, "still-served", 1), 0);
+    wait_for(&d, "still-served", "incidents", "-n", "3");
+    assert_int_equal(ctl(&d, out, "status"), 0);
+    close(b);
+    daemon_cleanup(&d);
+}
+
 /* --------------------------------------------------------------- hello */
 
 static void old_protocol_version_is_told_why(void **state)
@@ -555,6 +632,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(stalled_connections_leave_other_uids_answered, teardown),
         cmocka_unit_test_teardown(follower_that_stops_reading_is_dropped_alone, teardown),
         cmocka_unit_test_teardown(report_flood_is_limited_per_process, teardown),
+        cmocka_unit_test_teardown(unique_names_and_live_objects_are_bounded, teardown),
         cmocka_unit_test_teardown(parked_partial_frames_are_bounded_and_freed, teardown),
     };
     return cmocka_run_group_tests_name("hostile", tests, NULL, NULL);
