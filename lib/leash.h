@@ -85,7 +85,8 @@ LEASH_API int leash_group_open_at(leash_group **g, const leash_group_opts *opts,
  * slot. Errors: -EINVAL (g or fn NULL), -ECANCELED (g is cancelled, for
  * whatever cause, its deadline passed included: the child was not started,
  * and leash_group_wait then reports the cause), -ETIMEDOUT / -ECANCELED
- * (the caller's own scope ended while it waited for a slot), -ENOMEM. When
+ * (the caller's own scope ended while it waited for a slot), -ENOMEM,
+ * -ECHILD (g was inherited from the parent of a fork: it is dead here). When
  * no thread can be made, the child waits in the pool's queue for a free one.
  * From its return until fn returns, the child is listed in dumps and counted
  * in leash_stats().tasks_live.
@@ -119,8 +120,18 @@ LEASH_API void leash_group_cancel(leash_group *g);
  * thread runs: the first cause wins. Never cut short: when the caller's
  * scope is cancelled, it cancels the group and still joins every child.
  * Errors: -EINVAL (g NULL), -EPERM (the caller is not the task that opened
- * g; g is left as it was). Waiting a group twice is undefined, as joining a
- * thread twice is: g is freed by the first wait.
+ * g; g is left as it was), -ECHILD (g was inherited from the parent of a
+ * fork: its children are not in this process; g is freed). Waiting a group
+ * twice is undefined, as joining a thread twice is: g is freed by the first
+ * wait.
+ *
+ * fork(): the child gets a fresh runtime. Its pool, timer and agent start
+ * again on first use (the agent connects as a new process); the forking
+ * thread is its only task, in no group or scope. Groups inherited from the
+ * parent are dead: leash_go -ECHILD, leash_group_wait -ECHILD (and frees
+ * them), leash_group_cancel does nothing. No leash call hangs because of a
+ * fork; channels and locks the parent's other threads were using at the
+ * fork are theirs, as with pthreads, and the child should not use them.
  */
 LEASH_API int leash_group_wait_at(leash_group *g, const char *file, int line);
 #define leash_group_wait(g) leash_group_wait_at((g), __FILE__, __LINE__)
