@@ -228,14 +228,26 @@ static void start_leashd(void)
         exit(1);
     snprintf(agent_sock, sizeof agent_sock, "%s/agent.sock", dir);
     snprintf(control_sock, sizeof control_sock, "%s/control.sock", dir);
-    char state[128];
+    char state[128], conf[128];
     snprintf(state, sizeof state, "%s/state", dir);
+    /* The 50 agents here are one process of one uid, each sending 4096-event
+       frames as fast as it can: together they park more unfinished frame
+       bytes than the per-uid bound that protects leashd from one hostile
+       user (uid_buffer_max), and a loaded machine can leave a frame
+       unfinished past peer_timeout. Ingest is measured with both lifted. */
+    snprintf(conf, sizeof conf, "%s/leashd.conf", dir);
+    FILE *cf = fopen(conf, "w");
+    if (!cf || fprintf(cf, "uid_buffer_max = 1073741824;\npeer_timeout = \"60s\";\n") < 0 ||
+        fclose(cf) != 0) {
+        fprintf(stderr, "leashd_bench: cannot write %s\n", conf);
+        exit(1);
+    }
     leashd_pid = fork();
     if (leashd_pid == 0) {
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 2);
-        execl(leashd_bin, "leashd", "--agent-socket", agent_sock, "--control-socket", control_sock,
-              "--state-dir", state, (char *)NULL);
+        execl(leashd_bin, "leashd", "--config", conf, "--agent-socket", agent_sock,
+              "--control-socket", control_sock, "--state-dir", state, (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 500; i++) {
