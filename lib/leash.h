@@ -24,7 +24,9 @@
  * LEASH_NAME (the process's display name), LEASH_REPORT=quiet (no stderr
  * report lines), LEASH_CRASH=off (leave fatal signals alone: no record of
  * which task a SIGSEGV hit), LEASH_LEAKCHECK=1 (at exit, a task started by
- * leash_go still alive prints the dump to stderr and makes the exit status 70).
+ * leash_go still alive prints the dump to stderr and makes the exit status 70),
+ * LEASH_REGISTRY=off (no task registry: leashd gets no tree of this process
+ * when it dies; a fatal signal is still let through as before).
  */
 #ifndef LEASH_H
 #define LEASH_H

@@ -148,6 +148,9 @@ static void reg_start(void)
 {
     leash__crash_install();
     leash__leakcheck_install();
+    const char *e = getenv("LEASH_REGISTRY");
+    if (e && strcmp(e, "off") == 0)
+        return; /* no post-mortem tree, and spawning as without it */
     int   fd;
     void *p = map_new(NULL, &fd);
     if (!p)

@@ -262,6 +262,18 @@ static void leakcheck_fails_a_process_that_exits_with_a_live_task(void **state)
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+static void registry_off_makes_none(void **state)
+{
+    (void)state;
+    char err[1024];
+    int  st = run_child("noreg", "LEASH_REGISTRY=off", err, sizeof err);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    st = run_child("noreg", NULL, err, sizeof err);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 1);
+}
+
 static void fatal_signals_kill_as_without_leash(void **state)
 {
     (void)state;
@@ -308,6 +320,10 @@ static void own_segv(int sig, siginfo_t *si, void *uc)
 
 static int child(const char *mode)
 {
+    if (strcmp(mode, "noreg") == 0) {
+        leash_task_id(); /* the library starts */
+        return leash__reg == NULL && leash__reg_fd() < 0 ? 0 : 1;
+    }
     if (strcmp(mode, "chain") == 0) {
         struct sigaction sa = {.sa_sigaction = own_segv, .sa_flags = SA_SIGINFO};
         sigaction(SIGSEGV, &sa, NULL);
@@ -343,6 +359,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(registry_holds_live_tasks_with_sites_and_blocked_on),
         cmocka_unit_test(leakcheck_fails_a_process_that_exits_with_a_live_task),
         cmocka_unit_test(fatal_signals_kill_as_without_leash),
+        cmocka_unit_test(registry_off_makes_none),
     };
     return cmocka_run_group_tests(tests, quiet_setup, NULL);
 }
