@@ -10,9 +10,10 @@
  * task started, known exactly when the task is the first its thread ran
  * (a new thread's CPU is ~0), else taken from an earlier sample of that
  * thread made before the task started, else from the first sample that saw
- * the task (which then undercounts). cpu_pct is over the last second when
- * an earlier sample of the same task is at least 100 ms old, else since the
- * task started when its start CPU is known, else unknown (-1).
+ * the task (which then undercounts). cpu_pct is over the last second or
+ * so: from a checkpoint of the same task taken at least 100 ms (and at most
+ * about 2 s) before, else since the task started when its start CPU is
+ * known, else unknown (-1).
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -73,9 +74,11 @@ static int64_t thread_cpu_ns(int tid)
 struct sample {
     int      tid; /* 0: empty */
     uint64_t task;
-    int64_t  start_cpu;       /* the thread's CPU when the task started; -1: unknown */
-    int64_t  first_cpu;       /* at the first sample of the task */
-    int64_t  wall[2], cpu[2]; /* the two latest samples, [1] newest */
+    int64_t  start_cpu;           /* the thread's CPU when the task started; -1: unknown */
+    int64_t  first_cpu;           /* where its cpu_ms counts from */
+    int64_t  last_wall, last_cpu; /* the thread's latest sample */
+    /* checkpoints of this task at least a second apart, [1] newest; wall 0: none */
+    int64_t wall[2], cpu[2];
 };
 
 #define NSAMPLES 1024
@@ -112,12 +115,14 @@ static void cpu_use(const struct leash__proc_task *in, struct leash__proc_use *o
         int64_t start_cpu = -1;
         if (in->first_on_thread)
             start_cpu = 0;
-        else if (s->task && s->wall[1] <= in->start_ns)
-            start_cpu = s->cpu[1]; /* counts what the thread ran since, too */
+        else if (s->task && s->last_wall <= in->start_ns)
+            start_cpu = s->last_cpu; /* counts what the thread ran since, too */
         s->task = in->task;
         s->start_cpu = start_cpu;
         s->first_cpu = start_cpu >= 0 ? start_cpu : cpu;
-        s->wall[0] = s->wall[1] = 0;
+        s->wall[0] = 0;
+        s->wall[1] = now;
+        s->cpu[1] = cpu;
     }
     int64_t wall_run = now - in->start_ns;
     out->cpu_ms = (cpu - s->first_cpu) / 1000000;
@@ -125,13 +130,13 @@ static void cpu_use(const struct leash__proc_task *in, struct leash__proc_use *o
         out->cpu_ms = 0;
     if (wall_run > 0 && out->cpu_ms > wall_run / 1000000)
         out->cpu_ms = wall_run / 1000000;
-    /* the window: the older of the two last samples if the newer is too
-       recent to say much */
+    /* the window: from the newest checkpoint once it is 100 ms old, else
+       from the one before (then 1 to 2 s), else since the task started */
     int     k = -1;
     int64_t pct = -1;
-    if (s->wall[1] && now - s->wall[1] >= 100000000)
+    if (now - s->wall[1] >= 100000000)
         k = 1;
-    else if (s->wall[0] && now - s->wall[0] >= 100000000)
+    else if (s->wall[0])
         k = 0;
     if (k >= 0)
         pct = (cpu - s->cpu[k]) * 100 / (now - s->wall[k]);
@@ -139,13 +144,14 @@ static void cpu_use(const struct leash__proc_task *in, struct leash__proc_use *o
         pct = (cpu - s->start_cpu) * 100 / wall_run;
     if (k >= 0 || pct >= 0)
         out->cpu_pct = pct < 0 ? 0 : pct > 100 ? 100 : (int)pct;
-    /* keep samples about a second apart, so the window is the last second */
-    if (!s->wall[1] || now - s->wall[1] >= 1000000000) {
+    if (now - s->wall[1] >= 1000000000) {
         s->wall[0] = s->wall[1];
         s->cpu[0] = s->cpu[1];
+        s->wall[1] = now;
+        s->cpu[1] = cpu;
     }
-    s->wall[1] = now;
-    s->cpu[1] = cpu;
+    s->last_wall = now;
+    s->last_cpu = cpu;
     pthread_mutex_unlock(&samples_mu);
 }
 

@@ -71,10 +71,11 @@ static void dump_tells_a_spinning_task_from_one_in_read(void **state)
 
     /* the reader shows in read(2) once it is there; the spinner's CPU time
        grows from one dump to the next, however slow the machine */
-    long long first = -1, last = -1;
+    long long first = -1, last = -1, pct = -1;
     bool      in_read = false;
     int64_t   until = mono_ms() + 60000;
-    while (mono_ms() < until && !(in_read && first >= 0 && last >= first + 50)) {
+    /* its share is known once a sample of it is 100 ms old, and stays so */
+    while (mono_ms() < until && !(in_read && first >= 0 && last >= first + 50 && pct >= 0)) {
         char *d = dump_json();
         assert_non_null(d);
         const char *r = task_of(d, "reader");
@@ -88,8 +89,9 @@ static void dump_tells_a_spinning_task_from_one_in_read(void **state)
             first = ms;
         if (ms >= 0)
             last = ms;
+        pct = field(task_of(d, "spin"), "cpu_pct");
         free(d);
-        if (!(in_read && first >= 0 && last >= first + 50))
+        if (!(in_read && first >= 0 && last >= first + 50 && pct >= 0))
             leash_sleep(20);
     }
     assert_true(in_read);
