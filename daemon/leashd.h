@@ -119,6 +119,7 @@ struct dgroup {
     uint64_t      restarts;   /* a supervisor's, as the process counts them */
     int64_t       backoff_ms; /* the delay of its latest restart */
     int           next_step;  /* escalation */
+    int           deferrals;  /* of the step due, while the process had unread bytes */
     struct event *timer;
     struct proc  *proc;
 };
@@ -188,6 +189,11 @@ void                    snapshot_free(Leash__Agent__Snapshot *s);
 /* ----------------------------------------------------------- policy.c */
 
 void policy_group_open(struct dgroup *g);
+/* Whether the kernel holds bytes from p that leashd has not read yet. After
+   leashd itself was stopped or starved (SIGSTOP, a debugger, a suspended VM,
+   a CPU hog), they may say the very thing a check is about to conclude the
+   opposite of: the group closed in time, the process is alive. */
+bool peer_unread(const struct proc *p);
 void policy_heartbeat_check(void);
 int  policy_kill(struct proc *p, const char *why, const char *by);
 void policy_reload(void);

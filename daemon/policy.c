@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -55,6 +56,19 @@ int policy_kill(struct proc *p, const char *why, const char *by)
 }
 
 static void schedule(struct dgroup *g);
+
+bool peer_unread(const struct proc *p)
+{
+    int n = 0;
+    return p->fd >= 0 && ioctl(p->fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+/* A step waits for what the process said before it: read first, then
+   decide, so a stall of leashd's own never turns into an action against a
+   process that did nothing wrong. A process that keeps its socket full
+   delays each step by at most this much. */
+#define STEP_DEFER_MS      10
+#define STEP_DEFERRALS_MAX 100
 
 /*
  * A deadline_overrun incident says what the group's tasks do, from a dump
@@ -166,6 +180,13 @@ static void step_cb(evutil_socket_t fd, short what, void *arg)
     const struct policy *pol = p->policy;
     if (g->next_step >= pol->nsteps)
         return;
+    if (peer_unread(p) && g->deferrals < STEP_DEFERRALS_MAX) {
+        g->deferrals++;
+        struct timeval tv = {0, STEP_DEFER_MS * 1000};
+        evtimer_add(g->timer, &tv);
+        return;
+    }
+    g->deferrals = 0;
     const struct step *st = &pol->steps[g->next_step++];
     int64_t            over = mono_ms() - g->deadline_mono;
     size_t             live = 0;
@@ -203,6 +224,7 @@ static void schedule(struct dgroup *g)
 void policy_group_open(struct dgroup *g)
 {
     g->next_step = 0;
+    g->deferrals = 0;
     if (g->timer)
         evtimer_del(g->timer);
     schedule(g);
@@ -213,6 +235,10 @@ void policy_heartbeat_check(void)
     int64_t now = mono_ms();
     for (struct proc *p = procs; p; p = p->next) {
         if (!p->hello || p->dead)
+            continue;
+        /* what it sent meanwhile is read before the next tick: silence is
+           only what the kernel, too, has nothing of */
+        if (peer_unread(p))
             continue;
         if (now - p->last_msg_mono <= cfg.heartbeat_timeout_ms) {
             if (p->hb_lost)

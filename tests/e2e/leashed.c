@@ -11,6 +11,10 @@
  *   supervise two supervisors, whose children fail once SIGUSR1 comes:
  *            "flaky-sup" restarts its child once and keeps it; "crash-sup"
  *            restarts its child 3 times, then gives up (restart_limit)
+ *   ontime   once SIGUSR1 comes, a group with a 3 s deadline whose task
+ *            sleeps until it: the group closes on time ("closed"); then the
+ *            process waits to be killed
+ *   overrun  the same, but the task spins: the group overruns
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -150,6 +154,21 @@ int main(int argc, char **argv)
         leash_chan_close(go);
         int rc = leash_group_wait(g); /* flaky-sup runs until the process is killed */
         printf("wait: %d\n", rc);
+        return 0;
+    } else if (!strcmp(mode, "ontime") || !strcmp(mode, "overrun")) {
+        sigset_t usr1;
+        sigemptyset(&usr1);
+        sigaddset(&usr1, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+        leash_group *idle; /* the runtime and its agent start: leashd sees the process */
+        leash_group_open(&idle, &(leash_group_opts){.name = "idle"});
+        printf("ready %d\n", (int)getpid());
+        int sig;
+        sigwait(&usr1, &sig);
+        leash_group_open(&g, &(leash_group_opts){.name = mode, .timeout_ms = 3000});
+        leash_go(g, strcmp(mode, "ontime") ? spin : nap, NULL);
+        printf("closed %d\n", leash_group_wait(g));
+        sigwait(&usr1, &sig);
         return 0;
     } else {
         return 2;
