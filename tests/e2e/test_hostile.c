@@ -371,6 +371,82 @@ static void unique_names_and_live_objects_are_bounded(void **state)
     daemon_cleanup(&d);
 }
 
+/* ------------------------------------------------------ out of fds */
+
+static void out_of_file_descriptors_pauses_accepting_without_spinning(void **state)
+{
+    (void)state;
+    struct daemon d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.dir, sizeof d.dir, "/tmp/leash-e2e-XXXXXX");
+    assert_non_null(mkdtemp(d.dir));
+    chmod(d.dir, 0755);
+    daemon_paths(&d);
+    FILE *f = fopen(d.conf, "w");
+    fputs("peer_timeout = \"1h\";\n", f);
+    fclose(f);
+    /* a leashd whose hard limit is 64 open files */
+    d.pid = fork();
+    if (d.pid == 0) {
+        struct rlimit rl = {64, 64};
+        setrlimit(RLIMIT_NOFILE, &rl);
+        int fd = open(d.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 2);
+        execl(LEASHD_BIN, "leashd", "--config", d.conf, "--agent-socket", d.agent,
+              "--control-socket", d.control, "--state-dir", d.state, (char *)NULL);
+        _exit(127);
+    }
+    track(d.pid);
+    for (int64_t until = now_ms() + E2E_WAIT_MS; !connectable(d.control); pause_ms(10))
+        assert_true(now_ms() < until);
+    /* more connections than it has descriptors: the rest wait in the backlog */
+    enum { N = 100 };
+    int fds[N];
+    for (int k = 0; k < N; k++) {
+        fds[k] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        memcpy(sa.sun_path, d.agent, strlen(d.agent) + 1);
+        connect(fds[k], (struct sockaddr *)&sa, sizeof sa); /* EAGAIN once the backlog is full */
+    }
+    wait_log(&d, "not accepting for 250 ms");
+    long t0 = cpu_ticks(d.pid);
+    pause_ms(1000);
+    long t1 = cpu_ticks(d.pid);
+    print_message("out of descriptors: leashd used %ld of %ld clock ticks in 1 s\n", t1 - t0,
+                  sysconf(_SC_CLK_TCK));
+    assert_true(t1 - t0 <= sysconf(_SC_CLK_TCK) / 5);               /* no spinning */
+    assert_int_equal(log_count(&d, "not accepting for 250 ms"), 1); /* no flood */
+    /* descriptors come back: leashd serves again */
+    for (int k = 0; k < N; k++)
+        close(fds[k]);
+    char    out[8192];
+    int64_t until = now_ms() + E2E_WAIT_MS;
+    while (ctl(&d, out, "status") != 0)
+        assert_true(now_ms() < until);
+    daemon_cleanup(&d);
+}
+
+static void non_admins_see_no_daemon_wide_counters(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    struct daemon d;
+    daemon_new(&d, "admin_uids = [ 0 ];\n");
+    ctl_copy(&d);
+    int a = agent_hello(&d, "roots");
+    assert_int_equal(report(a, "root-only", 3), 0);
+    wait_for(&d, "root-only", "incidents", "-n", "3");
+    char out[8192];
+    assert_int_equal(ctl(&d, out, "status", "--json"), 0);
+    assert_non_null(strstr(out, "\"incidents\":3"));
+    assert_int_equal(ctl_as(&d, 65534, out, sizeof out, "status", "--json", (char *)NULL), 0);
+    assert_non_null(strstr(out, "\"incidents\":0"));
+    assert_non_null(strstr(out, "\"events\":0"));
+    close(a);
+    daemon_cleanup(&d);
+}
+
 /* --------------------------------------------------------------- hello */
 
 static void old_protocol_version_is_told_why(void **state)
@@ -637,6 +713,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(follower_that_stops_reading_is_dropped_alone, teardown),
         cmocka_unit_test_teardown(report_flood_is_limited_per_process, teardown),
         cmocka_unit_test_teardown(unique_names_and_live_objects_are_bounded, teardown),
+        cmocka_unit_test_teardown(out_of_file_descriptors_pauses_accepting_without_spinning,
+                                  teardown),
+        cmocka_unit_test_teardown(non_admins_see_no_daemon_wide_counters, teardown),
         cmocka_unit_test_teardown(parked_partial_frames_are_bounded_and_freed, teardown),
     };
     return cmocka_run_group_tests_name("hostile", tests, NULL, NULL);

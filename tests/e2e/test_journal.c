@@ -147,6 +147,26 @@ static void journal_over_the_cap_is_rotated_and_loses_nothing(void **state)
     daemon_cleanup(&d);
 }
 
+static void a_cut_listing_says_so(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, conf);
+    int a = agent_hello(&d, "many");
+    for (int k = 0; k < 11; k++)
+        assert_int_equal(report(a, "one-of-many", 1000), 0);
+    assert_int_equal(report(a, "the-last", 1), 0);
+    wait_for(&d, "the-last", "incidents", "-n", "3");
+    static char out[8 << 20];
+    assert_int_equal(ctl(&d, out, "incidents", "--json"), 0);
+    assert_non_null(strstr(out, "the listing is cut: leashd keeps the newest 10000"));
+    /* a listing of what memory still holds whole is not cut */
+    assert_int_equal(ctl(&d, out, "incidents", "--since", "0s"), 0);
+    assert_null(strstr(out, "listing is cut"));
+    close(a);
+    daemon_cleanup(&d);
+}
+
 /* Writes zeros into path until the file system is full. */
 static void fill(const char *path)
 {
@@ -297,6 +317,7 @@ int main(void)
         cmocka_unit_test_teardown(full_disk_keeps_incidents_in_memory_and_writes_them_later,
                                   teardown),
         cmocka_unit_test_teardown(symlink_at_the_journal_path_is_refused, teardown),
+        cmocka_unit_test_teardown(a_cut_listing_says_so, teardown),
         cmocka_unit_test_teardown(state_dir_others_can_write_is_refused, teardown),
     };
     return cmocka_run_group_tests_name("journal", tests, NULL, NULL);
