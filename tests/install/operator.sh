@@ -35,6 +35,10 @@ grep -qx "ExecStart=$p/sbin/leashd --config $p/etc/leash/leashd.conf" \
 MANPATH=$p/share/man systemd-analyze verify "$p/lib/systemd/system/leashd.service" \
   "$p/lib/systemd/system/leashd.socket" || fail "systemd-analyze verify failed"
 
+# every key the installed config shows (set, or commented out) is in leashd.conf(5)
+for k in $(sed -nE 's/^(# )?([a-z_]+) *=.*/\2/p' "$p/etc/leash/leashd.conf"); do
+  grep -qx "\.B $k" "$p/share/man/man5/leashd.conf.5" || fail "leashd.conf(5) does not document $k"
+done
 # man pages: rendered without a warning, and found by name
 for page in "$p"/share/man/man*/*; do
   out=$(MANWIDTH=80 man --warnings -l "$page" 2>&1 >/dev/null) || fail "man -l $page failed"
