@@ -11,7 +11,8 @@
  *   supervise two supervisors, whose children fail once SIGUSR1 comes:
  *            "flaky-sup" restarts its child once and keeps it; "crash-sup"
  *            restarts its child 3 times, then gives up (restart_limit)
- *   ontime   once SIGUSR1 comes, a group with a 3 s deadline whose task
+ *   ontime   once SIGUSR1 comes, a group with a 3 s deadline (or
+ *            LEASHED_DEADLINE_MS) whose task
  *            sleeps until it: the group closes on time ("closed"); then the
  *            process waits to be killed
  *   overrun  the same, but the task spins: the group overruns
@@ -165,7 +166,9 @@ int main(int argc, char **argv)
         printf("ready %d\n", (int)getpid());
         int sig;
         sigwait(&usr1, &sig);
-        leash_group_open(&g, &(leash_group_opts){.name = mode, .timeout_ms = 3000});
+        const char *ms = getenv("LEASHED_DEADLINE_MS"); /* the test may ask for longer */
+        leash_group_open(&g,
+                         &(leash_group_opts){.name = mode, .timeout_ms = ms ? atoll(ms) : 3000});
         leash_go(g, strcmp(mode, "ontime") ? spin : nap, NULL);
         printf("closed %d\n", leash_group_wait(g));
         sigwait(&usr1, &sig);

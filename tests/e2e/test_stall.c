@@ -67,7 +67,9 @@ static void a_stalled_leashd_does_not_call_a_live_process_wedged(void **state)
 {
     (void)state;
     struct daemon d;
-    daemon_new(&d, "heartbeat_timeout = \"1s\";\n");
+    /* 3 s: a live process's heartbeats (every 250 ms) are never that late,
+       even under a sanitizer with a busy loop on each CPU */
+    daemon_new(&d, "heartbeat_timeout = \"3s\";\n");
     struct child wedged = leashed_named(&d, "stuck", "wedged");
     struct child alive = leashed_named(&d, "stuck", "alive");
     wait_connected(&d, &wedged, "wedged");
@@ -76,7 +78,7 @@ static void a_stalled_leashd_does_not_call_a_live_process_wedged(void **state)
        sending heartbeats (every 250 ms) into a leashd that does not read */
     kill(wedged.pid, SIGSTOP);
     kill(d.pid, SIGSTOP);
-    pause_ms(3000);
+    pause_ms(6000);
     kill(d.pid, SIGCONT);
     /* the first checks after the stall: they saw both */
     wait_incident(&d, wedged.pid, "heartbeat_lost");
@@ -91,22 +93,44 @@ static void a_stalled_leashd_does_not_act_on_a_group_that_closed_on_time(void **
 {
     (void)state;
     struct daemon d;
-    /* every step is due 300 ms after a deadline: one stall covers them all */
-    daemon_new(&d, "policies = ({ match = \"*\"; grace = \"100ms\"; kill_grace = \"1s\";\n"
-                   "  escalate = [ \"report\", \"cancel\", \"kill@200ms\" ]; });\n");
-    struct child ontime = leashed_named(&d, "ontime", "ontime");
-    struct child late = leashed_named(&d, "overrun", "late");
-    wait_connected(&d, &ontime, "ontime");
-    wait_connected(&d, &late, "late");
-    /* both open a group with a 3 s deadline; leashd sees them open */
-    kill(ontime.pid, SIGUSR1);
-    kill(late.pid, SIGUSR1);
-    wait_for(&d, "\"name\":\"ontime\",\"deadline_ms_left\"", "tasks", pidstr(ontime.pid), "--json");
-    wait_for(&d, "\"name\":\"overrun\",\"deadline_ms_left\"", "tasks", pidstr(late.pid), "--json");
-    /* then leashd stalls past both deadlines and the whole escalation:
-       ontime's group closes on time meanwhile (said into its socket), late's
-       task spins on */
-    kill(d.pid, SIGSTOP);
+    struct child  ontime, late;
+    /* leashd must be stopped before the deadline: the groups are opened,
+       and leashd must have seen them, first. On a machine too slow for
+       that within the deadline, try again with a deadline twice as long. */
+    for (int ms = 3000;; ms *= 2) {
+        char deadline[16];
+        snprintf(deadline, sizeof deadline, "%d", ms);
+        setenv("LEASHED_DEADLINE_MS", deadline, 1);
+        /* every step is due 300 ms after a deadline: one stall covers them all */
+        daemon_new(&d, "policies = ({ match = \"*\"; grace = \"100ms\"; kill_grace = \"1s\";\n"
+                       "  escalate = [ \"report\", \"cancel\", \"kill@200ms\" ]; });\n");
+        ontime = leashed_named(&d, "ontime", "ontime");
+        late = leashed_named(&d, "overrun", "late");
+        unsetenv("LEASHED_DEADLINE_MS");
+        wait_connected(&d, &ontime, "ontime");
+        wait_connected(&d, &late, "late");
+        /* both open a group with that deadline; leashd sees them open */
+        int64_t t0 = now_ms();
+        kill(ontime.pid, SIGUSR1);
+        kill(late.pid, SIGUSR1);
+        wait_for(&d, "\"name\":\"ontime\",\"deadline_ms_left\"", "tasks", pidstr(ontime.pid),
+                 "--json");
+        wait_for(&d, "\"name\":\"overrun\",\"deadline_ms_left\"", "tasks", pidstr(late.pid),
+                 "--json");
+        /* then leashd stalls past both deadlines and the whole escalation:
+           ontime's group closes on time meanwhile (said into its socket),
+           late's task spins on */
+        kill(d.pid, SIGSTOP);
+        if (now_ms() - t0 < ms - 500)
+            break;
+        if (ms >= 48000)
+            fail_msg("leashd never saw the groups open within %d ms of their deadline", ms);
+        print_message("leashd stopped too near a %d ms deadline: again with %d ms\n", ms, ms * 2);
+        kill(d.pid, SIGCONT);
+        kill_child(&ontime);
+        kill_child(&late);
+        daemon_cleanup(&d);
+    }
     char line[64];
     read_line(ontime.out, line, sizeof line, E2E_WAIT_MS);
     assert_string_equal(line, "closed -110"); /* -ETIMEDOUT: closed at its deadline */
