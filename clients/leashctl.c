@@ -202,16 +202,15 @@ static int64_t parse_dur(const char *s)
     long long v = strtoll(s, &end, 10);
     if (errno || end == s || v < 0)
         return -1;
-    if (!strcmp(end, "ms"))
-        return v;
-    if (!strcmp(end, "s"))
-        return v * 1000;
-    if (!strcmp(end, "m"))
-        return v * 60000;
-    if (!strcmp(end, "h"))
-        return v * 3600000;
-    if (!strcmp(end, "d"))
-        return v * 86400000;
+    static const struct {
+        const char *unit;
+        long long   ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        long long ms;
+        if (!strcmp(end, units[i].unit))
+            return __builtin_mul_overflow(v, units[i].ms, &ms) ? -1 : ms; /* too far back */
+    }
     return -1;
 }
 

@@ -509,6 +509,27 @@ static void lost_output_and_a_lost_follow_fail(void **state)
     daemon_cleanup(&d);
 }
 
+/* Counts and ages too large for leashctl's integers are bad usage, said,
+   not a wrapped number (nor undefined behaviour, which UBSan stops on). */
+static void counts_and_ages_too_large_are_refused(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    static char out[4096];
+    const char *ages[] = {"9999999999999999d", "999999999999999h", "9999999999999999999s"};
+    for (size_t i = 0; i < sizeof ages / sizeof ages[0]; i++) {
+        assert_int_equal(ctl(&d, out, "incidents", "--since", ages[i]), 2);
+        assert_non_null(strstr(out, "bad --since"));
+    }
+    assert_int_equal(ctl(&d, out, "incidents", "-n", "99999999999999999999"), 2);
+    assert_non_null(strstr(out, "-n takes a count"));
+    /* the largest that fits is a time before any incident: all of them */
+    assert_int_equal(ctl(&d, out, "incidents", "--since", "106751991167d", "--json"), 0);
+    assert_string_equal(out, "[]\n");
+    daemon_cleanup(&d);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -520,6 +541,7 @@ int main(void)
         cmocka_unit_test_teardown(status_json_has_the_documented_keys, teardown),
         cmocka_unit_test_teardown(top_refreshes_and_quits_on_q, teardown),
         cmocka_unit_test_teardown(lost_output_and_a_lost_follow_fail, teardown),
+        cmocka_unit_test_teardown(counts_and_ages_too_large_are_refused, teardown),
     };
     return cmocka_run_group_tests_name("leashctl", tests, NULL, NULL);
 }
