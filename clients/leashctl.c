@@ -551,11 +551,15 @@ static int run(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    /* `-f` alone (not followed by a format) is the --follow it always was */
+    /* `-f` alone (not followed by a format) is the --follow it always was;
+       to a command with no --follow it was a format, missing or misspelt */
+    const char *f_alone = NULL; /* what followed such a -f ("": nothing) */
     for (int i = 1; i < argc && strcmp(argv[i], "--"); i++)
         if (!strcmp(argv[i], "-f") &&
-            (i + 1 == argc || !in_list(argv[i + 1], "text json folded pprof")))
+            (i + 1 == argc || !in_list(argv[i + 1], "text json folded pprof"))) {
             argv[i] = (char *)"--follow";
+            f_alone = i + 1 < argc ? argv[i + 1] : "";
+        }
 
     struct ctl  c = {.headers = true, .last = SIZE_MAX};
     const char *format = NULL, *last = NULL;
@@ -626,6 +630,13 @@ static int run(int argc, char **argv)
         const char *name;
     } names[] = {{OPT_FORMAT, "--format"}, {OPT_SINCE, "--since"},       {OPT_FOLLOW, "--follow"},
                  {OPT_LAST, "-n"},         {OPT_NOHEAD, "--no-headers"}, {OPT_ALL, "--all"}};
+    if (f_alone && (given & OPT_FOLLOW) && !(c.cmd->opts & OPT_FOLLOW)) {
+        if (!(c.cmd->opts & OPT_FORMAT))
+            return usage(c.cmd, "%s does not take -f", c.cmd->name);
+        if (!*f_alone)
+            return usage(c.cmd, "-f needs a format (%s)", c.cmd->formats);
+        return usage(c.cmd, "unknown format '%s' (%s)", f_alone, c.cmd->formats);
+    }
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((given & names[i].bit) && !(c.cmd->opts & names[i].bit))
             return usage(c.cmd, "%s does not take %s", c.cmd->name, names[i].name);

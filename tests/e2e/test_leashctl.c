@@ -509,6 +509,27 @@ static void lost_output_and_a_lost_follow_fail(void **state)
     daemon_cleanup(&d);
 }
 
+/* A -f with no format after it means --follow, for incidents; to any other
+   command it was a format, missing or misspelt, and the error says that
+   rather than "does not take --follow". */
+static void a_lone_f_elsewhere_is_a_missing_format(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    static char out[4096];
+    assert_int_equal(ctl(&d, out, "dump", "--all", "-f"), 2);
+    assert_non_null(strstr(out, "leashctl: -f needs a format (text json folded pprof)"));
+    assert_int_equal(ctl(&d, out, "ps", "-f", "xml"), 2);
+    assert_non_null(strstr(out, "leashctl: unknown format 'xml' (text json)"));
+    assert_int_equal(ctl(&d, out, "top", "-f"), 2);
+    assert_non_null(strstr(out, "leashctl: top does not take -f"));
+    assert_null(strstr(out, "--follow"));
+    assert_int_equal(ctl(&d, out, "incidents", "-f", "-n", "0", "--socket", "/nonexistent"), 1);
+    assert_non_null(strstr(out, "no leashd at /nonexistent"));
+    daemon_cleanup(&d);
+}
+
 /* Counts and ages too large for leashctl's integers are bad usage, said,
    not a wrapped number (nor undefined behaviour, which UBSan stops on). */
 static void counts_and_ages_too_large_are_refused(void **state)
@@ -542,6 +563,7 @@ int main(void)
         cmocka_unit_test_teardown(top_refreshes_and_quits_on_q, teardown),
         cmocka_unit_test_teardown(lost_output_and_a_lost_follow_fail, teardown),
         cmocka_unit_test_teardown(counts_and_ages_too_large_are_refused, teardown),
+        cmocka_unit_test_teardown(a_lone_f_elsewhere_is_a_missing_format, teardown),
     };
     return cmocka_run_group_tests_name("leashctl", tests, NULL, NULL);
 }
