@@ -199,6 +199,10 @@ static void processes_are_named_by_pid_or_by_name(void **state)
     assert_int_equal(count(out, " 5 tasks, "), 3);
     assert_int_equal(ctl(&d, out, "tasks", "beta", "--json"), 0);
     assert_non_null(strstr(out, "\"name\":\"beta\""));
+    /* tasks by a shared name: one object per line too, as documented */
+    assert_int_equal(ctl(&d, out, "tasks", "alpha", "--json"), 0);
+    assert_int_equal(count(out, "\n"), 2);
+    assert_int_equal(count(out, "\"name\":\"alpha\",\"groups\""), 2);
     assert_int_equal(ctl(&d, out, "dump", "gamma"), 1);
     assert_non_null(strstr(out, "no leashed process named 'gamma'"));
     /* a profile, or a change, needs exactly one process */
