@@ -4,6 +4,7 @@
 #include "format.h"
 
 #include "pprof/profile.pb-c.h"
+#include "text.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -32,17 +33,28 @@ static void jstr(FILE *f, const char *s)
         return;
     }
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p == '\n')
+    const unsigned char *p = (const unsigned char *)s;
+    size_t               n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        size_t len = leash_utf8_len(p + i, n - i);
+        if (len > 1) {
+            fwrite(p + i, 1, len, f);
+            i += len;
+            continue;
+        }
+        unsigned char c = p[i++];
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c == '\n')
             fputs("\\n", f);
-        else if (*p == '\t')
+        else if (c == '\t')
             fputs("\\t", f);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
+        else if (len == 0) /* not UTF-8 (an old journal, say): JSON stays valid */
+            fputs("\\ufffd", f);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\u%04x", c);
         else
-            fputc(*p, f);
+            fputc(c, f);
     }
     fputc('"', f);
 }
@@ -80,11 +92,12 @@ void print_status(const Leash__Control__Status *s, bool json)
         printf("{\"version\":");
         jstr(stdout, s->version);
         printf(",\"pid\":%d,\"uptime_s\":%lld,\"processes\":%llu,\"groups\":%llu,\"tasks\":%llu,"
-               "\"stuck\":%llu,\"incidents\":%llu,\"events\":%llu,\"agent_socket\":",
+               "\"stuck\":%llu,\"incidents\":%llu,\"events\":%llu,\"resyncing\":%llu,"
+               "\"agent_socket\":",
                s->pid, (long long)s->uptime_s, (unsigned long long)s->processes,
                (unsigned long long)s->groups, (unsigned long long)s->tasks,
                (unsigned long long)s->stuck, (unsigned long long)s->incidents,
-               (unsigned long long)s->events);
+               (unsigned long long)s->events, (unsigned long long)s->resyncing);
         jstr(stdout, s->agent_socket);
         printf(",\"control_socket\":");
         jstr(stdout, s->control_socket);
@@ -104,6 +117,9 @@ void print_status(const Leash__Control__Status *s, bool json)
            (unsigned long long)s->processes, (unsigned long long)s->groups,
            (unsigned long long)s->tasks, (unsigned long long)s->stuck,
            (unsigned long long)s->incidents, (unsigned long long)s->events);
+    if (s->resyncing)
+        printf("  resyncing  %llu (views waiting for a fresh snapshot)\n",
+               (unsigned long long)s->resyncing);
     printf("  agents on  %s\n  control    %s\n  state in   %s\n", s->agent_socket,
            s->control_socket, s->state_dir);
     if (s->journal && *s->journal)
@@ -202,6 +218,15 @@ CELL_U64(stuck)
 CELL_U64(dropped)
 CELL_U64(restarts)
 
+/* leashd's view of the process: live, or stale until a fresh snapshot */
+static void cell_view(const Leash__Control__Process *p, bool json, char *b, size_t n)
+{
+    if (json)
+        snprintf(b, n, "%s", p->resyncing ? "true" : "false");
+    else
+        snprintf(b, n, "%s", p->resyncing ? "resyncing" : "live");
+}
+
 /* One column of `ps` (and `top`): a text header, a JSON key, or both. To add
    one, write its cell function and add a row here. */
 static const struct ps_column {
@@ -221,6 +246,7 @@ static const struct ps_column {
     {"RESTARTS", "restarts", 8, false, cell_restarts},
     {"CONNECTED", "connected_s", 9, false, cell_connected},
     {NULL, "dropped", 0, false, cell_dropped},
+    {"VIEW", "resyncing", 4, true, cell_view},
 };
 #define NCOLS (sizeof ps_columns / sizeof ps_columns[0])
 

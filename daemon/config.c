@@ -282,16 +282,16 @@ static int k_metrics_listen(struct ctx *x, const config_setting_t *s, struct con
     return 0;
 }
 
-static int parse_step(struct ctx *x, const config_setting_t *e, struct step *st)
+static int parse_step(struct ctx *x, const config_setting_t *e, const char *key, struct step *st)
 {
     if (config_setting_type(e) != CONFIG_TYPE_STRING)
-        return bad(x, e, "policies.escalate", "steps are strings such as \"kill@10s\"");
+        return bad(x, e, key, "steps are strings such as \"kill@10s\"");
     const char *v = config_setting_get_string(e);
     char        name[32];
     const char *at = strchr(v, '@');
     size_t      n = at ? (size_t)(at - v) : strlen(v);
     if (n >= sizeof name)
-        return bad(x, e, "policies.escalate", "unknown action in \"%s\"", v);
+        return bad(x, e, key, "unknown action in \"%s\"", v);
     memcpy(name, v, n);
     name[n] = '\0';
     int a = -1;
@@ -299,13 +299,36 @@ static int parse_step(struct ctx *x, const config_setting_t *e, struct step *st)
         if (strcmp(name, action_name(i)) == 0)
             a = i;
     if (a < 0)
-        return bad(x, e, "policies.escalate",
-                   "unknown action \"%s\" (report, cancel, interrupt or kill)", name);
+        return bad(x, e, key, "unknown action \"%s\" (report, cancel, interrupt or kill)", name);
     st->action = a;
     st->at_ms = 0;
     if (at && (st->at_ms = config_duration(at + 1)) < 0)
-        return bad(x, e, "policies.escalate", "bad duration in \"%s\"", v);
+        return bad(x, e, key, "bad duration in \"%s\"", v);
     return 0;
+}
+
+/* An escalation: up to 8 steps, in time order. */
+static int parse_steps(struct ctx *x, const config_setting_t *e, const char *key,
+                       struct step steps[8], int *nsteps)
+{
+    if (config_setting_type(e) != CONFIG_TYPE_ARRAY && config_setting_type(e) != CONFIG_TYPE_LIST)
+        return bad(x, e, key, "must be an array of steps");
+    int n = config_setting_length(e);
+    if (n > 8)
+        return bad(x, e, key, "at most 8 steps");
+    for (int j = 0; j < n; j++) {
+        if (parse_step(x, config_setting_get_elem(e, (unsigned)j), key, &steps[j]))
+            return -1;
+        if (j && steps[j].at_ms < steps[j - 1].at_ms)
+            return bad(x, e, key, "steps must come in time order");
+    }
+    *nsteps = n;
+    return 0;
+}
+
+static int k_heartbeat_escalate(struct ctx *x, const config_setting_t *s, struct config *c)
+{
+    return parse_steps(x, s, "heartbeat_escalate", c->hb_steps, &c->hb_nsteps);
 }
 
 static int parse_policy(struct ctx *x, const config_setting_t *s, struct policy *p)
@@ -330,19 +353,8 @@ static int parse_policy(struct ctx *x, const config_setting_t *s, struct policy 
             if (get_dur(x, e, "policies.kill_grace", &p->kill_grace_ms))
                 return -1;
         } else if (strcmp(k, "escalate") == 0) {
-            if (config_setting_type(e) != CONFIG_TYPE_ARRAY &&
-                config_setting_type(e) != CONFIG_TYPE_LIST)
-                return bad(x, e, "policies.escalate", "must be an array of steps");
-            int n = config_setting_length(e);
-            if (n > (int)(sizeof p->steps / sizeof p->steps[0]))
-                return bad(x, e, "policies.escalate", "at most 8 steps");
-            for (int j = 0; j < n; j++) {
-                if (parse_step(x, config_setting_get_elem(e, (unsigned)j), &p->steps[j]))
-                    return -1;
-                if (j && p->steps[j].at_ms < p->steps[j - 1].at_ms)
-                    return bad(x, e, "policies.escalate", "steps must come in time order");
-            }
-            p->nsteps = n;
+            if (parse_steps(x, e, "policies.escalate", p->steps, &p->nsteps))
+                return -1;
         } else {
             return bad(x, e, k, "unknown key in a policy (match, grace, kill_grace, escalate)");
         }
@@ -404,6 +416,7 @@ static const struct key {
     {"report_interval", k_report_interval},
     {"names_max", k_names_max},
     {"objects_per_process", k_objects_per_process},
+    {"heartbeat_escalate", k_heartbeat_escalate},
 };
 
 static const struct policy builtin_policy = {
@@ -438,6 +451,9 @@ static int defaults(struct config *c)
     c->admin_uids = calloc(1, sizeof *c->admin_uids);
     c->nadmin = 1; /* root */
     c->heartbeat_timeout_ms = 5000;
+    /* a silent process may be stopped or short of CPU, not wedged: report */
+    c->hb_steps[0] = (struct step){ACT_REPORT, 0};
+    c->hb_nsteps = 1;
     c->stuck_after_ms = 120000;
     c->journal_max = 64ULL * 1024 * 1024;
     c->peers_per_uid = 1024;

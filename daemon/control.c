@@ -208,6 +208,7 @@ static void do_status(struct client *c)
         s.groups += p->groups.n;
         s.tasks += p->tasks.n;
         s.stuck += p->stuck;
+        s.resyncing += p->resyncing;
     }
     /* the daemon-wide counters are for admins; others count their own */
     if (c->admin) {
@@ -263,6 +264,7 @@ static void do_ps(struct client *c)
         x->connected_s = (now - p->connected_wall) / 1000;
         x->dropped = p->dropped;
         x->restarts = p->restarts;
+        x->resyncing = p->resyncing;
         pp[k++] = x;
     }
     Leash__Control__Ps out = LEASH__CONTROL__PS__INIT;

@@ -3,8 +3,14 @@
  * it carries (ranges, lengths, which fields a kind must have) before any
  * action sees it; a bad message has one exit, with the reason. Nothing here
  * touches the model, so the fuzzers drive these functions alone.
+ *
+ * Strings are never a reason to refuse: a name that is long, has control
+ * characters or is not UTF-8 is cleaned in place (leash_text_clean) and
+ * cut on a character boundary, and the process stays supervised.
  */
 #include "decode.h"
+
+#include "text.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,22 +19,33 @@
 #define STR_MAX   4096
 #define ITEMS_MAX 10000000
 
-static bool str_ok(const char *s, size_t max)
+#define NAME_MAX_RECV  255 /* group, task fn, channel and lock names */
+#define PNAME_MAX_RECV 63  /* the process name, as struct proc holds it */
+#define KIND_MAX_RECV  31
+
+/* Cleans a string field in place: valid UTF-8, no control characters, at
+   most max bytes. The unpacked message owns it, so this never grows it. */
+static void clean(char *s, size_t max)
 {
-    if (!s)
-        return true; /* protobuf-c gives "" for absent strings; NULL is tolerated */
-    /* one pass finds the end and any control character: every byte of
-       every name of every event goes through here */
-    for (size_t i = 0; i <= max; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20) {
-            if (c == '\0')
-                return true;
-            if (c != '\t')
-                return false;
-        }
+    /* never a write to a clean string: an absent one is protobuf-c's
+       read-only "" */
+    if (s && (strnlen(s, max + 1) > max || !leash_text_is_clean(s)))
+        leash_text_clean(s, max + 1, s, SIZE_MAX);
+}
+
+/* A report kind as leashd files it: lower-case letters, digits and '_'; a
+   kind this leashd does not know yet is kept (a newer library), never refused. */
+static void clean_kind(char *k)
+{
+    if (!k)
+        return;
+    clean(k, KIND_MAX_RECV);
+    for (char *c = k; *c; c++) {
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+        else if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_'))
+            *c = '_';
     }
-    return false; /* longer than max */
 }
 
 static bool op_ok(int op)
@@ -53,36 +70,38 @@ static bool strategy_ok(const char *s)
            !strcmp(s, "rest_for_one");
 }
 
-static const char *check_snapshot(const Leash__Agent__Snapshot *s)
+static const char *check_snapshot(Leash__Agent__Snapshot *s)
 {
     if (!s)
         return NULL;
     if (s->n_groups > ITEMS_MAX || s->n_tasks > ITEMS_MAX)
         return "snapshot too large";
     for (size_t i = 0; i < s->n_groups; i++) {
-        const Leash__Agent__Group *g = s->groups[i];
+        Leash__Agent__Group *g = s->groups[i];
         if (!g->id)
             return "group with id 0";
         if (g->id == g->parent)
             return "group is its own parent";
         if (g->deadline_ms_left < -1)
             return "group deadline_ms_left below -1";
-        if (!str_ok(g->name, 256) || !str_ok(g->site, STR_MAX))
-            return "group name or site too long or not text";
+        clean(g->name, NAME_MAX_RECV);
+        clean(g->site, STR_MAX);
         if (!strategy_ok(g->strategy) || g->backoff_ms < 0)
             return "group with an unknown strategy or a negative backoff";
     }
     for (size_t i = 0; i < s->n_tasks; i++) {
-        const Leash__Agent__Task *t = s->tasks[i];
+        Leash__Agent__Task *t = s->tasks[i];
         if (!t->id)
             return "task with id 0";
         if (!op_ok(t->op))
             return "task op out of range";
         if (t->since_ms < 0)
             return "task since_ms negative";
-        if (!str_ok(t->fn, 256) || !str_ok(t->site, STR_MAX) || !str_ok(t->object, 256) ||
-            !str_ok(t->blocked_site, STR_MAX) || !str_ok(t->syscall_name, 64))
-            return "task string too long or not text";
+        clean(t->fn, NAME_MAX_RECV);
+        clean(t->site, STR_MAX);
+        clean(t->object, NAME_MAX_RECV);
+        clean(t->blocked_site, STR_MAX);
+        clean(t->syscall_name, 64);
         if (t->cpu_known && (t->cpu_ms < 0 || t->cpu_pct < -1 || t->cpu_pct > 100))
             return "task cpu_ms negative or cpu_pct out of -1..100";
         if (t->n_syscall_args > 6 || (t->in_syscall && t->syscall_nr < 0))
@@ -91,11 +110,14 @@ static const char *check_snapshot(const Leash__Agent__Snapshot *s)
     return NULL;
 }
 
-static const char *check_event(const Leash__Agent__Event *e)
+static const char *check_event(Leash__Agent__Event *e)
 {
-    if (!str_ok(e->name, 256) || !str_ok(e->site, STR_MAX) || !str_ok(e->fn, 256) ||
-        !str_ok(e->object, 256) || !str_ok(e->detail, STR_MAX) || !str_ok(e->report_kind, 64))
-        return "event string too long or not text";
+    clean(e->name, NAME_MAX_RECV);
+    clean(e->site, STR_MAX);
+    clean(e->fn, NAME_MAX_RECV);
+    clean(e->object, NAME_MAX_RECV);
+    clean(e->detail, STR_MAX);
+    clean_kind(e->report_kind);
     if (!strategy_ok(e->strategy))
         return "event with an unknown strategy";
     switch (e->kind) {
@@ -116,8 +138,14 @@ static const char *check_event(const Leash__Agent__Event *e)
         if (!op_ok(e->op) || e->op == LEASH__AGENT__OP__OP_RUNNING)
             return "stuck with an op that is not a blocking one";
         return e->since_ms >= 0 ? NULL : "stuck with negative since_ms";
+    case LEASH__AGENT__EVENT__KIND__STATE:
+        if (!e->task)
+            return "state without a task id";
+        if (!op_ok(e->op))
+            return "state op out of range";
+        return e->since_ms >= 0 ? NULL : "state with negative since_ms";
     case LEASH__AGENT__EVENT__KIND__REPORT:
-        return report_kind_ok(e->report_kind) ? NULL : "report of an unknown kind";
+        return e->report_kind && *e->report_kind ? NULL : "report without a kind";
     case LEASH__AGENT__EVENT__KIND__RESTART:
         if (!e->group || !e->strategy || !*e->strategy)
             return "restart without a group id or a strategy";
@@ -137,12 +165,10 @@ Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, Protobu
     }
     switch (m->msg_case) {
     case LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO:
-        if (!str_ok(m->hello->name, 63) || !m->hello->name || !*m->hello->name)
-            bad = "hello name empty, over 63 bytes or not text";
-        else if (!str_ok(m->hello->lib_version, 64))
-            bad = "hello lib_version too long";
-        else
-            bad = check_snapshot(m->hello->snapshot);
+        /* an empty name after cleaning: the model names it by pid */
+        clean(m->hello->name, PNAME_MAX_RECV);
+        clean(m->hello->lib_version, 64);
+        bad = check_snapshot(m->hello->snapshot);
         break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_EVENTS:
         if (m->events->n_events > 1000000)
@@ -151,6 +177,18 @@ Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, Protobu
             bad = check_event(m->events->events[i]);
         break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_HEARTBEAT: break;
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_RESYNC:
+        if (!m->resync->snapshot)
+            bad = "resync without a snapshot";
+        else
+            bad = check_snapshot(m->resync->snapshot);
+        break;
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_CONFIRM:
+        if (!m->confirm->request || !m->confirm->group)
+            bad = "confirm reply without a request or group id";
+        else if (m->confirm->deadline_ms_left < -1)
+            bad = "confirm reply deadline_ms_left below -1";
+        break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_DUMP:
         if (!m->dump->request)
             bad = "dump reply without a request id";
@@ -264,16 +302,15 @@ Leash__Control__Request *control_decode(const uint8_t *msg, size_t len, char *wh
             bad = "dump needs a pid";
         break;
     case LEASH__CONTROL__REQUEST__REQ_CANCEL:
+        /* a name as leashd holds them, so the one a user typed matches */
+        clean(r->cancel->name, PNAME_MAX_RECV);
         if (r->cancel->pid <= 0 || !r->cancel->group)
             bad = "cancel needs a pid and a group id";
-        else if (!str_ok(r->cancel->name, STR_MAX))
-            bad = "cancel: the process name is too long or has control characters";
         break;
     case LEASH__CONTROL__REQUEST__REQ_KILL:
+        clean(r->kill->name, PNAME_MAX_RECV);
         if (r->kill->pid <= 0)
             bad = "kill needs a pid";
-        else if (!str_ok(r->kill->name, STR_MAX))
-            bad = "kill: the process name is too long or has control characters";
         break;
     case LEASH__CONTROL__REQUEST__REQ_INCIDENTS:
         if (r->incidents->since_ms < 0)

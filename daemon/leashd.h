@@ -54,6 +54,10 @@ struct config {
     int     nadmin;
     int64_t heartbeat_timeout_ms, stuck_after_ms;
     char   *metrics_listen; /* NULL: off */
+    /* what a lost heartbeat does, ACTION@T after it was found lost: no
+       agent answers then, so nothing is confirmed (default: report) */
+    struct step hb_steps[8];
+    int         hb_nsteps;
     /* bounds on what peers can make leashd hold (see README, Reliability) */
     uint64_t       journal_max;       /* bytes of journal before the oldest records go */
     int            peers_per_uid;     /* agent and control connections of one uid */
@@ -98,13 +102,18 @@ void  map_free(struct map *m);
     for (size_t i = 0; i < (m)->cap; i++)                                                          \
         if ((m)->keys && (m)->keys[i])
 
-const char *intern(const char *s);  /* one copy of each string, kept */
+/* One shared copy of s, counted: each intern is matched by one unintern of
+   what it returned, and the copy is freed with the last. "" is static. */
+const char *intern(const char *s);
+void        unintern(const char *s);
+size_t      intern_count(void);     /* distinct strings held */
 const char *leashd_op_name(int op); /* chan_send, mutex, ... as the dump names them */
 
 struct dtask {
     uint64_t    id, group;
     const char *fn, *site; /* interned */
     int         op;
+    uint32_t    gen; /* of the snapshot that last showed it */
     const char *object, *bsite;
     int64_t     since_mono;
     bool        stuck;
@@ -115,12 +124,15 @@ struct dgroup {
     const char   *name, *site;
     int64_t       deadline_mono; /* INT64_MAX: none */
     bool          cancelled;
-    const char   *strategy;   /* a supervisor's (interned); NULL: not one */
-    uint64_t      restarts;   /* a supervisor's, as the process counts them */
-    int64_t       backoff_ms; /* the delay of its latest restart */
-    int           next_step;  /* escalation */
-    int           deferrals;  /* of the step due, while the process had unread bytes */
-    struct event *timer;
+    const char   *strategy;     /* a supervisor's (interned); NULL: not one */
+    uint64_t      restarts;     /* a supervisor's, as the process counts them */
+    int64_t       backoff_ms;   /* the delay of its latest restart */
+    int           next_step;    /* escalation */
+    int           deferrals;    /* of the step due, while the process had unread bytes */
+    uint64_t      confirm_req;  /* the Confirm awaited before the step runs; 0: none */
+    bool          confirm_late; /* said once that it is late */
+    uint32_t      gen;          /* of the snapshot that last showed it */
+    struct event *timer;        /* the next step, or the Confirm's timeout */
     struct proc  *proc;
 };
 
@@ -146,7 +158,11 @@ struct proc {
     struct event        *first_ev; /* until the first read (peer.c): it takes the registry */
     struct map           groups, tasks;
     uint64_t             dropped, stuck;
-    uint64_t             restarts; /* its supervisors', since it connected */
+    uint64_t             restarts;     /* its supervisors', since it connected */
+    uint64_t             seq;          /* of the last batch (Events or Resync) */
+    uint64_t             snap_dropped; /* the agent's drop count its last snapshot covers */
+    bool                 resyncing;    /* the model has holes until a fresh snapshot */
+    uint32_t             gen;          /* snapshots applied */
     const struct policy *policy;
     bool                 hb_lost;
     int                  hb_step;
@@ -178,6 +194,12 @@ void         proc_counts(uint64_t *groups, uint64_t *tasks, uint64_t *stuck);
 /* actions on the model, from a decoded agent message */
 void model_hello(struct proc *p, const Leash__Agent__Hello *h);
 void model_event(struct proc *p, const Leash__Agent__Event *e);
+/* A numbered batch: a gap or a new drop marks p resyncing. */
+void model_events(struct proc *p, const Leash__Agent__Events *e);
+/* A fresh snapshot: it replaces the model of p. */
+void model_resync(struct proc *p, const Leash__Agent__Resync *r);
+/* Takes g, and any task left in it, out of the model. */
+void model_group_drop(struct proc *p, struct dgroup *g);
 void model_heartbeat(struct proc *p, const Leash__Agent__Heartbeat *h);
 void model_gone(struct proc *p, const char *why);
 void model_group_free(struct dgroup *g);
@@ -194,6 +216,8 @@ void policy_group_open(struct dgroup *g);
    a CPU hog), they may say the very thing a check is about to conclude the
    opposite of: the group closed in time, the process is alive. */
 bool peer_unread(const struct proc *p);
+/* The process's answer to the Confirm a step waits for. */
+void policy_confirmed(struct proc *p, const Leash__Agent__ConfirmReply *r);
 void policy_heartbeat_check(void);
 int  policy_kill(struct proc *p, const char *why, const char *by);
 void policy_reload(void);

@@ -314,19 +314,30 @@ int main(int argc, char **argv)
         fprintf(stderr, "leashd: state dir %s: %s\n", cfg.state_dir, err);
         return 1;
     }
-    /* signals first: a SIGHUP or SIGTERM that comes as soon as the sockets
-       answer must reload or stop leashd, not kill it */
+    /* Signal handling is in place before any socket opens: whoever sees a
+       socket may signal leashd (a SIGHUP to reload), and must not kill it.
+       Blocked until the loop's handlers are set, then delivered to them. */
+    sigset_t handled, old;
+    sigemptyset(&handled);
+    sigaddset(&handled, SIGHUP);
+    sigaddset(&handled, SIGTERM);
+    sigaddset(&handled, SIGINT);
+    sigprocmask(SIG_BLOCK, &handled, &old);
     base = event_base_new();
     if (!base) {
         fprintf(stderr, "leashd: cannot start the event loop\n");
         return 1;
     }
-    struct event *sigs[4];
+    struct event *sigs[3];
     int           signums[] = {SIGHUP, SIGTERM, SIGINT};
     for (int i = 0; i < 3; i++) {
         sigs[i] = evsignal_new(base, signums[i], on_signal, NULL);
-        event_add(sigs[i], NULL);
+        if (!sigs[i] || event_add(sigs[i], NULL) != 0) {
+            fprintf(stderr, "leashd: cannot handle signals\n");
+            return 1;
+        }
     }
+    sigprocmask(SIG_SETMASK, &old, NULL);
     /* sockets systemd passed (leashd.socket) are its to remove, not ours */
     int  afd = socket_inherited("agent", cfg.agent_socket);
     int  cfd = socket_inherited("control", cfg.control_socket);

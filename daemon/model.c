@@ -119,11 +119,24 @@ void map_free(struct map *m)
 
 /* --------------------------------------------------------------- intern */
 
+/* One copy of each name, shared by every object that uses it and freed with
+   the last one: a service that names a group per request must not grow
+   leashd for ever. Chained, so an entry can go without tombstones. */
+struct istr {
+    struct istr *next;
+    uint64_t     hash;
+    size_t       refs;
+    char         s[];
+};
+
 static struct {
-    char **s;
-    size_t cap, n;
-    size_t bytes; /* of the strings */
+    struct istr **b;
+    size_t        cap, n;
+    size_t        bytes; /* of the strings, with their entries */
 } strs;
+
+/* What a name past names_max is shown as: static, never counted. */
+static const char names_over[] = "(names_max)";
 
 static uint64_t fnv(const char *s)
 {
@@ -134,66 +147,112 @@ static uint64_t fnv(const char *s)
 }
 
 /* The names of a batch repeat (one function and site spawned many times):
-   the last few found are compared first, with no hashing. A name ever
-   taken out of the table must be taken out of here too. */
+   the last few found are compared first, with no hashing. A name taken out
+   of the table is taken out of here too. */
 #define RECENT 4
-static const char *recent[RECENT];
-static unsigned    recent_next;
+static struct istr *recent[RECENT];
+static unsigned     recent_next;
 
-static const char *remember(const char *s)
+static const char *remember(struct istr *e)
 {
-    recent[recent_next++ % RECENT] = s;
-    return s;
+    recent[recent_next++ % RECENT] = e;
+    return e->s;
+}
+
+static void intern_rehash(size_t cap)
+{
+    struct istr **b = calloc(cap, sizeof *b);
+    if (!b)
+        return; /* longer chains, nothing lost */
+    for (size_t i = 0; i < strs.cap; i++) {
+        for (struct istr *e = strs.b[i], *next; e; e = next) {
+            next = e->next;
+            e->next = b[e->hash & (cap - 1)];
+            b[e->hash & (cap - 1)] = e;
+        }
+    }
+    free(strs.b);
+    strs.b = b;
+    strs.cap = cap;
 }
 
 const char *intern(const char *s)
 {
     if (!s || !*s)
         return "";
-    for (int k = 0; k < RECENT; k++)
-        if (recent[k] && recent[k][0] == s[0] && strcmp(recent[k], s) == 0)
-            return recent[k];
-    if ((strs.n + 1) * 2 > strs.cap) {
-        size_t cap = strs.cap ? strs.cap * 2 : 1024;
-        char **t = calloc(cap, sizeof *t);
-        if (!t)
-            return "?";
-        for (size_t i = 0; i < strs.cap; i++) {
-            if (!strs.s[i])
-                continue;
-            size_t j = fnv(strs.s[i]) & (cap - 1);
-            while (t[j])
-                j = (j + 1) & (cap - 1);
-            t[j] = strs.s[i];
+    for (int k = 0; k < RECENT; k++) {
+        if (recent[k] && recent[k]->s[0] == s[0] && strcmp(recent[k]->s, s) == 0) {
+            recent[k]->refs++;
+            return recent[k]->s;
         }
-        free(strs.s);
-        strs.s = t;
-        strs.cap = cap;
     }
-    size_t i = fnv(s) & (strs.cap - 1);
-    while (strs.s[i]) {
-        if (strcmp(strs.s[i], s) == 0)
-            return remember(strs.s[i]);
-        i = (i + 1) & (strs.cap - 1);
+    if (!strs.cap)
+        intern_rehash(1024);
+    if (!strs.cap)
+        return "";
+    uint64_t h = fnv(s);
+    for (struct istr *e = strs.b[h & (strs.cap - 1)]; e; e = e->next) {
+        if (e->hash == h && strcmp(e->s, s) == 0) {
+            e->refs++;
+            return remember(e);
+        }
     }
     /* a bound on what unique names can cost (names_max): past it a new
        name is shown as this, said once, counted */
-    size_t len = strlen(s) + 1;
-    if (strs.bytes + len + strs.cap * sizeof *strs.s > cfg.names_max) {
+    size_t len = strlen(s), cost = sizeof(struct istr) + len + 1;
+    if (strs.bytes + cost + strs.cap * sizeof *strs.b > cfg.names_max) {
         if (limit_hits[LIMIT_NAMES]++ == 0)
             log_warn("names over names_max (%zu bytes): new names are shown as "
-                     "\"(names_max)\" (said once)",
-                     cfg.names_max);
-        return "(names_max)";
+                     "\"%s\" (said once)",
+                     cfg.names_max, names_over);
+        return names_over;
     }
-    char *c = malloc(len);
-    if (!c)
-        return "?";
-    memcpy(c, s, len);
-    strs.s[i] = c;
-    strs.n++;
-    strs.bytes += len;
-    return remember(c);
+    struct istr *e = malloc(sizeof *e + len + 1);
+    if (!e)
+        return "";
+    memcpy(e->s, s, len + 1);
+    e->hash = h;
+    e->refs = 1;
+    e->next = strs.b[h & (strs.cap - 1)];
+    strs.b[h & (strs.cap - 1)] = e;
+    strs.bytes += cost;
+    if (++strs.n > strs.cap)
+        intern_rehash(strs.cap * 2);
+    return remember(e);
+}
+
+void unintern(const char *s)
+{
+    if (!s || !*s || s == names_over)
+        return; /* static, never counted */
+    struct istr  *e = (struct istr *)(void *)(s - offsetof(struct istr, s));
+    struct istr **pp = &strs.b[e->hash & (strs.cap - 1)];
+    if (--e->refs > 0)
+        return;
+    while (*pp && *pp != e)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = e->next;
+    for (int k = 0; k < RECENT; k++)
+        if (recent[k] == e)
+            recent[k] = NULL;
+    strs.bytes -= sizeof *e + strlen(e->s) + 1;
+    free(e);
+    if (--strs.n < strs.cap / 8 && strs.cap > 1024)
+        intern_rehash(strs.cap / 2);
+}
+
+size_t intern_count(void)
+{
+    return strs.n;
+}
+
+/* Points *field at an interned copy of v, letting go of what it held. */
+static void set_name(const char **field, const char *v)
+{
+    const char *n = intern(v);
+    unintern(*field);
+    *field = n;
 }
 
 const char *leashd_op_name(int op)
@@ -217,14 +276,18 @@ int64_t model_now(void)
 }
 
 /* Task records come from a free list: leashd may track a million, and
-   malloc's per-block overhead would be a sixth of each. */
+   malloc's per-block overhead would be a sixth of each. The list keeps at
+   most DTASK_KEEP records, so a burst's memory goes back once it is over. */
+#define DTASK_KEEP 65536
 static struct dtask *dtask_free;
+static size_t        dtask_nfree;
 
 static struct dtask *dtask_new(void)
 {
     struct dtask *t = dtask_free;
     if (t) {
         dtask_free = (struct dtask *)(uintptr_t)t->id;
+        dtask_nfree--;
         memset(t, 0, sizeof *t);
         return t;
     }
@@ -235,8 +298,17 @@ static void dtask_release(struct dtask *t)
 {
     if (!t)
         return;
+    unintern(t->fn);
+    unintern(t->site);
+    unintern(t->object);
+    unintern(t->bsite);
+    if (dtask_nfree >= DTASK_KEEP) {
+        free(t);
+        return;
+    }
     t->id = (uint64_t)(uintptr_t)dtask_free;
     dtask_free = t;
+    dtask_nfree++;
 }
 
 /* ------------------------------------------------------------ processes */
@@ -378,6 +450,12 @@ void model_gone(struct proc *p, const char *why)
     size_t live = p->tasks.n;
     /* root tasks (group 0) are threads, not leaked tasks */
     MAP_EACH(&p->tasks, i) if (((struct dtask *)p->tasks.vals[i])->group == 0) live--;
+    /* a model waiting for a fresh snapshot is not a confirmed state: its
+       tasks may be ghosts of dropped events, so nothing is claimed from it
+       (a registry, read after the exit, is the process's own word) */
+    size_t modelled = live;
+    if (p->resyncing)
+        live = 0;
     /* with a registry, a process that seemed idle may have crashed */
     struct lost *l =
         p->hello && (live > 0 || p->reg) && !leashd_stopping ? calloc(1, sizeof *l) : NULL;
@@ -390,6 +468,10 @@ void model_gone(struct proc *p, const char *why)
         struct timeval tv = {0, LOST_WAIT_US};
         if (event_base_once(base, -1, EV_TIMEOUT, lost_cb, l, &tv) != 0)
             lost_cb(-1, 0, l);
+    } else if (p->resyncing && modelled > 0) {
+        log_info("process %d (%s) disconnected (%s) while its view was being resynced: no "
+                 "agent_lost claimed",
+                 (int)p->pid, p->name, why);
     } else if (p->hello) { /* peers that never said Hello come and go unsaid */
         log_info("process %d (%s) disconnected: %s", (int)p->pid, p->name, why);
     }
@@ -410,9 +492,15 @@ void model_group_free(struct dgroup *g)
 {
     if (g->timer)
         event_free(g->timer);
+    unintern(g->name);
+    unintern(g->site);
+    unintern(g->strategy);
     free(g);
 }
 
+/* A group as an event or a snapshot shows it. A group leashd knows already
+   keeps its deadline and where its escalation stands: the library never
+   moves a deadline, and a repeated fact must not restart the steps. */
 static struct dgroup *group_put(struct proc *p, uint64_t id, uint64_t parent, const char *name,
                                 const char *site, int64_t deadline_ms_left, uint64_t opener)
 {
@@ -427,14 +515,14 @@ static struct dgroup *group_put(struct proc *p, uint64_t id, uint64_t parent, co
         }
         g->id = id;
         g->proc = p;
+        g->name = g->site = "";
     }
     g->parent = parent;
     g->opener = opener;
-    g->name = intern(name);
-    g->site = intern(site);
-    int64_t d = deadline_ms_left < 0 ? INT64_MAX : model_now() + deadline_ms_left;
-    if (fresh || d < g->deadline_mono) {
-        g->deadline_mono = d;
+    set_name(&g->name, name);
+    set_name(&g->site, site);
+    if (fresh) {
+        g->deadline_mono = deadline_ms_left < 0 ? INT64_MAX : model_now() + deadline_ms_left;
         policy_group_open(g);
     }
     return g;
@@ -446,7 +534,7 @@ static void group_supervisor(struct dgroup *g, const char *strategy, uint64_t re
 {
     if (!strategy || !*strategy)
         return;
-    g->strategy = intern(strategy);
+    set_name(&g->strategy, strategy);
     g->restarts = restarts;
     g->backoff_ms = backoff_ms;
 }
@@ -477,24 +565,56 @@ static void task_del(struct proc *p, uint64_t id)
     dtask_release(t);
 }
 
-void model_hello(struct proc *p, const Leash__Agent__Hello *h)
+static void task_unstick(struct proc *p, struct dtask *t)
 {
-    clear_model(p);
-    snprintf(p->name, sizeof p->name, "%s", h->name);
-    p->policy = config_policy(&cfg, p->name);
-    p->hello = true;
-    p->dropped = h->dropped;
-    const Leash__Agent__Snapshot *s = h->snapshot;
-    size_t                        ng = s ? s->n_groups : 0, nt = s ? s->n_tasks : 0;
-    uint64_t                      restarts = 0;
+    if (t->stuck) {
+        t->stuck = false;
+        p->stuck--;
+    }
+}
+
+/* The task's state as the process says it is now. */
+static void task_state(struct dtask *t, int op, const char *object, const char *bsite,
+                       int64_t since_ms)
+{
+    t->op = op;
+    set_name(&t->object, op ? object : "");
+    set_name(&t->bsite, op ? bsite : "");
+    t->since_mono = model_now() - since_ms;
+}
+
+void model_group_drop(struct proc *p, struct dgroup *g)
+{
+    uint64_t id = g->id;
+    map_del(&p->groups, id);
+    model_group_free(g);
+    /* a group ends only once its children have: any left are ghosts */
+    size_t    n = 0;
+    uint64_t *ids = malloc((p->tasks.n + 1) * sizeof *ids);
+    MAP_EACH(&p->tasks, i)
+    if (ids && ((struct dtask *)p->tasks.vals[i])->group == id)
+        ids[n++] = p->tasks.keys[i];
+    for (size_t i = 0; i < n; i++)
+        task_del(p, ids[i]);
+    free(ids);
+}
+
+/* Makes the model of p what snapshot s shows, and nothing else: groups and
+   tasks it lacks go, the rest is updated in place (escalation steps and
+   stuck marks of what stays are kept: the same facts again are not news). */
+static void model_replace(struct proc *p, const Leash__Agent__Snapshot *s)
+{
+    uint64_t gen = ++p->gen, restarts = 0;
+    size_t   ng = s ? s->n_groups : 0, nt = s ? s->n_tasks : 0;
     for (size_t i = 0; i < ng; i++) {
-        const Leash__Agent__Group *g = s->groups[i];
+        const Leash__Agent__Group *x = s->groups[i];
         struct dgroup             *d =
-            group_put(p, g->id, g->parent, g->name, g->site, g->deadline_ms_left, g->opener);
+            group_put(p, x->id, x->parent, x->name, x->site, x->deadline_ms_left, x->opener);
         if (d) {
-            d->cancelled = g->cancelled;
-            group_supervisor(d, g->strategy, g->restarts, g->backoff_ms);
-            restarts += g->restarts;
+            d->cancelled = x->cancelled;
+            d->gen = gen;
+            group_supervisor(d, x->strategy, x->restarts, x->backoff_ms);
+            restarts += x->restarts;
         }
     }
     /* what live supervisors count; those that ended before are not in it */
@@ -505,15 +625,104 @@ void model_hello(struct proc *p, const Leash__Agent__Hello *h)
         struct dtask             *t = task_put(p, x->id, x->group);
         if (!t)
             continue;
-        t->fn = intern(x->fn);
-        t->site = intern(x->site);
-        t->op = x->op;
-        t->object = intern(x->object);
-        t->bsite = intern(x->blocked_site);
-        t->since_mono = model_now() - x->since_ms;
+        if (t->op != (int)x->op)
+            task_unstick(p, t);
+        t->group = x->group;
+        set_name(&t->fn, x->fn);
+        set_name(&t->site, x->site);
+        task_state(t, x->op, x->object, x->blocked_site, x->since_ms);
+        t->gen = gen;
     }
+    size_t    n = 0, cap = p->groups.n > p->tasks.n ? p->groups.n : p->tasks.n;
+    uint64_t *gone = malloc((cap + 1) * sizeof *gone);
+    if (!gone)
+        return; /* what stays is stale, and stays marked so */
+    MAP_EACH(&p->groups, i)
+    if (((struct dgroup *)p->groups.vals[i])->gen != gen)
+        gone[n++] = p->groups.keys[i];
+    for (size_t i = 0; i < n; i++)
+        model_group_free(map_del(&p->groups, gone[i]));
+    n = 0;
+    MAP_EACH(&p->tasks, i)
+    if (((struct dtask *)p->tasks.vals[i])->gen != gen)
+        gone[n++] = p->tasks.keys[i];
+    for (size_t i = 0; i < n; i++)
+        task_del(p, gone[i]);
+    free(gone);
+}
+
+static void ask_resync(struct proc *p)
+{
+    Leash__Agent__ResyncRequest r = LEASH__AGENT__RESYNC_REQUEST__INIT;
+    Leash__Agent__DaemonMessage m = LEASH__AGENT__DAEMON_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__DAEMON_MESSAGE__MSG_RESYNC;
+    m.resync = &r;
+    agent_send(p, &m);
+}
+
+/* From here the model of p is not the process: shown as resyncing, and
+   nothing is claimed from it, until a fresh snapshot replaces it. */
+static void mark_resyncing(struct proc *p, const char *why)
+{
+    if (!p->resyncing)
+        log_info("process %d (%s): %s: resyncing", (int)p->pid, p->name, why);
+    p->resyncing = true;
+}
+
+void model_hello(struct proc *p, const Leash__Agent__Hello *h)
+{
+    clear_model(p);
+    if (h->name && *h->name)
+        snprintf(p->name, sizeof p->name, "%s", h->name);
+    p->policy = config_policy(&cfg, p->name);
+    p->hello = true;
+    p->dropped = p->snap_dropped = h->dropped;
+    p->seq = 0;
+    p->resyncing = false;
+    model_replace(p, h->snapshot);
     log_info("process %d (%s, uid %u) connected: %zu groups, %zu tasks, policy \"%s\"", (int)p->pid,
              p->name, (unsigned)p->uid, p->groups.n, p->tasks.n, p->policy->match);
+}
+
+void model_resync(struct proc *p, const Leash__Agent__Resync *r)
+{
+    p->seq = r->seq;
+    p->snap_dropped = r->dropped;
+    if (r->dropped > p->dropped)
+        p->dropped = r->dropped;
+    model_replace(p, r->snapshot);
+    if (p->resyncing)
+        log_info("process %d (%s): resynced: %zu groups, %zu tasks", (int)p->pid, p->name,
+                 p->groups.n, p->tasks.n);
+    p->resyncing = false;
+}
+
+/* A batch number that does not follow the last one, or a drop the last
+   snapshot did not cover, means the model has holes. */
+static void check_batch(struct proc *p, uint64_t seq, uint64_t dropped)
+{
+    if (seq) {
+        if (seq != p->seq + 1) {
+            char why[96];
+            snprintf(why, sizeof why, "batch %llu after %llu", (unsigned long long)seq,
+                     (unsigned long long)p->seq);
+            if (!p->resyncing)
+                ask_resync(p);
+            mark_resyncing(p, why);
+        }
+        p->seq = seq;
+    }
+    if (dropped > p->dropped)
+        p->dropped = dropped;
+    if (dropped != p->snap_dropped)
+        mark_resyncing(p, "the agent dropped events"); /* it sends a Resync by itself */
+}
+
+void model_events(struct proc *p, const Leash__Agent__Events *e)
+{
+    check_batch(p, e->seq, e->dropped);
+    for (size_t i = 0; i < e->n_events; i++)
+        model_event(p, e->events[i]);
 }
 
 void model_event(struct proc *p, const Leash__Agent__Event *e)
@@ -536,22 +745,28 @@ void model_event(struct proc *p, const Leash__Agent__Event *e)
     case LEASH__AGENT__EVENT__KIND__TASK_START: {
         struct dtask *t = task_put(p, e->task, e->group);
         if (t) {
-            t->fn = intern(e->fn);
-            t->site = intern(e->site);
+            set_name(&t->fn, e->fn);
+            set_name(&t->site, e->site);
         }
         break;
     }
     case LEASH__AGENT__EVENT__KIND__TASK_END: task_del(p, e->task); break;
+    case LEASH__AGENT__EVENT__KIND__STATE: {
+        /* never makes a task: one that ended is not brought back */
+        struct dtask *t = map_get(&p->tasks, e->task);
+        if (!t)
+            break;
+        task_unstick(p, t);
+        task_state(t, e->op, e->object, e->site, e->since_ms);
+        break;
+    }
     case LEASH__AGENT__EVENT__KIND__STUCK: {
         struct dtask *t = task_put(p, e->task, e->group);
         if (!t)
             break;
         if (!*t->fn)
-            t->fn = intern(e->fn);
-        t->op = e->op;
-        t->object = intern(e->object);
-        t->bsite = intern(e->site);
-        t->since_mono = model_now() - e->since_ms;
+            set_name(&t->fn, e->fn);
+        task_state(t, e->op, e->object, e->site, e->since_ms);
         if (t->stuck)
             break;
         t->stuck = true;
@@ -565,9 +780,12 @@ void model_event(struct proc *p, const Leash__Agent__Event *e)
                      (long long)e->since_ms);
         break;
     }
-    case LEASH__AGENT__EVENT__KIND__REPORT:
-        incident(p, e->report_kind, e->group, e->name, e->task, "report", "%s", e->detail);
+    case LEASH__AGENT__EVENT__KIND__REPORT: {
+        struct dgroup *g = e->group ? map_get(&p->groups, e->group) : NULL;
+        incident(p, e->report_kind, e->group, g ? g->name : e->name, e->task, "report", "%s",
+                 e->detail);
         break;
+    }
     case LEASH__AGENT__EVENT__KIND__RESTART: {
         p->restarts++;
         stat_restarts++;
@@ -587,7 +805,10 @@ void model_event(struct proc *p, const Leash__Agent__Event *e)
 
 void model_heartbeat(struct proc *p, const Leash__Agent__Heartbeat *h)
 {
-    p->dropped = h->dropped;
+    if (h->dropped > p->dropped)
+        p->dropped = h->dropped;
+    if (h->dropped != p->snap_dropped)
+        mark_resyncing(p, "the agent dropped events");
 }
 
 /* ------------------------------------------------------------- snapshot */

@@ -262,12 +262,16 @@ static const char *on_message(struct proc *p, const uint8_t *msg, size_t len, ch
         hello_reply(p, true, NULL);
         break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_EVENTS:
-        p->dropped = m->events->dropped;
-        for (size_t i = 0; i < m->events->n_events; i++)
-            model_event(p, m->events->events[i]);
+        model_events(p, m->events);
         if (p->groups.n + p->tasks.n > cfg.objects_per_process)
             drop = over_objects(p, why, whylen);
         break;
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_RESYNC:
+        model_resync(p, m->resync);
+        if (p->groups.n + p->tasks.n > cfg.objects_per_process)
+            drop = over_objects(p, why, whylen);
+        break;
+    case LEASH__AGENT__AGENT_MESSAGE__MSG_CONFIRM: policy_confirmed(p, m->confirm); break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_HEARTBEAT: model_heartbeat(p, m->heartbeat); break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_DUMP:
         for (struct pending_dump *d = pending; d; d = d->next) {

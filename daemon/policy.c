@@ -171,14 +171,32 @@ static void overrun_report(struct proc *p, const struct dgroup *g, enum action a
         overrun_dumped(o, NULL);
 }
 
+/* How long a Confirm may take before leashd takes the process as not
+   answering: then nothing is done, the step is asked again later, and a
+   process that stays silent is the heartbeat check's business. */
+static int64_t confirm_timeout_ms(void)
+{
+    return cfg.heartbeat_timeout_ms > 1000 ? cfg.heartbeat_timeout_ms : 1000;
+}
+
+static void arm(struct dgroup *g, int64_t in_ms)
+{
+    if (in_ms < 0)
+        in_ms = 0;
+    struct timeval tv = {in_ms / 1000, (in_ms % 1000) * 1000};
+    evtimer_add(g->timer, &tv);
+}
+
+/* The next step is due: ask the process first. Nothing beyond this is done
+   on leashd's view alone, which may be late or hold ghosts. */
 static void step_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct dgroup       *g = arg;
-    struct proc         *p = g->proc;
-    const struct policy *pol = p->policy;
-    if (g->next_step >= pol->nsteps)
+    static uint64_t next_req;
+    struct dgroup  *g = arg;
+    struct proc    *p = g->proc;
+    if (g->next_step >= p->policy->nsteps)
         return;
     if (peer_unread(p) && g->deferrals < STEP_DEFERRALS_MAX) {
         g->deferrals++;
@@ -187,23 +205,78 @@ static void step_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     g->deferrals = 0;
-    const struct step *st = &pol->steps[g->next_step++];
-    int64_t            over = mono_ms() - g->deadline_mono;
-    size_t             live = 0;
-    MAP_EACH(&p->tasks, i) if (((struct dtask *)p->tasks.vals[i])->group == g->id) live++;
+    if (g->confirm_req && !g->confirm_late) {
+        g->confirm_late = true;
+        log_warn("process %d (%s) did not confirm group %llu \"%s\" within %lld ms: step "
+                 "\"%s\" waits",
+                 (int)p->pid, p->name, (unsigned long long)g->id, g->name,
+                 (long long)confirm_timeout_ms(),
+                 action_name(p->policy->steps[g->next_step].action));
+    }
+    Leash__Agent__Confirm c = LEASH__AGENT__CONFIRM__INIT;
+    c.request = g->confirm_req = ++next_req;
+    c.group = g->id;
+    Leash__Agent__DaemonMessage m = LEASH__AGENT__DAEMON_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__DAEMON_MESSAGE__MSG_CONFIRM;
+    m.confirm = &c;
+    agent_send(p, &m); /* not sent: the connection is ending, and the group with it */
+    arm(g, confirm_timeout_ms());
+}
+
+/* The step, on a group the process has just confirmed alive and overdue. */
+static void step_run(struct dgroup *g, const struct step *st, const Leash__Agent__ConfirmReply *r)
+{
+    struct proc *p = g->proc;
+    int64_t      over = model_now() - g->deadline_mono;
     if (st->action == ACT_KILL) {
         char why[200];
         snprintf(why, sizeof why, "group %llu \"%s\" overran its deadline by %lld ms",
                  (unsigned long long)g->id, g->name, (long long)over);
         policy_kill(p, why, "policy");
-    } else {
-        overrun_report(p, g, st->action, live, over);
-        if (st->action == ACT_CANCEL)
-            agent_cancel(p, g->id);
-        else if (st->action == ACT_INTERRUPT)
-            agent_interrupt(p, g->id);
+        return;
     }
-    schedule(g);
+    overrun_report(p, g, st->action, (size_t)r->tasks, over);
+    if (st->action == ACT_CANCEL)
+        agent_cancel(p, g->id);
+    else if (st->action == ACT_INTERRUPT)
+        agent_interrupt(p, g->id);
+}
+
+void policy_confirmed(struct proc *p, const Leash__Agent__ConfirmReply *r)
+{
+    struct dgroup *g = map_get(&p->groups, r->group);
+    if (!g || !g->confirm_req || g->confirm_req != r->request)
+        return; /* an answer to a question no longer asked */
+    g->confirm_req = 0;
+    g->confirm_late = false;
+    evtimer_del(g->timer);
+    const struct policy *pol = p->policy;
+    if (g->next_step >= pol->nsteps)
+        return;
+    if (!r->alive) {
+        /* leashd held a group the process no longer has: a ghost */
+        log_warn("process %d (%s): group %llu \"%s\" has ended: no step taken, and the group "
+                 "leaves the model",
+                 (int)p->pid, p->name, (unsigned long long)g->id, g->name);
+        model_group_drop(p, g);
+        return;
+    }
+    if (!r->overdue) {
+        /* the deadline as the process has it: later than leashd thought, or none */
+        g->deadline_mono = r->deadline_ms_left < 0 ? INT64_MAX : model_now() + r->deadline_ms_left;
+        schedule(g);
+        return;
+    }
+    if (r->tasks == 0) {
+        /* past its deadline (so cancelled) with no child left: only its
+           opener's wait remains, which no step can make any sooner */
+        g->next_step = pol->nsteps;
+        return;
+    }
+    const struct step *st = &pol->steps[g->next_step++];
+    step_run(g, st, r);
+    if (!p->dead && map_get(&p->groups, r->group) == g)
+        schedule(g);
 }
 
 static void schedule(struct dgroup *g)
@@ -212,22 +285,44 @@ static void schedule(struct dgroup *g)
     if (g->deadline_mono == INT64_MAX || g->next_step >= pol->nsteps)
         return;
     int64_t at = g->deadline_mono + pol->grace_ms + pol->steps[g->next_step].at_ms;
-    int64_t in = at - mono_ms();
-    if (in < 0)
-        in = 0;
     if (!g->timer && !(g->timer = evtimer_new(base, step_cb, g)))
         return;
-    struct timeval tv = {in / 1000, (in % 1000) * 1000};
-    evtimer_add(g->timer, &tv);
+    arm(g, at - mono_ms());
 }
 
 void policy_group_open(struct dgroup *g)
 {
     g->next_step = 0;
     g->deferrals = 0;
+    g->confirm_req = 0;
     if (g->timer)
         evtimer_del(g->timer);
     schedule(g);
+}
+
+/* A process that stops talking cannot confirm anything: only the
+   heartbeat_escalate steps run, each ACTION@T T after the loss was found,
+   and each is an incident that says what was done. */
+static void heartbeat_step(struct proc *p, const struct step *st, int64_t silent_ms)
+{
+    const char *act = action_name(st->action);
+    if (st->action == ACT_KILL) {
+        char why[128];
+        snprintf(why, sizeof why, "no message for %lld ms (heartbeat lost)", (long long)silent_ms);
+        policy_kill(p, why, "heartbeat_escalate");
+        return;
+    }
+    incident(p, "heartbeat_lost", 0, NULL, 0, act,
+             "no message for %lld ms (heartbeat_timeout %lld ms): the process is wedged or "
+             "short of CPU%s",
+             (long long)silent_ms, (long long)cfg.heartbeat_timeout_ms,
+             st->action == ACT_CANCEL      ? "; every top-level group cancelled"
+             : st->action == ACT_INTERRUPT ? "; every group interrupted"
+                                           : "");
+    if (st->action == ACT_CANCEL)
+        agent_cancel(p, 0);
+    else if (st->action == ACT_INTERRUPT)
+        agent_interrupt(p, 0);
 }
 
 void policy_heartbeat_check(void)
@@ -250,21 +345,12 @@ void policy_heartbeat_check(void)
             p->hb_lost = true;
             p->hb_lost_mono = now;
             p->hb_step = 0;
-            incident(p, "heartbeat_lost", 0, NULL, 0, "report",
-                     "no message for %lld ms (heartbeat_timeout %lld ms): the process is wedged",
-                     (long long)(now - p->last_msg_mono), (long long)cfg.heartbeat_timeout_ms);
+            log_warn("process %d (%s): no message for %lld ms: heartbeat lost", (int)p->pid,
+                     p->name, (long long)(now - p->last_msg_mono));
         }
-        const struct policy *pol = p->policy;
-        while (p->hb_step < pol->nsteps &&
-               now >= p->hb_lost_mono + pol->grace_ms + pol->steps[p->hb_step].at_ms) {
-            const struct step *st = &pol->steps[p->hb_step++];
-            if (st->action == ACT_CANCEL)
-                agent_cancel(p, 0);
-            else if (st->action == ACT_INTERRUPT)
-                agent_interrupt(p, 0);
-            else if (st->action == ACT_KILL)
-                policy_kill(p, "heartbeat lost", "policy");
-        }
+        while (p->hb_step < cfg.hb_nsteps &&
+               now >= p->hb_lost_mono + cfg.hb_steps[p->hb_step].at_ms)
+            heartbeat_step(p, &cfg.hb_steps[p->hb_step++], now - p->last_msg_mono);
     }
 }
 

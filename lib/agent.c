@@ -8,6 +8,19 @@
  * (Vyukov's bounded queue) only while connected, and an event that finds
  * the ring full is dropped and counted. After every (re)connect the snapshot
  * rebuilds leashd's view, so nothing dropped or missed stays wrong for long.
+ *
+ * Batches are numbered; after any drop the agent sends a Resync, a fresh
+ * snapshot that replaces leashd's model, so leashd never builds on a view
+ * with holes in it. Snapshots stay consistent with the event stream because
+ * every event is queued after its effect is visible to a snapshot (a task
+ * is off its group's list before its TASK_END is queued): events queued
+ * before a snapshot are dropped from the ring, those queued after it follow
+ * it and repeat at worst what it already shows.
+ *
+ * The agent thread is tickless: it sleeps until an event is queued (the
+ * first push into an idle ring kicks an eventfd), leashd writes, or a
+ * heartbeat is due. Once woken it waits FLUSH_MS more, so events go in
+ * batches, unless the ring fills up or exit() asks for a flush.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -15,6 +28,7 @@
 
 #include "frame.h"
 #include "leash/agent.pb-c.h"
+#include "text.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -22,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -33,6 +48,9 @@
 #define REPORTS_MAX    64
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
+#define NAME_MAX_SEND  255  /* bytes of a name sent to leashd, cut on a UTF-8 boundary */
+#define SITE_MAX_SEND  1023 /* bytes of a file:line */
+#define PNAME_MAX_SEND 63   /* bytes of the process name */
 
 _Atomic int leash__agent_on;
 
@@ -45,6 +63,11 @@ static struct cell     *ring;
 static _Atomic size_t   enq_pos;
 static size_t           deq_pos; /* the agent thread's alone */
 static _Atomic uint64_t dropped;
+
+/* 1 while the agent thread sleeps with nothing queued: the next push writes
+   kick_fd to wake it. */
+static _Atomic int agent_asleep;
+static int         kick_fd = -1;
 
 struct report {
     char     kind[24];
@@ -66,6 +89,13 @@ static _Atomic uint32_t flush_req, flush_done;
 
 /* ------------------------------------------------------ the event ring */
 
+static void kick(void)
+{
+    uint64_t one = 1;
+    ssize_t  r = write(kick_fd, &one, sizeof one);
+    (void)r; /* EAGAIN: the counter is full, so a wake-up is pending anyway */
+}
+
 void leash__agent_push(const struct leash__aevent *ev)
 {
     size_t       pos = atomic_load_explicit(&enq_pos, memory_order_relaxed);
@@ -75,7 +105,10 @@ void leash__agent_push(const struct leash__aevent *ev)
         size_t   seq = atomic_load_explicit(&c->seq, memory_order_acquire);
         intptr_t dif = (intptr_t)seq - (intptr_t)pos;
         if (dif == 0) {
-            if (atomic_compare_exchange_weak_explicit(&enq_pos, &pos, pos + 1, memory_order_relaxed,
+            /* seq_cst, as the load of agent_asleep below: either the agent
+               sees this position taken before it sleeps, or this thread sees
+               it asleep (one locked instruction on x86 either way) */
+            if (atomic_compare_exchange_weak_explicit(&enq_pos, &pos, pos + 1, memory_order_seq_cst,
                                                       memory_order_relaxed))
                 break;
         } else if (dif < 0) {
@@ -87,6 +120,16 @@ void leash__agent_push(const struct leash__aevent *ev)
     }
     c->ev = *ev;
     atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+    if (unlikely(atomic_load_explicit(&agent_asleep, memory_order_seq_cst)) &&
+        atomic_exchange_explicit(&agent_asleep, 0, memory_order_relaxed))
+        kick();
+    else if (unlikely((pos & (RING_SIZE / 4 - 1)) == RING_SIZE / 4 - 1))
+        kick(); /* a quarter full while the agent gathers a batch: now */
+}
+
+static bool ring_pending(void)
+{
+    return atomic_load_explicit(&enq_pos, memory_order_seq_cst) != deq_pos;
 }
 
 static bool ring_pop(struct leash__aevent *ev)
@@ -118,6 +161,8 @@ void leash__agent_report(const char *kind, uint64_t task, uint64_t group_id, con
         atomic_fetch_add_explicit(&dropped, 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&report_mu);
+    if (atomic_exchange(&agent_asleep, 0))
+        kick();
 }
 
 /* -------------------------------------------------------------- sockets */
@@ -229,22 +274,47 @@ struct arena {
     size_t n, cap;
 };
 
+static char *arena_keep(struct arena *a, char *s)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        char **p = realloc(a->s, cap * sizeof *p);
+        if (!p) {
+            free(s);
+            return (char *)"";
+        }
+        a->s = p;
+        a->cap = cap;
+    }
+    return a->s[a->n++] = s;
+}
+
+/* s as leashd may take it (clean UTF-8, at most max bytes): s itself when it
+   is already, else a cleaned copy the arena frees. Names come from the
+   application and may hold anything. */
+static char *arena_text(struct arena *a, const char *s, size_t max)
+{
+    if (!s)
+        return (char *)"";
+    size_t n = strnlen(s, max + 1);
+    if (n <= max && leash_text_is_clean(s))
+        return (char *)s;
+    char *c = malloc(max + 1);
+    if (!c)
+        return (char *)"";
+    leash_text_clean(c, max + 1, s, SIZE_MAX);
+    return arena_keep(a, c);
+}
+
 static char *arena_site(struct arena *a, const char *file, int line)
 {
     if (!file)
         return (char *)"";
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 64;
-        char **p = realloc(a->s, cap * sizeof *p);
-        if (!p)
-            return (char *)"";
-        a->s = p;
-        a->cap = cap;
-    }
     char *s;
     if (asprintf(&s, "%s:%d", file, line) < 0)
         return (char *)"";
-    return a->s[a->n++] = s;
+    leash_text_clean(s, SITE_MAX_SEND + 1, s, SIZE_MAX);
+    return arena_keep(a, s);
 }
 
 static void arena_free(struct arena *a)
@@ -286,7 +356,7 @@ static int pbsnap_make(struct pbsnap *p)
             leash__agent__group__init(x);
             x->id = g->id;
             x->parent = g->parent;
-            x->name = (char *)g->name;
+            x->name = arena_text(&p->a, g->name, NAME_MAX_SEND);
             x->deadline_ms_left = g->deadline_ms_left;
             x->cancelled = g->cancelled != 0;
             x->site = arena_site(&p->a, g->open_file, g->open_line);
@@ -303,10 +373,10 @@ static int pbsnap_make(struct pbsnap *p)
             leash__agent__task__init(y);
             y->id = t->id;
             y->group = g->id;
-            y->fn = (char *)(t->fn ? t->fn : "");
+            y->fn = arena_text(&p->a, t->fn, NAME_MAX_SEND);
             y->site = arena_site(&p->a, t->file, t->line);
             y->op = (Leash__Agent__Op)t->op;
-            y->object = (char *)(t->obj ? t->obj : "");
+            y->object = arena_text(&p->a, t->obj, NAME_MAX_SEND);
             y->blocked_site = t->op ? arena_site(&p->a, t->bfile, t->bline) : (char *)"";
             y->since_ms = t->since_ms;
             y->held_by = t->held_by;
@@ -350,26 +420,71 @@ static void pbsnap_free(struct pbsnap *p)
 
 /* ------------------------------------------------------------ a session */
 
-struct session {
-    int       fd;
-    int64_t   heartbeat_ms, stuck_after_ms;
-    uint64_t  hb_seq;
-    uint64_t *stuck; /* ids of tasks reported stuck, sorted */
-    size_t    nstuck;
-    uint8_t  *in;
-    size_t    inlen, incap;
+/* A task leashd was told is blocked, and how: by a snapshot or a STUCK
+   event. Each heartbeat compares these with the process as it is and says
+   what changed, so leashd's states follow the process. */
+struct shown {
+    uint64_t id;
+    int      op;
+    int64_t  since_ns;
+    bool     stuck; /* a STUCK event said so */
 };
+
+struct session {
+    int           fd;
+    int64_t       heartbeat_ms, stuck_after_ms;
+    uint64_t      hb_seq;
+    uint64_t      seq;          /* of the last Events or Resync sent */
+    uint64_t      snap_dropped; /* the drop count the last snapshot covers */
+    bool          want_resync;  /* leashd asked for one */
+    struct shown *shown;        /* sorted by id */
+    size_t        nshown;
+    uint8_t      *in;
+    size_t        inlen, incap;
+};
+
+static int cmp_shown(const void *a, const void *b)
+{
+    const struct shown *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Every task the snapshot shows blocked is what leashd now believes. */
+static void shown_from(struct session *s, const struct pbsnap *p)
+{
+    free(s->shown);
+    s->nshown = 0;
+    s->shown = malloc((p->s.ntasks + 1) * sizeof *s->shown);
+    for (size_t i = 0; s->shown && i < p->s.ntasks; i++) {
+        const struct leash_snap_task *t = &p->s.tasks[i];
+        if (t->op)
+            s->shown[s->nshown++] = (struct shown){t->id, t->op, t->since_ns, false};
+    }
+    if (s->shown)
+        qsort(s->shown, s->nshown, sizeof *s->shown, cmp_shown);
+}
+
+/* Events queued before a snapshot is taken are in it already; dropped, so
+   none can come after it with the event that undid it lost. */
+static void ring_discard(void)
+{
+    struct leash__aevent e;
+    for (size_t i = 0; i < RING_SIZE && ring_pop(&e); i++)
+        ;
+}
 
 static int send_hello(struct session *s)
 {
+    uint64_t d0 = atomic_load_explicit(&dropped, memory_order_acquire);
+    ring_discard(); /* what a producer still pushed into the last session */
     struct pbsnap p;
     int           err = pbsnap_make(&p);
     if (!err) {
         Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
         h.version = LEASH__AGENT__VERSION__VERSION_CURRENT;
-        h.name = (char *)leash__process_name();
+        h.name = arena_text(&p.a, leash__process_name(), PNAME_MAX_SEND);
         h.snapshot = &p.snap;
-        h.dropped = atomic_load_explicit(&dropped, memory_order_relaxed);
+        h.dropped = d0;
         h.lib_version = (char *)LEASH_VERSION_STRING;
         int reg = leash__reg_fd();
         h.registry = reg >= 0;
@@ -377,6 +492,33 @@ static int send_hello(struct session *s)
         m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO;
         m.hello = &h;
         err = send_msg_fd(s->fd, &m, reg);
+        s->snap_dropped = d0;
+        shown_from(s, &p);
+    }
+    pbsnap_free(&p);
+    return err;
+}
+
+/* A fresh snapshot that replaces leashd's model: after any drop, or when
+   leashd asks. */
+static int send_resync(struct session *s)
+{
+    uint64_t d0 = atomic_load_explicit(&dropped, memory_order_acquire);
+    ring_discard();
+    struct pbsnap p;
+    int           err = pbsnap_make(&p);
+    if (!err) {
+        Leash__Agent__Resync r = LEASH__AGENT__RESYNC__INIT;
+        r.seq = ++s->seq;
+        r.dropped = d0;
+        r.snapshot = &p.snap;
+        Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
+        m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_RESYNC;
+        m.resync = &r;
+        err = send_msg(s->fd, &m);
+        s->snap_dropped = d0;
+        s->want_resync = false;
+        shown_from(s, &p);
     }
     pbsnap_free(&p);
     return err;
@@ -389,10 +531,10 @@ static void ev_to_pb(const struct leash__aevent *e, Leash__Agent__Event *x, stru
     x->group = e->group;
     x->task = e->task;
     x->parent = e->parent;
-    x->name = (char *)e->name;
+    x->name = arena_text(a, e->name, NAME_MAX_SEND);
     x->deadline_ms_left = e->deadline_ms_left;
     x->site = arena_site(a, e->file, e->line);
-    x->fn = (char *)(e->fn ? e->fn : "");
+    x->fn = arena_text(a, e->fn, NAME_MAX_SEND);
     x->restarts = e->restarts;
     x->backoff_ms = e->backoff_ms;
     bool sup = (e->kind == LEASH_EV_GROUP_OPEN || e->kind == LEASH_EV_RESTART) &&
@@ -408,19 +550,65 @@ static bool is_stuck(const struct session *s, const Leash__Agent__Task *t)
            t->op != LEASH__AGENT__OP__OP_GO && t->since_ms >= s->stuck_after_ms;
 }
 
-static int cmp_u64(const void *a, const void *b)
+static void task_event(Leash__Agent__Event *e, int kind, const Leash__Agent__Task *t)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
+    leash__agent__event__init(e);
+    e->kind = kind;
+    e->task = t->id;
+    e->group = t->group;
+    e->site = t->blocked_site;
+    e->fn = t->fn;
+    e->op = t->op;
+    e->object = t->object;
+    e->since_ms = t->since_ms;
 }
 
-/* Sends queued events, reports and (when scan) newly stuck tasks. */
+/* What changed since leashd was last told, from a snapshot p: a STATE for
+   each task shown blocked that runs again or blocks elsewhere now, a STUCK
+   for each task newly past stuck_after. Writes at most 2 events per task of
+   p into out; makes the new shown list. */
+static size_t states(struct session *s, const struct pbsnap *p, Leash__Agent__Event *out)
+{
+    size_t        k = 0, n = 0;
+    struct shown *next = malloc((p->s.ntasks + 1) * sizeof *next);
+    if (!next)
+        return 0; /* told nothing: the next heartbeat compares again */
+    for (size_t i = 0; i < p->s.ntasks; i++) {
+        const Leash__Agent__Task     *t = p->snap.tasks[i];
+        const struct leash_snap_task *x = &p->s.tasks[i];
+        struct shown                  key = {.id = t->id};
+        struct shown                 *old =
+            s->shown ? bsearch(&key, s->shown, s->nshown, sizeof key, cmp_shown) : NULL;
+        bool stuck = is_stuck(s, t);
+        bool same = old && old->op == x->op && old->since_ns == x->since_ns;
+        if (old && !same)
+            task_event(&out[k++], LEASH__AGENT__EVENT__KIND__STATE, t);
+        bool was_stuck = same && old->stuck;
+        if (stuck && !was_stuck)
+            task_event(&out[k++], LEASH__AGENT__EVENT__KIND__STUCK, t);
+        if (x->op && (same || stuck || old))
+            next[n++] = (struct shown){t->id, x->op, x->since_ns, stuck};
+    }
+    qsort(next, n, sizeof *next, cmp_shown);
+    free(s->shown);
+    s->shown = next;
+    s->nshown = n;
+    return k;
+}
+
+/* Sends queued events, reports and (when scan) what changed in the tasks'
+   states; a Resync instead when events were dropped. */
 static int flush(struct session *s, bool scan)
 {
     static struct leash__aevent evs[BATCH_MAX];
     static struct report        rep[REPORTS_MAX];
     int                         err = 0;
     for (;;) {
+        if (s->want_resync ||
+            atomic_load_explicit(&dropped, memory_order_acquire) != s->snap_dropped) {
+            if ((err = send_resync(s)) != 0)
+                return err;
+        }
         size_t n = 0;
         while (n < BATCH_MAX && ring_pop(&evs[n]))
             n++;
@@ -431,27 +619,11 @@ static int flush(struct session *s, bool scan)
         pthread_mutex_unlock(&report_mu);
 
         struct pbsnap p = {0};
-        size_t        nstuck_new = 0;
-        uint64_t     *now_stuck = NULL;
-        size_t        nst = 0;
-        if (scan) {
-            if (pbsnap_make(&p) == 0) {
-                now_stuck = malloc((p.s.ntasks + 1) * sizeof *now_stuck);
-                for (size_t i = 0; now_stuck && i < p.snap.n_tasks; i++)
-                    if (is_stuck(s, p.snap.tasks[i]))
-                        now_stuck[nst++] = p.snap.tasks[i]->id;
-                if (now_stuck)
-                    qsort(now_stuck, nst, sizeof *now_stuck, cmp_u64);
-            }
-        }
-        size_t total = n + (size_t)nr + nst;
+        bool          have_p = scan && pbsnap_make(&p) == 0;
+        size_t        total = n + (size_t)nr + (have_p ? 2 * p.s.ntasks : 0);
         if (total == 0) {
-            if (scan) {
-                free(s->stuck);
-                s->stuck = now_stuck;
-                s->nstuck = 0;
+            if (scan)
                 pbsnap_free(&p);
-            }
             return 0;
         }
         Leash__Agent__Event  *pe = calloc(total, sizeof *pe);
@@ -470,24 +642,8 @@ static int flush(struct session *s, bool scan)
                 pe[k].report_kind = rep[i].kind;
                 pe[k].detail = rep[i].detail;
             }
-            for (size_t i = 0; scan && i < p.snap.n_tasks; i++) {
-                Leash__Agent__Task *t = p.snap.tasks[i];
-                if (!is_stuck(s, t))
-                    continue;
-                if (s->stuck && bsearch(&t->id, s->stuck, s->nstuck, sizeof *s->stuck, cmp_u64))
-                    continue; /* reported already */
-                leash__agent__event__init(&pe[k]);
-                pe[k].kind = LEASH__AGENT__EVENT__KIND__STUCK;
-                pe[k].task = t->id;
-                pe[k].group = t->group;
-                pe[k].site = t->blocked_site;
-                pe[k].fn = t->fn;
-                pe[k].op = t->op;
-                pe[k].object = t->object;
-                pe[k].since_ms = t->since_ms;
-                k++;
-                nstuck_new++;
-            }
+            if (have_p)
+                k += states(s, &p, &pe[k]);
             for (size_t i = 0; i < k; i++)
                 pp[i] = &pe[i];
             Leash__Agent__Events e = LEASH__AGENT__EVENTS__INIT;
@@ -497,8 +653,10 @@ static int flush(struct session *s, bool scan)
             Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
             m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_EVENTS;
             m.events = &e;
-            if (k)
+            if (k) {
+                e.seq = ++s->seq;
                 err = send_msg(s->fd, &m);
+            }
         } else {
             err = -ENOMEM;
         }
@@ -506,9 +664,6 @@ static int flush(struct session *s, bool scan)
         free(pp);
         arena_free(&a);
         if (scan) {
-            free(s->stuck);
-            s->stuck = now_stuck;
-            s->nstuck = nst;
             pbsnap_free(&p);
             scan = false;
         }
@@ -548,6 +703,28 @@ static int send_dump(struct session *s, uint64_t request)
     return err;
 }
 
+/* leashd acts on a group only once the process confirms it is alive and
+   past its deadline: this answer is the process's own view, now. */
+static int send_confirm(struct session *s, const Leash__Agent__Confirm *c)
+{
+    Leash__Agent__ConfirmReply r = LEASH__AGENT__CONFIRM_REPLY__INIT;
+    r.request = c->request;
+    r.group = c->group;
+    int64_t  deadline = INT64_MAX;
+    uint64_t alive = 0;
+    r.alive = c->group && leash__group_probe(c->group, &deadline, &alive);
+    int64_t now = leash__now_ns();
+    r.deadline_ms_left = !r.alive || deadline == INT64_MAX ? -1
+                         : deadline > now                  ? (deadline - now) / 1000000
+                                                           : 0;
+    r.overdue = r.alive && deadline <= now;
+    r.tasks = alive;
+    Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_CONFIRM;
+    m.confirm = &r;
+    return send_msg(s->fd, &m);
+}
+
 /* One message from leashd. A message this agent cannot use is skipped: the
    daemon may be newer. */
 static int handle(struct session *s, const uint8_t *msg, size_t len, bool *hello_done)
@@ -581,6 +758,8 @@ static int handle(struct session *s, const uint8_t *msg, size_t len, bool *hello
         leash__interrupt_by_id(m->interrupt->group);
         break;
     case LEASH__AGENT__DAEMON_MESSAGE__MSG_DUMP: err = send_dump(s, m->dump->request); break;
+    case LEASH__AGENT__DAEMON_MESSAGE__MSG_RESYNC: s->want_resync = true; break;
+    case LEASH__AGENT__DAEMON_MESSAGE__MSG_CONFIRM: err = send_confirm(s, m->confirm); break;
     default: break;
     }
     leash__agent__daemon_message__free_unpacked(m, NULL);
@@ -600,7 +779,7 @@ static int read_in(struct session *s, bool *hello_done)
         s->in = p;
         s->incap = cap;
     }
-    ssize_t r = recv(s->fd, s->in + s->inlen, s->incap - s->inlen, 0);
+    ssize_t r = recv(s->fd, s->in + s->inlen, s->incap - s->inlen, MSG_DONTWAIT);
     if (r == 0)
         return -ECONNRESET;
     if (r < 0)
@@ -629,6 +808,56 @@ static int read_in(struct session *s, bool *hello_done)
 static int64_t mono_ms(void)
 {
     return leash__now_ns() / 1000000;
+}
+
+static void drain_kicks(void)
+{
+    uint64_t v;
+    ssize_t  r = read(kick_fd, &v, sizeof v);
+    (void)r;
+}
+
+static bool flush_asked(void)
+{
+    return atomic_load(&flush_req) != atomic_load_explicit(&flush_done, memory_order_relaxed);
+}
+
+/* Sleeps until leashd writes, something is queued or until (ms). Returns
+   the poll result of the socket: > 0 readable. */
+static int agent_sleep(int fd, int64_t until)
+{
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = kick_fd, .events = POLLIN}};
+    /* asleep first, then look: a producer either sees it or its event is seen */
+    atomic_store(&agent_asleep, 1);
+    pthread_mutex_lock(&report_mu);
+    bool busy = reports_n > 0;
+    pthread_mutex_unlock(&report_mu);
+    busy = busy || ring_pending() || flush_asked();
+    int64_t wait = busy ? 0 : until - mono_ms();
+    if (wait < 0)
+        wait = 0;
+    int n = poll(p, 2, (int)(wait > INT32_MAX ? INT32_MAX : wait));
+    atomic_store(&agent_asleep, 0);
+    if (n > 0 && (p[1].revents & POLLIN)) {
+        drain_kicks();
+        /* woken by an event: gather more for FLUSH_MS, unless the ring fills
+           (a kick), exit() waits for the flush, or leashd writes */
+        int64_t batch_until = mono_ms() + FLUSH_MS;
+        if (batch_until > until)
+            batch_until = until;
+        while (!(p[0].revents & POLLIN) && !flush_asked()) {
+            int64_t left = batch_until - mono_ms();
+            if (left <= 0)
+                break;
+            if (poll(p, 2, (int)left) <= 0)
+                break;
+            if (p[1].revents & POLLIN) {
+                drain_kicks();
+                break;
+            }
+        }
+    }
+    return p[0].revents & (POLLIN | POLLHUP | POLLERR) ? 1 : 0;
 }
 
 static void session(int fd)
@@ -665,24 +894,15 @@ static void session(int fd)
             atomic_store(&flush_done, req);
             leash__futex_wake(&flush_done, 1);
         }
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int64_t       wait = next_hb - mono_ms();
-        if (wait > FLUSH_MS)
-            wait = FLUSH_MS;
-        if (wait < 0)
-            wait = 0;
-        int n = poll(&p, 1, (int)wait);
-        if (n > 0)
+        if (agent_sleep(fd, next_hb) > 0)
             err = read_in(&s, &hello_done);
     }
     atomic_store(&leash__agent_on, 0);
-    struct leash__aevent e;
-    while (ring_pop(&e))
-        ;
+    ring_discard();
     pthread_mutex_lock(&report_mu);
     reports_n = 0;
     pthread_mutex_unlock(&report_mu);
-    free(s.stuck);
+    free(s.shown);
     free(s.in);
 }
 
@@ -713,6 +933,7 @@ static void flush_at_exit(void)
     if (!atomic_load(&leash__agent_on))
         return;
     uint32_t want = atomic_fetch_add(&flush_req, 1) + 1;
+    kick();
     int64_t  until = leash__now_ns() + 300 * 1000000LL;
     uint32_t got;
     while ((got = atomic_load(&flush_done)) != want && leash__now_ns() < until)
@@ -731,6 +952,12 @@ static void agent_start(void)
         return;
     atomic_store(&enq_pos, 0);
     deq_pos = 0;
+    /* the child's own: one shared with the parent would wake both agents */
+    if (kick_fd >= 0)
+        close(kick_fd);
+    kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (kick_fd < 0)
+        return;
     for (size_t i = 0; i < RING_SIZE; i++)
         atomic_store_explicit(&ring[i].seq, i, memory_order_relaxed);
     if (leash__thread_start(agent_main, NULL, "leash-agent", 0) == 0 && !exit_hook) {
@@ -758,5 +985,6 @@ void leash__agent_atfork_child(void)
     atomic_store(&dropped, 0);
     atomic_store(&flush_req, 0);
     atomic_store(&flush_done, 0);
+    atomic_store(&agent_asleep, 0); /* the parent's agent thread is not here */
     agent_once = (pthread_once_t)PTHREAD_ONCE_INIT;
 }

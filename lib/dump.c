@@ -78,6 +78,7 @@ static int snap_task(struct leash_snapshot *s, leash_task *t, int64_t now)
     int64_t since = x->op ? atomic_load_explicit(&t->since_ns, memory_order_relaxed) : t->start_ns;
     atomic_fetch_sub_explicit(&t->peeks, 1, memory_order_release);
     x->since_ms = since < now ? (now - since) / 1000000 : 0;
+    x->since_ns = since;
     x->held_by = x->op == LEASH_OP_MUTEX ? leash__lock_holder(t) : 0;
     /* a queued task's worker fields are not written yet */
     bool started = atomic_load_explicit(&t->started, memory_order_acquire);

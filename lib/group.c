@@ -463,9 +463,7 @@ void leash__task_done(leash_task *t, int rc)
     }
     bool        kick = false;
     leash_task *slot;
-    if (leash__agent_wants())
-        leash__agent_push(
-            &(struct leash__aevent){.kind = LEASH_EV_TASK_END, .task = t->id, .group = g->id});
+    uint64_t    gid = g->id;
     /* out of the registry before the waiter can see the group empty: once
        leash_group_wait returns, no child of the group shows as live there
        (a root task leaves it in root_exit) */
@@ -487,7 +485,12 @@ void leash__task_done(leash_task *t, int rc)
     atomic_fetch_add_explicit(&leash__tasks_ended, 1, memory_order_relaxed);
     leash_task *w = unlink_task_locked(g, t, &slot);
     leash__unlock(&g->mu);
-    /* from here g may be freed by its waiter: touch only tasks */
+    /* from here g may be freed by its waiter: touch only tasks. The event
+       goes after the task left every list a snapshot reads, so a snapshot
+       taken after it was queued never shows the task (see agent.c). */
+    if (leash__agent_wants())
+        leash__agent_push(
+            &(struct leash__aevent){.kind = LEASH_EV_TASK_END, .task = t->id, .group = gid});
     if (w)
         leash__wake(w);
     if (slot)
@@ -728,6 +731,22 @@ void leash__cancel_by_id(uint64_t id)
         if (id ? g->id == id : g->parent == NULL)
             leash__cancel(g, ECANCELED);
     leash__unlock(&leash__groups_mu);
+}
+
+bool leash__group_probe(uint64_t id, int64_t *deadline_ns, uint64_t *alive)
+{
+    bool found = false;
+    leash__lock(&leash__groups_mu);
+    for (struct leash_group *g = leash__groups; g; g = g->rnext) {
+        if (g->id != id)
+            continue;
+        found = true;
+        *deadline_ns = g->deadline_ns;
+        *alive = leash__group_alive(g);
+        break;
+    }
+    leash__unlock(&leash__groups_mu);
+    return found;
 }
 
 static bool within(const struct leash_group *g, uint64_t id)

@@ -474,6 +474,9 @@ static inline bool leash__agent_wants(void)
 /* Actions leashd asks for; id 0: every top-level group. */
 void leash__cancel_by_id(uint64_t id);
 void leash__interrupt_by_id(uint64_t id);
+/* Whether group id is open; if so its effective deadline (ns, INT64_MAX:
+   none) and its children alive. For leashd's Confirm. */
+bool leash__group_probe(uint64_t id, int64_t *deadline_ns, uint64_t *alive);
 
 /* ---------------------------------------------------------- mutex.c */
 

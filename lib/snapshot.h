@@ -17,6 +17,7 @@ struct leash_snap_task {
     const char *bfile;      /* where it blocked */
     int         bline;
     int64_t     since_ms; /* in its state this long */
+    int64_t     since_ns; /* since when, on the clock leash__coarse_ns reads */
     uint64_t    held_by;  /* blocked on a mutex: the task holding it; 0: unknown */
     /* running tasks, from /proc (see proc.c) */
     int      tid;

@@ -1,6 +1,7 @@
 /* sys.c: clocks, futexes, the internal lock and small string helpers. */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "text.h"
 
 #include <errno.h>
 #include <linux/futex.h>
@@ -138,13 +139,7 @@ int leash__thread_start(void *(*fn)(void *), void *arg, const char *name, int al
 
 void leash__copy_name(char *dst, size_t size, const char *src)
 {
-    if (!src)
-        src = "";
-    size_t n = strlen(src);
-    if (n >= size)
-        n = size - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
+    leash_text_clean(dst, size, src, SIZE_MAX);
 }
 
 void leash__bprintf(struct leash__buf *b, const char *fmt, ...)
@@ -185,18 +180,29 @@ void leash__bjson_str(struct leash__buf *b, const char *s)
         return;
     }
     leash__bprintf(b, "\"");
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t               n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        size_t len = leash_utf8_len(p + i, n - i);
+        if (len > 1) { /* valid multi-byte: as it is */
+            leash__bprintf(b, "%.*s", (int)len, (const char *)p + i);
+            i += len;
+            continue;
+        }
+        unsigned char c = p[i++];
+        switch (c) {
         case '"': leash__bprintf(b, "\\\""); break;
         case '\\': leash__bprintf(b, "\\\\"); break;
         case '\n': leash__bprintf(b, "\\n"); break;
         case '\t': leash__bprintf(b, "\\t"); break;
         case '\r': leash__bprintf(b, "\\r"); break;
         default:
-            if (*p < 0x20)
-                leash__bprintf(b, "\\u%04x", *p);
+            if (len == 0) /* not UTF-8: JSON output stays valid UTF-8 */
+                leash__bprintf(b, "\\ufffd");
+            else if (c < 0x20 || c == 0x7f)
+                leash__bprintf(b, "\\u%04x", c);
             else
-                leash__bprintf(b, "%c", *p);
+                leash__bprintf(b, "%c", c);
         }
     }
     leash__bprintf(b, "\"");

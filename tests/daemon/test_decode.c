@@ -92,7 +92,10 @@ static void every_bad_field_is_refused_with_a_reason(void **state)
         {LEASH__AGENT__EVENT__KIND__STUCK, 2, 3, 0, 10, 0, "", "not a blocking one"},
         {LEASH__AGENT__EVENT__KIND__STUCK, 2, 3, 0, 10, 99, "", "not a blocking one"},
         {LEASH__AGENT__EVENT__KIND__STUCK, 2, 3, 0, -1, 1, "", "negative since_ms"},
-        {LEASH__AGENT__EVENT__KIND__REPORT, 0, 0, 0, 0, 0, "meltdown", "unknown kind"},
+        {LEASH__AGENT__EVENT__KIND__REPORT, 0, 0, 0, 0, 0, "", "without a kind"},
+        {LEASH__AGENT__EVENT__KIND__STATE, 2, 0, 0, 0, 0, "", "state without a task id"},
+        {LEASH__AGENT__EVENT__KIND__STATE, 2, 3, 0, 0, 99, "", "state op out of range"},
+        {LEASH__AGENT__EVENT__KIND__STATE, 2, 3, 0, -5, 1, "", "negative since_ms"},
         {42, 1, 1, 0, 0, 0, "", "unknown event kind"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -201,34 +204,92 @@ static void restarts_and_supervisor_groups_are_checked(void **state)
     leash__agent__agent_message__free_unpacked(d, NULL);
 }
 
-static void hello_name_and_strings_are_checked(void **state)
+/* A name never costs a process its supervision: whatever it holds, the
+   message passes with the name cleaned and cut on a UTF-8 boundary. */
+static void names_are_cleaned_never_refused(void **state)
 {
     (void)state;
     char                why[256];
     Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
     h.version = 1;
-    h.name = "";
     Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
     m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO;
     m.hello = &h;
-    assert_null(roundtrip(&m, why));
-    assert_non_null(strstr(why, "hello name"));
-    h.name = "a\x01"
-             "b";
-    assert_null(roundtrip(&m, why));
-    char long_name[100];
-    memset(long_name, 'x', sizeof long_name - 1);
-    long_name[99] = '\0';
+    static const struct {
+        const char *in, *out;
+    } names[] = {
+        {"", ""},
+        {"a\x01"
+         "b\nc",
+         "a?b?c"},
+        {"bad\xff\xfe"
+         "utf8",
+         "bad??utf8"},
+        {"over\xc0\xaflong", "over??long"},        /* an overlong '/' */
+        {"surrogate\xed\xa0\x80", "surrogate???"}, /* U+D800 */
+        {"del\x7f"
+         "c1\xc2\x85",
+         "del?c1?"},
+        {"caf\xc3\xa9", "caf\xc3\xa9"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        h.name = (char *)names[i].in;
+        Leash__Agent__AgentMessage *d = roundtrip(&m, why);
+        if (!d)
+            fail_msg("name %zu refused: %s", i, why);
+        assert_string_equal(d->hello->name, names[i].out);
+        leash__agent__agent_message__free_unpacked(d, NULL);
+    }
+    /* 200 bytes, with a 3-byte character across the 63-byte cut */
+    char long_name[201];
+    memset(long_name, 'x', 200);
+    long_name[200] = '\0';
+    memcpy(long_name + 62, "\xe2\x82\xac", 3); /* EURO SIGN at bytes 62..64 */
     h.name = long_name;
-    assert_null(roundtrip(&m, why));
+    Leash__Agent__AgentMessage *d = roundtrip(&m, why);
+    assert_non_null(d);
+    assert_int_equal(strlen(d->hello->name), 62); /* cut before the euro, not inside it */
+    leash__agent__agent_message__free_unpacked(d, NULL);
+    /* every other string of a snapshot and an event as well */
     h.name = "ok";
     Leash__Agent__Task     t = LEASH__AGENT__TASK__INIT, *tp = &t;
+    Leash__Agent__Group    g = LEASH__AGENT__GROUP__INIT, *gp = &g;
     Leash__Agent__Snapshot s = LEASH__AGENT__SNAPSHOT__INIT;
+    char                   big[5000];
+    memset(big, 'y', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    g.id = 2;
+    g.name = "grp\n\xff";
+    g.site = big;
+    t.id = 3;
+    t.group = 2;
+    t.fn = "fn\t";
+    t.object = "chan\x1b[31m";
+    s.n_groups = 1;
+    s.groups = &gp;
     s.n_tasks = 1;
     s.tasks = &tp;
     h.snapshot = &s;
-    assert_null(roundtrip(&m, why)); /* task id 0 */
+    d = roundtrip(&m, why);
+    assert_non_null(d);
+    assert_string_equal(d->hello->snapshot->groups[0]->name, "grp??");
+    assert_int_equal(strlen(d->hello->snapshot->groups[0]->site), 4096);
+    assert_string_equal(d->hello->snapshot->tasks[0]->fn, "fn?");
+    assert_string_equal(d->hello->snapshot->tasks[0]->object, "chan?[31m");
+    leash__agent__agent_message__free_unpacked(d, NULL);
+    t.id = 0;
+    assert_null(roundtrip(&m, why)); /* a bad id is still refused */
     assert_non_null(strstr(why, "task with id 0"));
+    /* a report of a kind this leashd does not know is kept, in leashd's alphabet */
+    Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT, *ep;
+    e.kind = LEASH__AGENT__EVENT__KIND__REPORT;
+    e.report_kind = "Restart-Limit\n";
+    Leash__Agent__Events es;
+    m = one_event(&e, &es, &ep);
+    d = roundtrip(&m, why);
+    assert_non_null(d);
+    assert_string_equal(d->events->events[0]->report_kind, "restart_limit_");
+    leash__agent__agent_message__free_unpacked(d, NULL);
 }
 
 static void garbage_is_not_a_message(void **state)
@@ -291,7 +352,7 @@ int main(void)
         cmocka_unit_test(good_hello_and_events_pass),
         cmocka_unit_test(every_bad_field_is_refused_with_a_reason),
         cmocka_unit_test(restarts_and_supervisor_groups_are_checked),
-        cmocka_unit_test(hello_name_and_strings_are_checked),
+        cmocka_unit_test(names_are_cleaned_never_refused),
         cmocka_unit_test(garbage_is_not_a_message),
         cmocka_unit_test(control_requests_are_checked),
     };
