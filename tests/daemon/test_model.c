@@ -254,6 +254,16 @@ static void overrun_escalates_step_by_step(void **state)
             fail_msg("the policy never killed the overrunning process");
         }
         event_base_loop(base, EVLOOP_ONCE);
+        /* each step waits for the process to confirm: it does */
+        struct dgroup *g = map_get(&p->groups, 2);
+        if (g && g->confirm_req) {
+            Leash__Agent__ConfirmReply r = LEASH__AGENT__CONFIRM_REPLY__INIT;
+            r.request = g->confirm_req;
+            r.group = 2;
+            r.alive = r.overdue = true;
+            r.tasks = 1;
+            policy_confirmed(p, &r);
+        }
     }
     assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
     assert_int_equal(count_kind("deadline_overrun"), over + 2); /* report, cancel */
