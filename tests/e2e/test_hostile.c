@@ -580,8 +580,30 @@ static int pidns_attack(void)
                 e.deadline_ms_left = 0;
                 e.site = (char *)"attack.c:1";
                 send_events(fd, &e, 1);
-                for (;;)
-                    pause();
+                /* leashd acts only on what the process confirms: this one
+                   confirms whatever it is asked, as a lying agent would */
+                for (;;) {
+                    size_t   len;
+                    uint8_t *frame = recv_frame(fd, &len, 600000);
+                    if (!frame)
+                        pause();
+                    Leash__Agent__DaemonMessage *dm =
+                        frame ? leash__agent__daemon_message__unpack(NULL, len, frame) : NULL;
+                    if (dm && dm->msg_case == LEASH__AGENT__DAEMON_MESSAGE__MSG_CONFIRM) {
+                        Leash__Agent__ConfirmReply r = LEASH__AGENT__CONFIRM_REPLY__INIT;
+                        r.request = dm->confirm->request;
+                        r.group = dm->confirm->group;
+                        r.alive = r.overdue = true;
+                        r.tasks = 1;
+                        Leash__Agent__AgentMessage am = LEASH__AGENT__AGENT_MESSAGE__INIT;
+                        am.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_CONFIRM;
+                        am.confirm = &r;
+                        send_msg(fd, &am.base);
+                    }
+                    if (dm)
+                        leash__agent__daemon_message__free_unpacked(dm, NULL);
+                    free(frame);
+                }
             }
             if (write(back[1], &c, sizeof c) != sizeof c)
                 _exit(5);
