@@ -22,7 +22,8 @@ static int setup(void **state)
         return -1;
     base = event_base_new();
     load_conf("");
-    return incidents_open(dir);
+    char err[256];
+    return incidents_open(dir, err, sizeof err);
 }
 
 static int teardown(void **state)
