@@ -10,10 +10,27 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The name leashd and dumps know the process by: $LEASH_NAME, else the
+   program's. leashd takes at most 63 bytes of text, so control characters
+   become '?' and a longer name is cut, at a character boundary (UTF-8):
+   a name it would refuse must not leave the process unsupervised. The
+   copy is the calling thread's, until its next call. */
 const char *leash__process_name(void)
 {
-    const char *n = getenv("LEASH_NAME");
-    return n && *n ? n : program_invocation_short_name;
+    static _Thread_local char buf[64];
+    const char               *n = getenv("LEASH_NAME");
+    if (!n || !*n)
+        n = program_invocation_short_name;
+    size_t len = strlen(n);
+    if (len >= sizeof buf) {
+        len = sizeof buf - 1;
+        while (len && ((unsigned char)n[len] & 0xc0) == 0x80)
+            len--; /* n[len], the first byte cut, continues a character */
+    }
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (unsigned char)n[i] < 0x20 || n[i] == 0x7f ? '?' : n[i];
+    buf[len] = '\0';
+    return buf;
 }
 
 void (*leash__snap_hook)(uint64_t task, int op);

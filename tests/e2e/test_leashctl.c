@@ -534,6 +534,35 @@ static void a_lone_f_elsewhere_is_a_missing_format(void **state)
     daemon_cleanup(&d);
 }
 
+/* leashd takes a name of at most 63 bytes of text: a process whose
+   LEASH_NAME is longer, or holds a control character, is still supervised,
+   under its name cut at a character boundary, with '?' for the control. */
+static void a_long_or_odd_name_is_still_supervised(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    char longname[128] = "", cut[128] = "";
+    for (int i = 0; i < 40; i++)
+        strcat(longname, "\xc3\xa9"); /* é: 80 bytes */
+    for (int i = 0; i < 31; i++)
+        strcat(cut, "\xc3\xa9"); /* 62 bytes: the 32nd would end past 63 */
+    struct child a = leashed_named(&d, "park", longname);
+    struct child b = leashed_named(&d, "park", "line\nbreak\tand\x01");
+    char         want[256];
+    snprintf(want, sizeof want, "{\"pid\":%d,\"name\":\"%s\"", (int)a.pid, cut);
+    wait_for(&d, want, "ps", "--json");
+    snprintf(want, sizeof want, "{\"pid\":%d,\"name\":\"line?break?and?\"", (int)b.pid);
+    wait_for(&d, want, "ps", "--json");
+    static char out[65536];
+    assert_int_equal(ctl(&d, out, "dump", pidstr(a.pid), "--json"), 0);
+    snprintf(want, sizeof want, "\"name\":\"%s\",\"groups\"", cut);
+    assert_non_null(strstr(out, want));
+    kill_child(&a);
+    kill_child(&b);
+    daemon_cleanup(&d);
+}
+
 /* Counts and ages too large for leashctl's integers are bad usage, said,
    not a wrapped number (nor undefined behaviour, which UBSan stops on). */
 static void counts_and_ages_too_large_are_refused(void **state)
@@ -568,6 +597,7 @@ int main(void)
         cmocka_unit_test_teardown(lost_output_and_a_lost_follow_fail, teardown),
         cmocka_unit_test_teardown(counts_and_ages_too_large_are_refused, teardown),
         cmocka_unit_test_teardown(a_lone_f_elsewhere_is_a_missing_format, teardown),
+        cmocka_unit_test_teardown(a_long_or_odd_name_is_still_supervised, teardown),
     };
     return cmocka_run_group_tests_name("leashctl", tests, NULL, NULL);
 }
