@@ -234,10 +234,13 @@ static void start_leashd(void)
        frames as fast as it can: together they park more unfinished frame
        bytes than the per-uid bound that protects leashd from one hostile
        user (uid_buffer_max), and a loaded machine can leave a frame
-       unfinished past peer_timeout. Ingest is measured with both lifted. */
+       unfinished past peer_timeout. Ingest is measured with both lifted,
+       and memory per task at 1M tasks with objects_per_process above that. */
     snprintf(conf, sizeof conf, "%s/leashd.conf", dir);
     FILE *cf = fopen(conf, "w");
-    if (!cf || fprintf(cf, "uid_buffer_max = 1073741824;\npeer_timeout = \"60s\";\n") < 0 ||
+    if (!cf ||
+        fprintf(cf, "uid_buffer_max = 1073741824;\npeer_timeout = \"60s\";\n"
+                    "objects_per_process = 2000000;\n") < 0 ||
         fclose(cf) != 0) {
         fprintf(stderr, "leashd_bench: cannot write %s\n", conf);
         exit(1);
