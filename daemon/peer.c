@@ -330,6 +330,7 @@ static void read_frames(struct bufferevent *bev, struct proc *p)
             account_partial(p, have);
             return;
         }
+        p->partial_mono = 0; /* a frame finished: the clock is for the next one */
         const uint8_t *msg = evbuffer_pullup(in, (ssize_t)(sizeof hdr + n));
         const char    *drop = on_message(p, msg + sizeof hdr, n, why, sizeof why);
         evbuffer_drain(in, sizeof hdr + n);

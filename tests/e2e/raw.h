@@ -220,7 +220,8 @@ static __attribute__((unused)) int as_uid(uid_t uid, void (*fn)(void *arg, int o
     return p[0];
 }
 
-/* A fake agent that has said Hello; reports flood incidents. */
+/* A fake agent that has said Hello; reports flood incidents. It sends no
+   heartbeats: a test that keeps it long sets heartbeat_timeout long. */
 static __attribute__((unused)) int agent_hello(const struct daemon *d, const char *name)
 {
     int fd = raw_connect(d->agent);

@@ -135,7 +135,7 @@ static void follower_that_stops_reading_is_dropped_alone(void **state)
 {
     (void)state;
     struct daemon d;
-    daemon_new(&d, "peer_out_max = 65536;\nreport_burst = 1000000;\n");
+    daemon_new(&d, "heartbeat_timeout = \"1h\";\npeer_out_max = 65536;\nreport_burst = 1000000;\n");
     long base_rss = rss_kib(d.pid);
     int  stalled = follow_raw(&d);
     /* a follower that reads, through leashctl */
@@ -185,7 +185,7 @@ static void report_flood_is_limited_per_process(void **state)
 {
     (void)state;
     struct daemon d;
-    daemon_new(&d, "report_burst = 50;\nreport_interval = \"1h\";\n");
+    daemon_new(&d, "heartbeat_timeout = \"1h\";\nreport_burst = 50;\nreport_interval = \"1h\";\n");
     int a = agent_hello(&d, "flood");
     int b = agent_hello(&d, "calm");
     assert_int_equal(report(a, "flooded", 500), 0);
@@ -341,7 +341,8 @@ static void unique_names_and_live_objects_are_bounded(void **state)
 {
     (void)state;
     struct daemon d;
-    daemon_new(&d, "names_max = 2097152;\nobjects_per_process = 100000;\n");
+    daemon_new(
+        &d, "heartbeat_timeout = \"1h\";\nnames_max = 2097152;\nobjects_per_process = 100000;\n");
     /* names are freed with the last group that uses them: a million
        uniquely named groups that come and go cost nothing once gone (the
        baseline is taken after a first round, which sizes leashd's buffers) */
@@ -442,7 +443,7 @@ static void non_admins_see_no_daemon_wide_counters(void **state)
     if (geteuid() != 0)
         skip();
     struct daemon d;
-    daemon_new(&d, "admin_uids = [ 0 ];\n");
+    daemon_new(&d, "heartbeat_timeout = \"1h\";\nadmin_uids = [ 0 ];\n");
     ctl_copy(&d);
     int a = agent_hello(&d, "roots");
     assert_int_equal(report(a, "root-only", 3), 0);

@@ -54,7 +54,8 @@ static char *journal_path(const struct daemon *d, const char *suffix)
     return p[k];
 }
 
-static const char conf[] = "report_burst = 1000000;\n";
+/* fake agents send no heartbeats: none is expected of them */
+static const char conf[] = "report_burst = 1000000;\nheartbeat_timeout = \"1h\";\n";
 
 static void flipped_byte_moves_the_journal_aside_and_keeps_every_valid_record(void **state)
 {
