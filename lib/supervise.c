@@ -55,8 +55,8 @@ struct sup {
     int64_t             bmin_ms, bmax_ms;
     struct sup_child   *c;
     size_t              n;
-    int64_t            *ts; /* when the restarts of the current window were decided */
-    size_t              nts, tscap;
+    int64_t            *ts; /* when the restarts of the current window were decided: */
+    size_t              tshead, nts, tscap; /* a ring, oldest at tshead */
     uint64_t            rng;
 };
 
@@ -111,8 +111,11 @@ int64_t               leash__sup_backoff_ms(int64_t min_ms, int64_t max_ms, unsi
     int64_t d = min_ms;
     for (unsigned i = 0; i < k && d < max_ms; i++)
         d = d > max_ms / 2 ? max_ms : d * 2;
-    int64_t j = d / 5;
-    return d - j + (int64_t)(r % (uint64_t)(2 * j + 1));
+    int64_t  j = d / 5;
+    int64_t  lo = d - j;
+    uint64_t x = r % (uint64_t)(2 * j + 1);
+    /* d near INT64_MAX (a backoff meant as "never"): d + j does not fit */
+    return x > (uint64_t)(INT64_MAX - lo) ? INT64_MAX : lo + (int64_t)x;
 }
 
 static int64_t after_ms(int64_t now, int64_t ms)
@@ -222,25 +225,35 @@ static void stop_all(struct sup *s, bool cancel)
 /* ------------------------------------------------------------- restarts */
 
 /* Records a restart decided at now; false when it would be one more than
-   intensity within the period. */
+   intensity within the period. The window is a ring of the times of the
+   restarts within the period, oldest first (decided by one thread, on a
+   monotonic clock: in order), so that the expired ones leave from its head,
+   each once: a restart costs O(1) however large the intensity (a scan of
+   the whole window made a supervisor with a large one spend its CPU on
+   that scan, quadratic in the restarts within a period). */
 static bool count_restart(struct sup *s, int64_t now)
 {
-    size_t k = 0;
-    for (size_t i = 0; i < s->nts; i++)
-        if (now - s->ts[i] < s->period_ns)
-            s->ts[k++] = s->ts[i];
-    s->nts = k;
+    while (s->nts && now - s->ts[s->tshead] >= s->period_ns) {
+        s->tshead = s->tshead + 1 == s->tscap ? 0 : s->tshead + 1;
+        s->nts--;
+    }
     if (s->nts + 1 > s->intensity)
         return false;
     if (s->nts == s->tscap) {
         size_t   cap = s->tscap ? s->tscap * 2 : 8;
-        int64_t *p = realloc(s->ts, cap * sizeof *p);
+        int64_t *p = malloc(cap * sizeof *p);
         if (!p)
             return true; /* not recorded: the window undercounts, nothing else */
+        for (size_t i = 0; i < s->nts; i++)
+            p[i] = s->ts[(s->tshead + i) % s->tscap];
+        free(s->ts);
         s->ts = p;
         s->tscap = cap;
+        s->tshead = 0;
     }
-    s->ts[s->nts++] = now;
+    size_t at = s->tshead + s->nts;
+    s->ts[at >= s->tscap ? at - s->tscap : at] = now;
+    s->nts++;
     return true;
 }
 
