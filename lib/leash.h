@@ -329,7 +329,9 @@ enum {
 };
 
 typedef struct leash_child_spec {
-    const char *name; /* its tasks' name in dumps (their fn); copied, cut at 47 bytes.
+    const char *name; /* its tasks' name in dumps (their fn); copied, cut at 47 bytes
+                         (between UTF-8 characters; invalid bytes and control characters
+                         become '?').
                          NULL: "child" */
     int (*fn)(void *);
     void *arg;
