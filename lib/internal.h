@@ -122,6 +122,7 @@ typedef struct leash_task {
     struct leash_group *group;        /* the group it runs in; NULL: root */
     struct leash_task *gnext, *gprev; /* in group->tasks (once a worker took it) or the root list */
     struct leash_task *qnext;         /* pool queue, free list */
+    struct leash_task *all_next;      /* every record made (task.c) */
     pthread_t          thread;
     _Atomic int        tid;             /* kernel thread id running it; 0: not yet */
     bool               first_on_thread; /* the first task its worker thread ran */

@@ -29,6 +29,10 @@ uint64_t leash__next_id(void)
 
 static leash__lock_t free_mu = LEASH__LOCK_INIT;
 static leash_task   *free_batches; /* lists of BATCH records, chained by gprev */
+/* Every record ever made (by all_next): the ones in the caches of threads
+   that a fork left behind stay reachable in the child, so that a leak
+   checker there does not count them lost. */
+static leash_task *all_records;
 
 static _Thread_local leash_task *cache;
 static _Thread_local int         ncache;
@@ -68,6 +72,10 @@ leash_task *leash__task_alloc(void)
             return NULL;
         t->wake_fd = -1;
         leash__reg_task_slot(t);
+        leash__lock(&free_mu);
+        t->all_next = all_records;
+        all_records = t;
+        leash__unlock(&free_mu);
     }
     t->id = leash__next_id();
     t->fn_name = NULL;
