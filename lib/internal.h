@@ -198,9 +198,11 @@ static inline void leash__blocked(leash_task *t, int op, const char *obj, const 
     atomic_store_explicit(&t->bfile, file, memory_order_relaxed);
     atomic_store_explicit(&t->bline, line, memory_order_relaxed);
     atomic_store_explicit(&t->since_ns, since, memory_order_relaxed);
-    atomic_store_explicit(&t->op, op, memory_order_release);
+    /* the registry first: whoever sees the task blocked in a dump (op,
+       acquired) then finds it blocked in the registry too */
     if (t->reg)
         leash__reg_blocked(t->reg, t->id, op, obj, file, line, since);
+    atomic_store_explicit(&t->op, op, memory_order_release);
 }
 /* Waits until no snapshot is copying the name t is blocked on (dump.c). */
 void leash__peek_wait(leash_task *t);
