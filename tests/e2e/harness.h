@@ -280,7 +280,9 @@ static __attribute__((unused)) void read_line(int fd, char *buf, size_t len, int
     buf[n] = '\0';
 }
 
-static __attribute__((unused)) struct child leashed(const struct daemon *d, const char *mode)
+/* A leashed process in mode `mode`, known to leashd as `name`. */
+static __attribute__((unused)) struct child leashed_named(const struct daemon *d, const char *mode,
+                                                          const char *name)
 {
     int p[2];
     assert_int_equal(pipe(p), 0);
@@ -290,7 +292,7 @@ static __attribute__((unused)) struct child leashed(const struct daemon *d, cons
         close(p[0]);
         setenv("LEASH_SOCKET", d->agent, 1);
         setenv("LEASH_REPORT", "quiet", 1);
-        setenv("LEASH_NAME", mode, 1);
+        setenv("LEASH_NAME", name, 1);
         execl(LEASHED_BIN, "leashed", mode, (char *)NULL);
         _exit(127);
     }
@@ -300,8 +302,14 @@ static __attribute__((unused)) struct child leashed(const struct daemon *d, cons
     char line[128];
     read_line(c.out, line, sizeof line, E2E_WAIT_MS);
     if (strncmp(line, "ready", 5) != 0)
-        fail_msg("leashed %s never said ready (said '%s')", mode, line);
+        fail_msg("leashed %s never said ready (said '%s')", name, line);
     return c;
+}
+
+/* A leashed process in mode `mode`, known to leashd by its mode. */
+static __attribute__((unused)) struct child leashed(const struct daemon *d, const char *mode)
+{
+    return leashed_named(d, mode, mode);
 }
 
 static __attribute__((unused)) int reap(struct child *c, int timeout_ms)

@@ -11,31 +11,6 @@
  */
 #include "harness.h"
 
-/* A leashed process in mode `mode`, known to leashd as `name`. */
-static struct child leashed_named(const struct daemon *d, const char *mode, const char *name)
-{
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    struct child c = {.pid = fork()};
-    if (c.pid == 0) {
-        dup2(p[1], 1);
-        close(p[0]);
-        setenv("LEASH_SOCKET", d->agent, 1);
-        setenv("LEASH_REPORT", "quiet", 1);
-        setenv("LEASH_NAME", name, 1);
-        execl(LEASHED_BIN, "leashed", mode, (char *)NULL);
-        _exit(127);
-    }
-    track(c.pid);
-    close(p[1]);
-    c.out = p[0];
-    char line[128];
-    read_line(c.out, line, sizeof line, E2E_WAIT_MS);
-    if (strncmp(line, "ready", 5) != 0)
-        fail_msg("leashed %s never said ready (said '%s')", name, line);
-    return c;
-}
-
 /* Whether leashd's incidents name pid with kind. */
 static bool has_incident(const struct daemon *d, pid_t pid, const char *kind)
 {
