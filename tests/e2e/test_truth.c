@@ -175,7 +175,8 @@ static void unblocked_task_is_no_longer_stuck(void **state)
     snprintf(expr, sizeof expr, "[p[\"stuck\"] for p in d if p[\"pid\"]==%d]", (int)c.pid);
     wait_json(&d, expr, "[1]", "ps", NULL);
     wait_json(&d, "d[\"stuck\"]", "1", "status", NULL);
-    const char *pid = strdup(pidstr(c.pid));
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)c.pid);
     const char *blocked = "[t[\"blocked_on\"][\"op\"] for g in d[\"groups\"] for t in g[\"tasks\"] "
                           "if t[\"blocked_on\"]]";
     wait_json(&d, blocked, "['chan_recv']", "tasks", pid);
