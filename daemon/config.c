@@ -8,6 +8,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fnmatch.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <libconfig.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -112,20 +114,6 @@ static int k_state_dir(struct ctx *x, const config_setting_t *s, struct config *
     return k_path(x, s, "state_dir", &c->state_dir);
 }
 
-static int k_max_frame(struct ctx *x, const config_setting_t *s, struct config *c)
-{
-    int t = config_setting_type(s);
-    if (t != CONFIG_TYPE_INT && t != CONFIG_TYPE_INT64)
-        return bad(x, s, "max_frame", "must be a whole number of bytes");
-    long long v = config_setting_get_int64(s);
-    if (t == CONFIG_TYPE_INT)
-        v = config_setting_get_int(s);
-    if (v < 1024 || v > 64LL * 1024 * 1024)
-        return bad(x, s, "max_frame", "%lld is out of range (1024 to 67108864)", v);
-    c->max_frame = (size_t)v;
-    return 0;
-}
-
 static int k_admin_uids(struct ctx *x, const config_setting_t *s, struct config *c)
 {
     if (!config_setting_is_aggregate(s) || config_setting_type(s) == CONFIG_TYPE_GROUP)
@@ -148,24 +136,6 @@ static int k_admin_uids(struct ctx *x, const config_setting_t *s, struct config 
     return 0;
 }
 
-static int k_heartbeat_timeout(struct ctx *x, const config_setting_t *s, struct config *c)
-{
-    if (get_dur(x, s, "heartbeat_timeout", &c->heartbeat_timeout_ms))
-        return -1;
-    if (c->heartbeat_timeout_ms < 100)
-        return bad(x, s, "heartbeat_timeout", "must be at least 100ms");
-    return 0;
-}
-
-static int k_stuck_after(struct ctx *x, const config_setting_t *s, struct config *c)
-{
-    if (get_dur(x, s, "stuck_after", &c->stuck_after_ms))
-        return -1;
-    if (c->stuck_after_ms < 10)
-        return bad(x, s, "stuck_after", "must be at least 10ms");
-    return 0;
-}
-
 /* A whole number in [lo, hi] (an int or an int64 in the file). */
 static int get_count(struct ctx *x, const config_setting_t *s, const char *key, long long lo,
                      long long hi, long long *out)
@@ -180,93 +150,56 @@ static int get_count(struct ctx *x, const config_setting_t *s, const char *key, 
     return 0;
 }
 
-static int k_journal_max(struct ctx *x, const config_setting_t *s, struct config *c)
+/* The numeric keys: each a field of struct config, a whole number in
+   [lo, hi] or a duration of at least lo milliseconds. */
+enum numkind { COUNT, DURATION };
+struct numkey {
+    const char  *name;
+    enum numkind kind;
+    size_t       off, size; /* the field's */
+    long long    lo, hi;
+};
+#define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
+static const struct numkey numkeys[] = {
+    {"max_frame", COUNT, FIELD(max_frame), 1024, 64LL * 1024 * 1024},
+    {"heartbeat_timeout", DURATION, FIELD(heartbeat_timeout_ms), 100, 0},
+    {"stuck_after", DURATION, FIELD(stuck_after_ms), 10, 0},
+    {"journal_max", COUNT, FIELD(journal_max), 64 * 1024, 1LL << 40},
+    {"peers_per_uid", COUNT, FIELD(peers_per_uid), 1, 1000000},
+    {"followers_per_uid", COUNT, FIELD(followers_per_uid), 0, 1000000},
+    {"uid_buffer_max", COUNT, FIELD(uid_buffer_max), 4096, 1LL << 34},
+    {"peer_out_max", COUNT, FIELD(peer_out_max), 4096, 1LL << 34},
+    {"peer_timeout", DURATION, FIELD(peer_timeout_ms), 100, 0},
+    {"report_burst", COUNT, FIELD(report_burst), 1, 100000000},
+    {"report_interval", DURATION, FIELD(report_interval_ms), 1, 0},
+    {"names_max", COUNT, FIELD(names_max), 65536, 1LL << 40},
+    {"objects_per_process", COUNT, FIELD(objects_per_process), 16, 1LL << 32},
+};
+#undef FIELD
+
+static int parse_number(struct ctx *x, const config_setting_t *s, const struct numkey *k,
+                        struct config *c)
 {
     long long v = 0;
-    if (get_count(x, s, "journal_max", 64 * 1024, 1LL << 40, &v))
+    if (k->kind == DURATION) {
+        int64_t ms;
+        if (get_dur(x, s, k->name, &ms))
+            return -1;
+        if (ms < k->lo)
+            return bad(x, s, k->name, "must be at least %lldms", k->lo);
+        v = ms;
+    } else if (get_count(x, s, k->name, k->lo, k->hi, &v)) {
         return -1;
-    c->journal_max = (uint64_t)v;
-    return 0;
-}
-
-static int k_peers_per_uid(struct ctx *x, const config_setting_t *s, struct config *c)
-{
-    long long v = 0;
-    if (get_count(x, s, "peers_per_uid", 1, 1000000, &v))
-        return -1;
-    c->peers_per_uid = (int)v;
-    return 0;
-}
-
-static int k_followers_per_uid(struct ctx *x, const config_setting_t *s, struct config *c)
-{
-    long long v = 0;
-    if (get_count(x, s, "followers_per_uid", 0, 1000000, &v))
-        return -1;
-    c->followers_per_uid = (int)v;
-    return 0;
-}
-
-static int k_uid_buffer_max(struct ctx *x, const config_setting_t *s, struct config *c)
-{
-    long long v = 0;
-    if (get_count(x, s, "uid_buffer_max", 4096, 1LL << 34, &v))
-        return -1;
-    c->uid_buffer_max = (size_t)v;
-    return 0;
-}
-
-static int k_peer_out_max(struct ctx *x, const config_setting_t *s, struct config *c)
-{
-    long long v = 0;
-    if (get_count(x, s, "peer_out_max", 4096, 1LL << 34, &v))
-        return -1;
-    c->peer_out_max = (size_t)v;
-    return 0;
-}
-
-static int k_peer_timeout(struct ctx *x, const config_setting_t *s, struct config *c)
-{
-    if (get_dur(x, s, "peer_timeout", &c->peer_timeout_ms))
-        return -1;
-    if (c->peer_timeout_ms < 100)
-        return bad(x, s, "peer_timeout", "must be at least 100ms");
-    return 0;
-}
-
-static int k_report_burst(struct ctx *x, const config_setting_t *s, struct config *c)
-{
-    long long v = 0;
-    if (get_count(x, s, "report_burst", 1, 100000000, &v))
-        return -1;
-    c->report_burst = (uint64_t)v;
-    return 0;
-}
-
-static int k_report_interval(struct ctx *x, const config_setting_t *s, struct config *c)
-{
-    if (get_dur(x, s, "report_interval", &c->report_interval_ms))
-        return -1;
-    if (c->report_interval_ms < 1)
-        return bad(x, s, "report_interval", "must be at least 1ms");
-    return 0;
-}
-
-static int k_names_max(struct ctx *x, const config_setting_t *s, struct config *c)
-{
-    long long v = 0;
-    if (get_count(x, s, "names_max", 65536, 1LL << 40, &v))
-        return -1;
-    c->names_max = (size_t)v;
-    return 0;
-}
-
-static int k_objects_per_process(struct ctx *x, const config_setting_t *s, struct config *c)
-{
-    long long v = 0;
-    if (get_count(x, s, "objects_per_process", 16, 1LL << 32, &v))
-        return -1;
-    c->objects_per_process = (size_t)v;
+    }
+    /* every value is at least 0 and fits its field (the bounds above) */
+    char *field = (char *)c + k->off;
+    if (k->size == sizeof(uint32_t)) {
+        uint32_t u = (uint32_t)v;
+        memcpy(field, &u, sizeof u);
+    } else {
+        uint64_t u = (uint64_t)v;
+        memcpy(field, &u, sizeof u);
+    }
     return 0;
 }
 
@@ -400,22 +333,9 @@ static const struct key {
     {"agent_socket", k_agent_socket},
     {"control_socket", k_control_socket},
     {"state_dir", k_state_dir},
-    {"max_frame", k_max_frame},
     {"admin_uids", k_admin_uids},
-    {"heartbeat_timeout", k_heartbeat_timeout},
-    {"stuck_after", k_stuck_after},
     {"metrics_listen", k_metrics_listen},
     {"policies", k_policies},
-    {"journal_max", k_journal_max},
-    {"peers_per_uid", k_peers_per_uid},
-    {"followers_per_uid", k_followers_per_uid},
-    {"uid_buffer_max", k_uid_buffer_max},
-    {"peer_out_max", k_peer_out_max},
-    {"peer_timeout", k_peer_timeout},
-    {"report_burst", k_report_burst},
-    {"report_interval", k_report_interval},
-    {"names_max", k_names_max},
-    {"objects_per_process", k_objects_per_process},
     {"heartbeat_escalate", k_heartbeat_escalate},
 };
 
@@ -480,13 +400,17 @@ static int apply(struct config *c, config_t *cf, struct ctx *x)
     for (int i = 0; i < config_setting_length(root); i++) {
         config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
         const char       *name = config_setting_name(s);
-        const struct key *k = NULL;
+        const struct key    *k = NULL;
+        const struct numkey *nk = NULL;
         for (size_t j = 0; j < sizeof keys / sizeof keys[0]; j++)
             if (strcmp(keys[j].name, name) == 0)
                 k = &keys[j];
-        if (!k)
+        for (size_t j = 0; j < sizeof numkeys / sizeof numkeys[0]; j++)
+            if (strcmp(numkeys[j].name, name) == 0)
+                nk = &numkeys[j];
+        if (!k && !nk)
             return bad(x, s, name, "unknown key");
-        if (k->parse(x, s, c))
+        if (k ? k->parse(x, s, c) : parse_number(x, s, nk, c))
             return -1;
     }
     return 0;

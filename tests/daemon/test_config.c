@@ -60,6 +60,54 @@ static void every_key_is_read(void **state)
     assert_int_equal(p->steps[0].action, ACT_CANCEL);
 }
 
+static void every_limit_key_lands_in_its_field_within_its_bounds(void **state)
+{
+    (void)state;
+    load_conf("journal_max = 70000;\n"
+              "peers_per_uid = 7;\n"
+              "followers_per_uid = 0;\n"
+              "uid_buffer_max = 17179869184L;\n" /* 1 << 34, an int64 in the file */
+              "peer_out_max = 5000;\n"
+              "peer_timeout = \"250ms\";\n"
+              "report_burst = 3;\n"
+              "report_interval = \"2m\";\n"
+              "names_max = 70001;\n"
+              "objects_per_process = 16;\n");
+    assert_int_equal(cfg.journal_max, 70000);
+    assert_int_equal(cfg.peers_per_uid, 7);
+    assert_int_equal(cfg.followers_per_uid, 0);
+    assert_int_equal(cfg.uid_buffer_max, 1ULL << 34);
+    assert_int_equal(cfg.peer_out_max, 5000);
+    assert_int_equal(cfg.peer_timeout_ms, 250);
+    assert_int_equal(cfg.report_burst, 3);
+    assert_int_equal(cfg.report_interval_ms, 120000);
+    assert_int_equal(cfg.names_max, 70001);
+    assert_int_equal(cfg.objects_per_process, 16);
+    /* the keys it did not name keep their defaults */
+    assert_int_equal(cfg.heartbeat_timeout_ms, 5000);
+    assert_int_equal(cfg.max_frame, 1048576);
+
+    /* one past each bound is refused, naming the key */
+    static const char *const refused[] = {
+        "journal_max = 65535;",          "peers_per_uid = 0;",
+        "peers_per_uid = 1000001;",      "followers_per_uid = -1;",
+        "uid_buffer_max = 4095;",        "uid_buffer_max = 17179869185L;",
+        "peer_out_max = 4095;",          "peer_timeout = \"99ms\";",
+        "report_burst = 0;",             "report_interval = \"0ms\";",
+        "names_max = 65535;",            "objects_per_process = 15;",
+        "objects_per_process = 4294967297L;", "max_frame = 1023;",
+        "stuck_after = \"9ms\";",      "report_burst = \"3\";",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char          err[512], key[64];
+        struct config c;
+        assert_int_equal(config_load_string(&c, refused[i], "t.conf", err, sizeof err), -1);
+        snprintf(key, sizeof key, "key '%.*s'", (int)strcspn(refused[i], " "), refused[i]);
+        if (!strstr(err, key))
+            fail_msg("%s: \"%s\" does not name %s", refused[i], err, key);
+    }
+}
+
 static void durations_need_a_unit(void **state)
 {
     (void)state;
@@ -131,6 +179,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(defaults_hold_without_a_file),
         cmocka_unit_test(every_key_is_read),
+        cmocka_unit_test(every_limit_key_lands_in_its_field_within_its_bounds),
         cmocka_unit_test(durations_need_a_unit),
         cmocka_unit_test(bad_input_names_file_line_and_key),
         cmocka_unit_test(missing_file_is_named),
