@@ -7,39 +7,6 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-static char dir[64];
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/leash-model-XXXXXX");
-    if (!mkdtemp(dir))
-        return -1;
-    base = event_base_new();
-    load_conf("");
-    char err[512];
-    return incidents_open(dir, err, sizeof err);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    incidents_close();
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static size_t count_kind(const char *kind)
-{
-    Leash__Control__Incident **l;
-    size_t                     n = incidents_list(0, &l), k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += strcmp(l[i]->kind, kind) == 0;
-    free(l);
-    return k;
-}
-
 static struct proc *hello(const char *name)
 {
     struct proc        *p = proc_new(-1, 4242, 1000, -1);
@@ -107,7 +74,7 @@ static void events_build_and_unbuild_the_tree(void **state)
 static void stuck_without_deadline_is_an_incident_once(void **state)
 {
     (void)state;
-    size_t       before = count_kind("stuck_task");
+    size_t       before = count_incidents("stuck_task", NULL);
     struct proc *p = hello("svc");
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, -1);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 5, 1, 60000);
@@ -123,7 +90,7 @@ static void stuck_without_deadline_is_an_incident_once(void **state)
     e.group = 5;        /* a task in a group with a deadline is the deadline's business */
     e.task = 6;
     model_event(p, &e);
-    assert_int_equal(count_kind("stuck_task"), before + 1);
+    assert_int_equal(count_incidents("stuck_task", NULL), before + 1);
     assert_int_equal(p->stuck, 2);
     gone(p);
 }
@@ -131,21 +98,21 @@ static void stuck_without_deadline_is_an_incident_once(void **state)
 static void library_reports_become_incidents(void **state)
 {
     (void)state;
-    size_t              before = count_kind("lock_cycle");
+    size_t              before = count_incidents("lock_cycle", NULL);
     struct proc        *p = hello("svc");
     Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
     e.kind = LEASH__AGENT__EVENT__KIND__REPORT;
     e.report_kind = "lock_cycle";
     e.detail = "task 3 waits for task 4";
     model_event(p, &e);
-    assert_int_equal(count_kind("lock_cycle"), before + 1);
+    assert_int_equal(count_incidents("lock_cycle", NULL), before + 1);
     gone(p);
 }
 
 static void supervisor_restarts_are_kept_per_group_and_process(void **state)
 {
     (void)state;
-    size_t              before = count_kind("restart_limit");
+    size_t              before = count_incidents("restart_limit", NULL);
     uint64_t            seen = stat_restarts;
     struct proc        *p = hello("svc");
     Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
@@ -192,7 +159,7 @@ static void supervisor_restarts_are_kept_per_group_and_process(void **state)
     e.report_kind = "restart_limit";
     e.detail = "supervisor 2 \"server\" gave up";
     model_event(p, &e);
-    assert_int_equal(count_kind("restart_limit"), before + 1);
+    assert_int_equal(count_incidents("restart_limit", NULL), before + 1);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_END, 2, 0, 0);
     assert_int_equal(p->restarts, 4); /* the process keeps its count */
     gone(p);
@@ -237,7 +204,7 @@ static void overrun_escalates_step_by_step(void **state)
     }
     int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
     assert_true(pidfd >= 0);
-    size_t              over = count_kind("deadline_overrun"), killed = count_kind("killed");
+    size_t              over = count_incidents("deadline_overrun", NULL), killed = count_incidents("killed", NULL);
     struct proc        *p = proc_new(-1, child, 1000, pidfd);
     Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
     h.version = 1;
@@ -266,8 +233,8 @@ static void overrun_escalates_step_by_step(void **state)
         }
     }
     assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
-    assert_int_equal(count_kind("deadline_overrun"), over + 2); /* report, cancel */
-    assert_int_equal(count_kind("killed"), killed + 1);
+    assert_int_equal(count_incidents("deadline_overrun", NULL), over + 2); /* report, cancel */
+    assert_int_equal(count_incidents("killed", NULL), killed + 1);
     gone(p);
     event_base_loop(base, EVLOOP_NONBLOCK);
     load_conf("");
@@ -278,14 +245,14 @@ static void silent_agent_is_a_lost_heartbeat(void **state)
     (void)state;
     load_conf("heartbeat_timeout = \"100ms\";\n"
               "policies = ( { match = \"*\"; escalate = [ \"report\" ]; } );\n");
-    size_t       before = count_kind("heartbeat_lost");
+    size_t       before = count_incidents("heartbeat_lost", NULL);
     struct proc *p = hello("svc");
     policy_heartbeat_check();
-    assert_int_equal(count_kind("heartbeat_lost"), before);
+    assert_int_equal(count_incidents("heartbeat_lost", NULL), before);
     p->last_msg_mono = mono_ms() - 1000;
     policy_heartbeat_check();
     policy_heartbeat_check(); /* once per silence */
-    assert_int_equal(count_kind("heartbeat_lost"), before + 1);
+    assert_int_equal(count_incidents("heartbeat_lost", NULL), before + 1);
     assert_true(p->hb_lost);
     p->last_msg_mono = mono_ms();
     policy_heartbeat_check();
@@ -300,12 +267,12 @@ static void journal_survives_and_tolerates_a_torn_record(void **state)
     struct proc *p = hello("journaled");
     incident(p, "killed", 0, NULL, 0, "kill", "first");
     incident(p, "agent_lost", 0, NULL, 0, "report", "second");
-    size_t n_before = count_kind("killed") + count_kind("agent_lost");
+    size_t n_before = count_incidents("killed", NULL) + count_incidents("agent_lost", NULL);
     gone(p);
     event_base_loop(base, EVLOOP_NONBLOCK);
     incidents_close();
     char path[128];
-    snprintf(path, sizeof path, "%s/incidents.journal", dir);
+    snprintf(path, sizeof path, "%s/incidents.journal", journal_dir);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     off_t         good = st.st_size;
@@ -314,8 +281,8 @@ static void journal_survives_and_tolerates_a_torn_record(void **state)
     assert_int_equal(write(fd, torn, sizeof torn), (ssize_t)sizeof torn);
     close(fd);
     char err[512];
-    assert_int_equal(incidents_open(dir, err, sizeof err), 0);
-    assert_int_equal(count_kind("killed") + count_kind("agent_lost"), n_before);
+    assert_int_equal(incidents_open(journal_dir, err, sizeof err), 0);
+    assert_int_equal(count_incidents("killed", NULL) + count_incidents("agent_lost", NULL), n_before);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_size, good); /* cut back to the last whole record */
     Leash__Control__Incident **l;
@@ -342,7 +309,7 @@ int main(void)
         cmocka_unit_test(silent_agent_is_a_lost_heartbeat),
         cmocka_unit_test(journal_survives_and_tolerates_a_torn_record),
     };
-    int rc = cmocka_run_group_tests_name("model", tests, setup, teardown);
+    int rc = cmocka_run_group_tests_name("model", tests, journal_setup, journal_teardown);
     config_free(&cfg);
     event_base_free(base);
     return rc;

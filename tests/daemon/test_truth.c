@@ -12,39 +12,6 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-static char dir[64];
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(dir, sizeof dir, "/tmp/leash-truth-XXXXXX");
-    if (!mkdtemp(dir))
-        return -1;
-    base = event_base_new();
-    load_conf("");
-    char err[256];
-    return incidents_open(dir, err, sizeof err);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    incidents_close();
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static size_t count(const char *kind, const char *action)
-{
-    Leash__Control__Incident **l;
-    size_t                     n = incidents_list(0, &l), k = 0;
-    for (size_t i = 0; i < n; i++)
-        k += !strcmp(l[i]->kind, kind) && (!action || !strcmp(l[i]->action, action));
-    free(l);
-    return k;
-}
-
 /* A process to signal: a child that waits for one. */
 struct victim {
     pid_t pid;
@@ -152,17 +119,17 @@ static void ghost_group_is_dropped_not_killed(void **state)
     (void)state;
     load_conf(KILLING_POLICY);
     struct victim v = victim_new();
-    size_t        over = count("deadline_overrun", NULL), killed = count("killed", NULL);
+    size_t        over = count_incidents("deadline_overrun", NULL), killed = count_incidents("killed", NULL);
     struct proc  *p = hello_pid("svc", v.pid, v.pidfd);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, 1);
     ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0);
     uint64_t req = await_confirm(p, 2);
-    assert_int_equal(count("deadline_overrun", NULL), over); /* asked, not acted */
+    assert_int_equal(count_incidents("deadline_overrun", NULL), over); /* asked, not acted */
     answer(p, req, 2, false, false, -1, 0);
     assert_null(map_get(&p->groups, 2));
     assert_null(map_get(&p->tasks, 3)); /* its ghost task with it */
-    assert_int_equal(count("deadline_overrun", NULL), over);
-    assert_int_equal(count("killed", NULL), killed);
+    assert_int_equal(count_incidents("deadline_overrun", NULL), over);
+    assert_int_equal(count_incidents("killed", NULL), killed);
     assert_int_equal(victim_status(&v), 0);
     gone(p);
     victim_end(&v);
@@ -175,7 +142,7 @@ static void stale_and_foreign_answers_are_ignored(void **state)
 {
     (void)state;
     load_conf("policies = ( { match = \"*\"; grace = \"0ms\"; escalate = [ \"cancel\" ]; } );\n");
-    size_t       cancels = count("deadline_overrun", "cancel");
+    size_t       cancels = count_incidents("deadline_overrun", "cancel");
     struct proc *p = hello_pid("svc", 4242, -1);
     struct proc *q = hello_pid("other", 4343, -1);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, 1);
@@ -185,12 +152,12 @@ static void stale_and_foreign_answers_are_ignored(void **state)
     answer(p, req + 1000, 2, true, true, 0, 1); /* a request never made */
     answer(p, req, 77, true, true, 0, 1);       /* a group it lacks */
     answer(q, req, 2, true, true, 0, 1);        /* another process, its own group 2 */
-    assert_int_equal(count("deadline_overrun", "cancel"), cancels);
+    assert_int_equal(count_incidents("deadline_overrun", "cancel"), cancels);
     assert_int_equal(((struct dgroup *)map_get(&p->groups, 2))->confirm_req, req);
     answer(p, req, 2, true, true, 0, 1);
-    assert_int_equal(count("deadline_overrun", "cancel"), cancels + 1);
+    assert_int_equal(count_incidents("deadline_overrun", "cancel"), cancels + 1);
     answer(p, req, 2, true, true, 0, 1); /* the same answer twice: one action */
-    assert_int_equal(count("deadline_overrun", "cancel"), cancels + 1);
+    assert_int_equal(count_incidents("deadline_overrun", "cancel"), cancels + 1);
     gone(q);
     gone(p);
     load_conf("");
@@ -203,7 +170,7 @@ static void unanswered_confirm_never_acts(void **state)
     (void)state;
     load_conf("heartbeat_timeout = \"100ms\";\n" KILLING_POLICY);
     struct victim v = victim_new();
-    size_t        over = count("deadline_overrun", NULL), killed = count("killed", NULL);
+    size_t        over = count_incidents("deadline_overrun", NULL), killed = count_incidents("killed", NULL);
     struct proc  *p = hello_pid("svc", v.pid, v.pidfd);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, 1);
     ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0);
@@ -216,8 +183,8 @@ static void unanswered_confirm_never_acts(void **state)
         if (mono_ms() > until)
             fail_msg("the Confirm was never asked again");
     }
-    assert_int_equal(count("deadline_overrun", NULL), over);
-    assert_int_equal(count("killed", NULL), killed);
+    assert_int_equal(count_incidents("deadline_overrun", NULL), over);
+    assert_int_equal(count_incidents("killed", NULL), killed);
     assert_int_equal(victim_status(&v), 0);
     gone(p);
     victim_end(&v);
@@ -230,7 +197,7 @@ static void early_deadline_waits_for_the_real_one(void **state)
 {
     (void)state;
     load_conf(KILLING_POLICY);
-    size_t       over = count("deadline_overrun", NULL);
+    size_t       over = count_incidents("deadline_overrun", NULL);
     struct proc *p = hello_pid("svc", 4242, -1);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, 1);
     ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0);
@@ -240,7 +207,7 @@ static void early_deadline_waits_for_the_real_one(void **state)
     assert_true(g->deadline_mono > mono_ms() + 3500000);
     assert_int_equal(g->confirm_req, 0);
     assert_int_equal(g->next_step, 0);
-    assert_int_equal(count("deadline_overrun", NULL), over);
+    assert_int_equal(count_incidents("deadline_overrun", NULL), over);
     gone(p);
     load_conf("");
 }
@@ -251,12 +218,12 @@ static void overdue_group_with_no_children_is_left_alone(void **state)
 {
     (void)state;
     load_conf(KILLING_POLICY);
-    size_t       over = count("deadline_overrun", NULL);
+    size_t       over = count_incidents("deadline_overrun", NULL);
     struct proc *p = hello_pid("svc", 4242, -1);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, 1);
     uint64_t req = await_confirm(p, 2);
     answer(p, req, 2, true, true, 0, 0);
-    assert_int_equal(count("deadline_overrun", NULL), over);
+    assert_int_equal(count_incidents("deadline_overrun", NULL), over);
     assert_int_equal(((struct dgroup *)map_get(&p->groups, 2))->confirm_req, 0);
     gone(p);
     load_conf("");
@@ -288,7 +255,7 @@ static void resync(struct proc *p, uint64_t seq, uint64_t dropped, Leash__Agent_
 static void gaps_and_drops_resync_the_model(void **state)
 {
     (void)state;
-    size_t       stuck_incidents = count("stuck_task", NULL);
+    size_t       stuck_incidents = count_incidents("stuck_task", NULL);
     struct proc *p = hello_pid("svc", 4242, -1);
     events(p, 1, 0, NULL, 0);
     assert_false(p->resyncing);
@@ -308,7 +275,7 @@ static void gaps_and_drops_resync_the_model(void **state)
     st.object = "jobs";
     st.since_ms = 200000;
     events(p, 4, 0, &stp, 1);
-    assert_int_equal(count("stuck_task", NULL), stuck_incidents + 1);
+    assert_int_equal(count_incidents("stuck_task", NULL), stuck_incidents + 1);
     assert_int_equal(p->stuck, 1);
 
     Leash__Agent__Group    g = LEASH__AGENT__GROUP__INIT, *gp = &g;
@@ -331,7 +298,7 @@ static void gaps_and_drops_resync_the_model(void **state)
     assert_int_equal(p->groups.n, 1);
     assert_int_equal(p->tasks.n, 1);
     assert_int_equal(p->stuck, 1); /* still the same block: still stuck, no new incident */
-    assert_int_equal(count("stuck_task", NULL), stuck_incidents + 1);
+    assert_int_equal(count_incidents("stuck_task", NULL), stuck_incidents + 1);
 
     /* drops the agent reports: resyncing until a snapshot that covers them */
     events(p, 6, 7, NULL, 0);
@@ -354,20 +321,20 @@ static void gaps_and_drops_resync_the_model(void **state)
 static void agent_lost_only_from_a_confirmed_state(void **state)
 {
     (void)state;
-    size_t       lost = count("agent_lost", NULL);
+    size_t       lost = count_incidents("agent_lost", NULL);
     struct proc *p = hello_pid("svc", 4242, -1);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, -1);
     ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0);
     events(p, 5, 0, NULL, 0); /* a gap: 4 batches never came */
     assert_true(p->resyncing);
     gone(p);
-    assert_int_equal(count("agent_lost", NULL), lost);
+    assert_int_equal(count_incidents("agent_lost", NULL), lost);
     p = hello_pid("svc", 4242, -1);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, -1);
     ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0);
     events(p, 1, 0, NULL, 0);
     gone(p);
-    assert_int_equal(count("agent_lost", NULL), lost + 1);
+    assert_int_equal(count_incidents("agent_lost", NULL), lost + 1);
 }
 
 /* A task that runs again loses its blocked state and its stuck mark; a
@@ -465,15 +432,15 @@ static void lost_heartbeat_acts_only_as_configured(void **state)
     (void)state;
     load_conf("heartbeat_timeout = \"100ms\";\n" KILLING_POLICY);
     struct victim v = victim_new();
-    size_t        rep = count("heartbeat_lost", "report"), killed = count("killed", NULL);
-    size_t        cancels = count("heartbeat_lost", "cancel");
+    size_t        rep = count_incidents("heartbeat_lost", "report"), killed = count_incidents("killed", NULL);
+    size_t        cancels = count_incidents("heartbeat_lost", "cancel");
     struct proc  *p = hello_pid("svc", v.pid, v.pidfd);
     p->last_msg_mono = mono_ms() - 100000;
     for (int i = 0; i < 5; i++)
         policy_heartbeat_check();
-    assert_int_equal(count("heartbeat_lost", "report"), rep + 1);
-    assert_int_equal(count("heartbeat_lost", "cancel"), cancels);
-    assert_int_equal(count("killed", NULL), killed);
+    assert_int_equal(count_incidents("heartbeat_lost", "report"), rep + 1);
+    assert_int_equal(count_incidents("heartbeat_lost", "cancel"), cancels);
+    assert_int_equal(count_incidents("killed", NULL), killed);
     assert_int_equal(victim_status(&v), 0);
     p->pidfd = -1; /* kept for the next part */
     gone(p);
@@ -483,9 +450,9 @@ static void lost_heartbeat_acts_only_as_configured(void **state)
     p = hello_pid("svc", v.pid, v.pidfd);
     p->last_msg_mono = mono_ms() - 100000;
     policy_heartbeat_check();
-    assert_int_equal(count("heartbeat_lost", "report"), rep + 2);
-    assert_int_equal(count("heartbeat_lost", "cancel"), cancels + 1);
-    assert_int_equal(count("killed", "kill"), killed + 1);
+    assert_int_equal(count_incidents("heartbeat_lost", "report"), rep + 2);
+    assert_int_equal(count_incidents("heartbeat_lost", "cancel"), cancels + 1);
+    assert_int_equal(count_incidents("killed", "kill"), killed + 1);
     int     st = 0;
     int64_t until = mono_ms() + 60000;
     while (!(st = victim_status(&v)) && mono_ms() < until)
@@ -532,7 +499,7 @@ int main(void)
         cmocka_unit_test(lost_heartbeat_acts_only_as_configured),
         cmocka_unit_test(heartbeat_escalate_is_checked),
     };
-    int rc = cmocka_run_group_tests_name("truth", tests, setup, teardown);
+    int rc = cmocka_run_group_tests_name("truth", tests, journal_setup, journal_teardown);
     config_free(&cfg);
     event_base_free(base);
     return rc;
