@@ -221,4 +221,36 @@ static inline int quiet_setup(void **state)
     return 0;
 }
 
+/* Polls until cond holds, failing the test after TEST_WAIT_MS. */
+#define WAIT_FOR(cond)                                                                             \
+    do {                                                                                           \
+        int64_t until_ = mono_ms() + TEST_WAIT_MS;                                                 \
+        while (!(cond)) {                                                                          \
+            if (mono_ms() > until_)                                                                \
+                fail_msg("never saw %s", #cond);                                                   \
+            poll_pause();                                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* The number after "key": in the dump's object of group `name`, before its
+   tasks; -1: none. */
+static inline int64_t group_field(const char *name, const char *key)
+{
+    char *d = dump_json();
+    assert_non_null(d);
+    char needle[96];
+    snprintf(needle, sizeof needle, "\"name\":\"%s\"", name);
+    char   *g = strstr(d, needle);
+    int64_t v = -1;
+    if (g) {
+        char *tasks = strstr(g, "\"tasks\":");
+        snprintf(needle, sizeof needle, "\"%s\":", key);
+        char *p = strstr(g, needle);
+        if (p && (!tasks || p < tasks))
+            v = strtoll(p + strlen(needle), NULL, 10);
+    }
+    free(d);
+    return v;
+}
+
 #endif

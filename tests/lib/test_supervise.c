@@ -169,39 +169,9 @@ static void assert_all_joined(struct fx *f)
                          atomic_load(&f->k[i].cancels) + atomic_load(&f->k[i].ends));
 }
 
-#define WAIT_FOR(cond)                                                                             \
-    do {                                                                                           \
-        int64_t until_ = mono_ms() + 30000;                                                        \
-        while (!(cond)) {                                                                          \
-            if (mono_ms() > until_)                                                                \
-                fail_msg("never saw %s", #cond);                                                   \
-            sched_yield();                                                                         \
-        }                                                                                          \
-    } while (0)
-
 static void tell(struct kid *k, int v)
 {
     assert_int_equal(leash_chan_send(k->cmd, &v), 0);
-}
-
-/* The number after "key": in the dump's object of group `name`; -1: none. */
-static int64_t group_field(const char *name, const char *key)
-{
-    char *d = dump_json();
-    assert_non_null(d);
-    char needle[96];
-    snprintf(needle, sizeof needle, "\"name\":\"%s\"", name);
-    char   *g = strstr(d, needle);
-    int64_t v = -1;
-    if (g) {
-        char *tasks = strstr(g, "\"tasks\":");
-        snprintf(needle, sizeof needle, "\"%s\":", key);
-        char *p = strstr(g, needle);
-        if (p && (!tasks || p < tasks))
-            v = strtoll(p + strlen(needle), NULL, 10);
-    }
-    free(d);
-    return v;
 }
 
 /* -------------------------------------------------------------- strategies */

@@ -47,36 +47,6 @@ static void backoff_near_int64_max_stays_positive_and_within_its_bounds(void **s
         }
 }
 
-/* The number after "key": in the dump's object of group `name`; -1: none. */
-static int64_t group_field(const char *name, const char *key)
-{
-    char *d = dump_json();
-    assert_non_null(d);
-    char needle[96];
-    snprintf(needle, sizeof needle, "\"name\":\"%s\"", name);
-    char   *g = strstr(d, needle);
-    int64_t v = -1;
-    if (g) {
-        char *tasks = strstr(g, "\"tasks\":");
-        snprintf(needle, sizeof needle, "\"%s\":", key);
-        char *p = strstr(g, needle);
-        if (p && (!tasks || p < tasks))
-            v = strtoll(p + strlen(needle), NULL, 10);
-    }
-    free(d);
-    return v;
-}
-
-#define WAIT_FOR(cond)                                                                             \
-    do {                                                                                           \
-        int64_t until_ = mono_ms() + TEST_WAIT_MS;                                                 \
-        while (!(cond)) {                                                                          \
-            if (mono_ms() > until_)                                                                \
-                fail_msg("never saw %s", #cond);                                                   \
-            poll_pause();                                                                          \
-        }                                                                                          \
-    } while (0)
-
 struct run {
     leash_sup_opts    opts;
     leash_child_spec *specs;
