@@ -372,4 +372,23 @@ static __attribute__((unused)) int free_port(void)
     return ntohs(sa.sin_port);
 }
 
+/* GET path from leashd's metrics port on 127.0.0.1; the whole response,
+   NUL-terminated, cut at len - 1 bytes. */
+static inline void http_get(int port, const char *path, char *out, size_t len)
+{
+    int                fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(0x7f000001);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    char req[512];
+    int  n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", path);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    size_t  got = 0;
+    ssize_t r;
+    while (got < len - 1 && (r = read(fd, out + got, len - 1 - got)) > 0)
+        got += (size_t)r;
+    out[got] = '\0';
+    close(fd);
+}
+
 #endif

@@ -365,19 +365,8 @@ static void metrics_are_served_in_prometheus_text(void **state)
     daemon_new(&d, conf);
     struct child c = leashed(&d, "park");
     wait_for(&d, "\"fn\":\"nap\"", "tasks", pidstr(c.pid), "--json");
-    int                fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(0x7f000001);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
-    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)sizeof req - 1);
-    char    out[16384];
-    size_t  got = 0;
-    ssize_t r;
-    while ((r = read(fd, out + got, sizeof out - 1 - got)) > 0)
-        got += (size_t)r;
-    out[got] = '\0';
-    close(fd);
+    char out[16384];
+    http_get(port, "/metrics", out, sizeof out);
     assert_non_null(strstr(out, "200 OK"));
     assert_non_null(strstr(out, "leashd_processes 1\n"));
     assert_non_null(strstr(out, "# TYPE leashd_tasks gauge"));

@@ -5,23 +5,6 @@
  */
 #include "harness.h"
 
-/* GET /metrics from the metrics port; the whole response. */
-static void metrics(int port, char *out, size_t len)
-{
-    int                fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(0x7f000001);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
-    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
-    size_t  got = 0;
-    ssize_t r;
-    while ((r = read(fd, out + got, len - 1 - got)) > 0)
-        got += (size_t)r;
-    out[got] = '\0';
-    close(fd);
-}
-
 static void restarts_and_the_restart_limit_reach_leashd_and_leashctl(void **state)
 {
     (void)state;
@@ -33,7 +16,7 @@ static void restarts_and_the_restart_limit_reach_leashd_and_leashctl(void **stat
     struct child c = leashed(&d, "supervise");
     wait_connected(&d, &c, "supervise");
     char out[65536];
-    metrics(port, out, sizeof out);
+    http_get(port, "/metrics", out, sizeof out);
     assert_non_null(strstr(out, "# TYPE leashd_restarts_total counter\nleashd_restarts_total 0\n"));
     /* both supervisors are there, before any child failed */
     wait_for(&d, "\"strategy\":\"one_for_one\"", "tasks", pidstr(c.pid), "--json");
@@ -76,7 +59,7 @@ static void restarts_and_the_restart_limit_reach_leashd_and_leashctl(void **stat
     assert_non_null(strstr(out, "task")); /* its child, under its name */
     assert_non_null(strstr(out, " flaky ["));
 
-    metrics(port, out, sizeof out);
+    http_get(port, "/metrics", out, sizeof out);
     assert_non_null(strstr(out, "leashd_restarts_total 4\n"));
     assert_non_null(strstr(out, "leashd_incidents_total{kind=\"restart_limit\"} 1\n"));
     kill_child(&c);
