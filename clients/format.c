@@ -259,14 +259,15 @@ bool ps_match(const Leash__Control__Process *p, const char *only)
     return !strcmp(only, pid) || !strcmp(only, p->name);
 }
 
-void print_ps(FILE *f, const Leash__Control__Ps *ps, bool json, bool headers, const char *only)
+static void print_procs(FILE *f, const Leash__Control__Process *const *procs, size_t n, bool json,
+                        bool headers, const char *only)
 {
     char cell[512];
     if (json) {
         fprintf(f, "[");
         bool first = true;
-        for (size_t i = 0; i < ps->n_processes; i++) {
-            const Leash__Control__Process *p = ps->processes[i];
+        for (size_t i = 0; i < n; i++) {
+            const Leash__Control__Process *p = procs[i];
             if (!ps_match(p, only))
                 continue;
             fprintf(f, "%s{", first ? "" : ",");
@@ -293,21 +294,21 @@ void print_ps(FILE *f, const Leash__Control__Ps *ps, bool json, bool headers, co
         if (ps_columns[c].head)
             last = c;
     }
-    for (size_t i = 0; i < ps->n_processes; i++) {
-        if (!ps_match(ps->processes[i], only))
+    for (size_t i = 0; i < n; i++) {
+        if (!ps_match(procs[i], only))
             continue;
         rows++;
         for (size_t c = 0; c < NCOLS; c++) {
             if (!ps_columns[c].head)
                 continue;
-            ps_columns[c].cell(ps->processes[i], false, cell, sizeof cell);
+            ps_columns[c].cell(procs[i], false, cell, sizeof cell);
             int w = text_width(cell);
             if (w > width[c])
                 width[c] = w;
         }
     }
-    for (size_t i = 0; i <= ps->n_processes; i++) {
-        const Leash__Control__Process *p = i ? ps->processes[i - 1] : NULL;
+    for (size_t i = 0; i <= n; i++) {
+        const Leash__Control__Process *p = i ? procs[i - 1] : NULL;
         if (p ? !ps_match(p, only) : !headers)
             continue;
         for (size_t c = 0, sep = 0; c < NCOLS; c++) {
@@ -325,10 +326,31 @@ void print_ps(FILE *f, const Leash__Control__Ps *ps, bool json, bool headers, co
         }
         fputc('\n', f);
     }
-    if (!rows && headers && only)
-        fprintf(f, "(no leashed process %s)\n", only);
-    else if (!rows && headers)
+    if (!rows && headers && !only)
         fprintf(f, "(no leashed processes)\n");
+}
+
+static int cmp_pid(const void *a, const void *b)
+{
+    const Leash__Control__Process *x = *(const Leash__Control__Process *const *)a,
+                                  *y = *(const Leash__Control__Process *const *)b;
+    return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/* In pid order, whatever order leashd keeps them in. */
+void print_ps(FILE *f, const Leash__Control__Ps *ps, bool json, bool headers, const char *only)
+{
+    size_t                          n = ps->n_processes;
+    const Leash__Control__Process **v = malloc((n ? n : 1) * sizeof *v);
+    if (!v) { /* unsorted, rather than nothing */
+        print_procs(f, (const Leash__Control__Process *const *)ps->processes, n, json, headers,
+                    only);
+        return;
+    }
+    memcpy(v, ps->processes, n * sizeof *v);
+    qsort(v, n, sizeof *v, cmp_pid);
+    print_procs(f, v, n, json, headers, only);
+    free(v);
 }
 
 /* ------------------------------------------------------------- the tree */

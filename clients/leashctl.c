@@ -195,6 +195,18 @@ static int parse_pid(const char *s, int32_t *out)
     return 0;
 }
 
+/* True, having said so, when s is a number (an optional sign, then digits:
+   meant as a pid, never a name) that no process can have: 0, negative, too
+   large. */
+static bool not_a_pid(const char *s)
+{
+    const char *d = s + (*s == '-' || *s == '+');
+    if (!*d || d[strspn(d, "0123456789")] != '\0' || !parse_pid(s, &(int32_t){0}))
+        return false;
+    fprintf(stderr, "leashctl: '%s' is not a pid (1 to 2147483647)\n", s);
+    return true;
+}
+
 static int64_t parse_dur(const char *s)
 {
     char *end;
@@ -261,6 +273,8 @@ static int resolve(struct ctl *c, const char *arg, struct pids *out)
     out->v = NULL;
     out->n = 0;
     int32_t pid;
+    if (arg && not_a_pid(arg))
+        return 1;
     if (arg && !parse_pid(arg, &pid)) {
         out->v = malloc(sizeof *out->v);
         if (!out->v)
@@ -332,15 +346,27 @@ static int ps_cb(void *arg, const Leash__Control__Response *r)
     if (r->resp_case != LEASH__CONTROL__RESPONSE__RESP_PS)
         return 1;
     const char *only = c->npos ? c->pos[0] : NULL;
-    print_ps(stdout, r->ps, c->json, c->headers, only);
+    bool        found = !only;
     for (size_t i = 0; only && i < r->ps->n_processes; i++)
-        if (ps_match(r->ps->processes[i], only))
-            return 0;
-    return only ? 1 : 0; /* named, and not there */
+        found |= ps_match(r->ps->processes[i], only);
+    if (!found) {
+        /* named, and not there: an empty list for a script, the why on stderr */
+        if (c->json)
+            printf("[]\n");
+        if (parse_pid(only, &(int32_t){0}))
+            fprintf(stderr, "leashctl: no leashed process named '%s'\n", only);
+        else
+            fprintf(stderr, "leashctl: no leashed process with pid %s\n", only);
+        return 1;
+    }
+    print_ps(stdout, r->ps, c->json, c->headers, only);
+    return 0;
 }
 
 static int cmd_ps(struct ctl *c)
 {
+    if (c->npos && not_a_pid(c->pos[0]))
+        return 1;
     Leash__Control__Request   req = LEASH__CONTROL__REQUEST__INIT;
     Leash__Control__PsRequest ps = LEASH__CONTROL__PS_REQUEST__INIT;
     req.req_case = LEASH__CONTROL__REQUEST__REQ_PS;

@@ -156,7 +156,28 @@ static void processes_are_named_by_pid_or_by_name(void **state)
     assert_non_null(strstr(out, pid));
     assert_int_equal(ctl(&d, out, "ps", pid, "--no-headers"), 0);
     assert_non_null(strstr(out, "beta"));
+    /* a name or pid not there: the why, no table; [] for a script */
     assert_int_equal(ctl(&d, out, "ps", "gamma"), 1);
+    assert_string_equal(out, "leashctl: no leashed process named 'gamma'\n");
+    assert_int_equal(ctl(&d, out, "ps", "gamma", "--json"), 1);
+    assert_non_null(strstr(out, "[]\n"));
+    /* a number no process can have is not taken for a name */
+    assert_int_equal(ctl(&d, out, "ps", "0"), 1);
+    assert_non_null(strstr(out, "'0' is not a pid"));
+    assert_int_equal(ctl(&d, out, "kill", "0"), 1);
+    assert_non_null(strstr(out, "'0' is not a pid"));
+    assert_int_equal(ctl(&d, out, "cancel", "--", "-1", "7"), 1);
+    assert_non_null(strstr(out, "'-1' is not a pid"));
+    /* rows in pid order, whatever order leashd keeps them in */
+    assert_int_equal(ctl(&d, out, "ps", "--json"), 0);
+    long last = 0;
+    int  rows = 0;
+    for (const char *q = out; (q = strstr(q, "{\"pid\":")) != NULL; q++, rows++) {
+        long v = strtol(q + 7, NULL, 10);
+        assert_true(v > last);
+        last = v;
+    }
+    assert_int_equal(rows, 3);
 
     /* dump by name: one JSON object per line, one line per process */
     assert_int_equal(ctl(&d, out, "dump", "beta", "-f", "json"), 0);
