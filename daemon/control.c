@@ -500,16 +500,9 @@ static void read_cb(struct bufferevent *bev, void *arg)
 int control_accept(struct event_base *b, int fd)
 {
     struct ucred cred;
-    socklen_t    len = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-        close(fd);
-        return -errno;
-    }
-    int e = limit_peer_add(cred.uid);
-    if (e) {
-        close(fd);
-        return e == -EUSERS ? 0 : e; /* refused and said */
-    }
+    int          e = limit_peer_accept(fd, &cred);
+    if (e)
+        return e > 0 ? 0 : e; /* refused and said, or failed */
     struct client *c = calloc(1, sizeof *c);
     if (!c) {
         close(fd);

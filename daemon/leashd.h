@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h> /* struct ucred */
 #include <sys/types.h>
 
 #include "leash/agent.pb-c.h"
@@ -271,6 +272,10 @@ void limit_hit(enum limit l, uid_t uid, const char *fmt, ...) __attribute__((for
 /* One more connection of uid: 0, or -EUSERS over peers_per_uid (said). */
 int  limit_peer_add(uid_t uid);
 void limit_peer_del(uid_t uid);
+/* An accepted connection's peer credentials (SO_PEERCRED), counted against
+   its uid's peers_per_uid: 0, counted (limit_peer_del when it goes).
+   Otherwise fd is closed: 1, refused over the bound (and said), or -errno. */
+int limit_peer_accept(int fd, struct ucred *cred);
 /* One more follower of uid: 0, or -EUSERS over followers_per_uid (said). */
 int  limit_follower_add(uid_t uid);
 void limit_follower_del(uid_t uid);

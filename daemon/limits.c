@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 const char *const limit_names[LIMIT_COUNT] = {
     [LIMIT_PEERS] = "peers_per_uid",   [LIMIT_FOLLOWERS] = "followers_per_uid",
@@ -85,6 +87,17 @@ int limit_peer_add(uid_t uid)
     }
     u->peers++;
     return 0;
+}
+
+int limit_peer_accept(int fd, struct ucred *cred)
+{
+    socklen_t len = sizeof *cred;
+    int       e = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) ? -errno : 0;
+    if (!e)
+        e = limit_peer_add(cred->uid);
+    if (e)
+        close(fd);
+    return e == -EUSERS ? 1 : e; /* refused: said by limit_peer_add */
 }
 
 void limit_peer_del(uid_t uid)

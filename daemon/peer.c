@@ -495,16 +495,9 @@ static void first_read_cb(evutil_socket_t fd, short what, void *arg)
 int agent_accept(struct event_base *b, int fd)
 {
     struct ucred cred;
-    socklen_t    len = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-        close(fd);
-        return -errno;
-    }
-    int e = limit_peer_add(cred.uid);
-    if (e) {
-        close(fd);
-        return e == -EUSERS ? 0 : e; /* refused and said */
-    }
+    int          e = limit_peer_accept(fd, &cred);
+    if (e)
+        return e > 0 ? 0 : e; /* refused and said, or failed */
     /* held from now on: a pid reused later is not this process */
     char why[256];
     int  pidfd = peer_pidfd(fd, &cred, why, sizeof why);
