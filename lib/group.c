@@ -306,9 +306,19 @@ static int wait_slot(struct leash_group *g, leash_task *self, const char *file, 
             return 0;
         }
         /* waiting for a slot is a cancellation point of the caller's own scope */
-        int err = leash__scope_err(self, true);
+        int err = leash__scope_err(self, false);
         if (err)
             return err;
+        if (leash__scope_deadline(self) <= leash__now_ns()) {
+            /* past the deadline, before the timer fired: cancelling its owner
+               walks down to g and takes g->mu, so not with it held */
+            leash__unlock(&g->mu);
+            err = leash__scope_err(self, true);
+            leash__lock(&g->mu);
+            if (err)
+                return err;
+            continue;
+        }
         struct leash_slotwait sw = {.task = self, .next = g->slotwait};
         if (g->slotwait)
             g->slotwait->prev = &sw;

@@ -372,6 +372,78 @@ static void dump_lists_every_task_while_workers_pick_them_up(void **state)
     assert_nothing_leaked();
 }
 
+/* A leash_go waiting for a slot when its caller's deadline passes, before
+   the timer thread fires it: the waiter did the timer's work, cancelling the
+   deadline's owner with the slot group's lock held, and that cancel took the
+   same lock again: the whole runtime hung (about 1 run in 7). Each round
+   here must end, with the deadline as the cause. */
+static leash_chan *slot_gate;
+static _Atomic int slot_wrong;
+
+static int slot_blocker(void *arg)
+{
+    (void)arg;
+    int v;
+    return leash_chan_recv(slot_gate, &v);
+}
+
+static int slot_nothing(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+static int slot_parent(void *arg)
+{
+    bool         scoped = *(bool *)arg;
+    leash_scope *s = NULL;
+    if (scoped && leash_scope_open(&s, &(leash_scope_opts){.timeout_ms = 2}) != 0)
+        return -100;
+    /* how far the setup gets before the deadline is the machine's doing:
+       every call answers 0 or the deadline, none hangs */
+    leash_group *g;
+    int          e = leash_group_open(&g, &(leash_group_opts){.name = "limited", .limit = 1});
+    if (e) {
+        int c = s ? leash_scope_close(s) : -ETIMEDOUT;
+        if ((e != -ETIMEDOUT && e != -ECANCELED) || c != -ETIMEDOUT)
+            atomic_store(&slot_wrong, 1);
+        return 0;
+    }
+    int r0 = leash_go(g, slot_blocker, NULL);
+    int r = leash_go(g, slot_nothing, NULL); /* waits for the slot */
+    int w = leash_group_wait(g);
+    int c = s ? leash_scope_close(s) : -ETIMEDOUT;
+    bool ok = (r0 == 0 || r0 == -ETIMEDOUT || r0 == -ECANCELED) &&
+              (r == -ETIMEDOUT || r == -ECANCELED) && w == -ETIMEDOUT && c == -ETIMEDOUT;
+    if (!ok) {
+        fprintf(stderr, "go %d, go %d, wait %d, close %d\n", r0, r, w, c);
+        atomic_store(&slot_wrong, 1); /* an outer deadline would hide a return value */
+    }
+    return ok ? 0 : -102;
+}
+
+static void a_slot_wait_past_its_deadline_never_hangs(void **state)
+{
+    (void)state;
+    assert_int_equal(leash_chan_open(&slot_gate, "gate", sizeof(int), 0), 0);
+    for (int round = 0; round < 100; round++) {
+        bool         scoped = round % 2;
+        leash_group *p;
+        assert_int_equal(
+            leash_group_open(&p, &(leash_group_opts){.name = "outer", .timeout_ms = scoped ? 0 : 2}),
+            0);
+        assert_int_equal(leash_go(p, slot_parent, &scoped), 0);
+        int w = leash_group_wait(p);
+        if (scoped)
+            assert_int_equal(w, 0);
+        else
+            assert_int_equal(w, -ETIMEDOUT);
+        assert_int_equal(atomic_load(&slot_wrong), 0);
+    }
+    leash_chan_close(slot_gate);
+    leash_chan_free(slot_gate);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -384,6 +456,7 @@ int main(void)
         cmocka_unit_test(child_error_after_the_deadline_is_its_consequence),
         cmocka_unit_test(cancel_after_the_deadline_keeps_the_deadline_as_cause),
         cmocka_unit_test(dump_lists_every_task_while_workers_pick_them_up),
+        cmocka_unit_test(a_slot_wait_past_its_deadline_never_hangs),
     };
     return cmocka_run_group_tests(tests, quiet_setup, NULL);
 }
