@@ -398,8 +398,8 @@ static int apply(struct config *c, config_t *cf, struct ctx *x)
 {
     config_setting_t *root = config_root_setting(cf);
     for (int i = 0; i < config_setting_length(root); i++) {
-        config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
-        const char       *name = config_setting_name(s);
+        config_setting_t    *s = config_setting_get_elem(root, (unsigned)i);
+        const char          *name = config_setting_name(s);
         const struct key    *k = NULL;
         const struct numkey *nk = NULL;
         for (size_t j = 0; j < sizeof keys / sizeof keys[0]; j++)

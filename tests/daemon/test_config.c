@@ -89,14 +89,22 @@ static void every_limit_key_lands_in_its_field_within_its_bounds(void **state)
 
     /* one past each bound is refused, naming the key */
     static const char *const refused[] = {
-        "journal_max = 65535;",          "peers_per_uid = 0;",
-        "peers_per_uid = 1000001;",      "followers_per_uid = -1;",
-        "uid_buffer_max = 4095;",        "uid_buffer_max = 17179869185L;",
-        "peer_out_max = 4095;",          "peer_timeout = \"99ms\";",
-        "report_burst = 0;",             "report_interval = \"0ms\";",
-        "names_max = 65535;",            "objects_per_process = 15;",
-        "objects_per_process = 4294967297L;", "max_frame = 1023;",
-        "stuck_after = \"9ms\";",      "report_burst = \"3\";",
+        "journal_max = 65535;",
+        "peers_per_uid = 0;",
+        "peers_per_uid = 1000001;",
+        "followers_per_uid = -1;",
+        "uid_buffer_max = 4095;",
+        "uid_buffer_max = 17179869185L;",
+        "peer_out_max = 4095;",
+        "peer_timeout = \"99ms\";",
+        "report_burst = 0;",
+        "report_interval = \"0ms\";",
+        "names_max = 65535;",
+        "objects_per_process = 15;",
+        "objects_per_process = 4294967297L;",
+        "max_frame = 1023;",
+        "stuck_after = \"9ms\";",
+        "report_burst = \"3\";",
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         char          err[512], key[64];

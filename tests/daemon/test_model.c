@@ -204,7 +204,8 @@ static void overrun_escalates_step_by_step(void **state)
     }
     int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
     assert_true(pidfd >= 0);
-    size_t              over = count_incidents("deadline_overrun", NULL), killed = count_incidents("killed", NULL);
+    size_t over = count_incidents("deadline_overrun", NULL),
+           killed = count_incidents("killed", NULL);
     struct proc        *p = proc_new(-1, child, 1000, pidfd);
     Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
     h.version = 1;
@@ -282,7 +283,8 @@ static void journal_survives_and_tolerates_a_torn_record(void **state)
     close(fd);
     char err[512];
     assert_int_equal(incidents_open(journal_dir, err, sizeof err), 0);
-    assert_int_equal(count_incidents("killed", NULL) + count_incidents("agent_lost", NULL), n_before);
+    assert_int_equal(count_incidents("killed", NULL) + count_incidents("agent_lost", NULL),
+                     n_before);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_size, good); /* cut back to the last whole record */
     Leash__Control__Incident **l;

@@ -119,8 +119,9 @@ static void ghost_group_is_dropped_not_killed(void **state)
     (void)state;
     load_conf(KILLING_POLICY);
     struct victim v = victim_new();
-    size_t        over = count_incidents("deadline_overrun", NULL), killed = count_incidents("killed", NULL);
-    struct proc  *p = hello_pid("svc", v.pid, v.pidfd);
+    size_t        over = count_incidents("deadline_overrun", NULL),
+           killed = count_incidents("killed", NULL);
+    struct proc *p = hello_pid("svc", v.pid, v.pidfd);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, 1);
     ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0);
     uint64_t req = await_confirm(p, 2);
@@ -170,8 +171,9 @@ static void unanswered_confirm_never_acts(void **state)
     (void)state;
     load_conf("heartbeat_timeout = \"100ms\";\n" KILLING_POLICY);
     struct victim v = victim_new();
-    size_t        over = count_incidents("deadline_overrun", NULL), killed = count_incidents("killed", NULL);
-    struct proc  *p = hello_pid("svc", v.pid, v.pidfd);
+    size_t        over = count_incidents("deadline_overrun", NULL),
+           killed = count_incidents("killed", NULL);
+    struct proc *p = hello_pid("svc", v.pid, v.pidfd);
     ev(p, LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 2, 1, 1);
     ev(p, LEASH__AGENT__EVENT__KIND__TASK_START, 2, 3, 0);
     uint64_t first = await_confirm(p, 2), last = first;
@@ -432,9 +434,10 @@ static void lost_heartbeat_acts_only_as_configured(void **state)
     (void)state;
     load_conf("heartbeat_timeout = \"100ms\";\n" KILLING_POLICY);
     struct victim v = victim_new();
-    size_t        rep = count_incidents("heartbeat_lost", "report"), killed = count_incidents("killed", NULL);
-    size_t        cancels = count_incidents("heartbeat_lost", "cancel");
-    struct proc  *p = hello_pid("svc", v.pid, v.pidfd);
+    size_t        rep = count_incidents("heartbeat_lost", "report"),
+           killed = count_incidents("killed", NULL);
+    size_t       cancels = count_incidents("heartbeat_lost", "cancel");
+    struct proc *p = hello_pid("svc", v.pid, v.pidfd);
     p->last_msg_mono = mono_ms() - 100000;
     for (int i = 0; i < 5; i++)
         policy_heartbeat_check();

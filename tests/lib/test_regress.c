@@ -409,10 +409,10 @@ static int slot_parent(void *arg)
             atomic_store(&slot_wrong, 1);
         return 0;
     }
-    int r0 = leash_go(g, slot_blocker, NULL);
-    int r = leash_go(g, slot_nothing, NULL); /* waits for the slot */
-    int w = leash_group_wait(g);
-    int c = s ? leash_scope_close(s) : -ETIMEDOUT;
+    int  r0 = leash_go(g, slot_blocker, NULL);
+    int  r = leash_go(g, slot_nothing, NULL); /* waits for the slot */
+    int  w = leash_group_wait(g);
+    int  c = s ? leash_scope_close(s) : -ETIMEDOUT;
     bool ok = (r0 == 0 || r0 == -ETIMEDOUT || r0 == -ECANCELED) &&
               (r == -ETIMEDOUT || r == -ECANCELED) && w == -ETIMEDOUT && c == -ETIMEDOUT;
     if (!ok) {
@@ -429,9 +429,9 @@ static void a_slot_wait_past_its_deadline_never_hangs(void **state)
     for (int round = 0; round < 100; round++) {
         bool         scoped = round % 2;
         leash_group *p;
-        assert_int_equal(
-            leash_group_open(&p, &(leash_group_opts){.name = "outer", .timeout_ms = scoped ? 0 : 2}),
-            0);
+        assert_int_equal(leash_group_open(&p, &(leash_group_opts){.name = "outer",
+                                                                  .timeout_ms = scoped ? 0 : 2}),
+                         0);
         assert_int_equal(leash_go(p, slot_parent, &scoped), 0);
         int w = leash_group_wait(p);
         if (scoped)
