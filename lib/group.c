@@ -451,9 +451,13 @@ int leash_try_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn
 /* The worker puts t on its group's list while it holds the pool's queue
    lock, having just taken t off the queue: a dump, which holds that lock
    while it walks both, finds t in one or the other, never in neither. */
+void (*leash__begin_hook)(void *arg);
+
 void leash__task_begin(leash_task *t)
 {
     struct leash_group *g = t->group;
+    if (unlikely(leash__begin_hook != NULL))
+        leash__begin_hook(t->arg);
     leash__lock(&g->mu);
     t->gprev = NULL;
     t->gnext = g->tasks;

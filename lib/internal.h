@@ -390,6 +390,9 @@ extern _Atomic uint64_t    leash__tasks_started;
 extern _Atomic uint64_t    leash__tasks_ended;
 /* A worker puts t on its group's list as it takes it off the queue. */
 void leash__task_begin(leash_task *t);
+/* For the tests: called with the task's argument as a worker takes it,
+   before it goes on its group's list (a window a test holds open). */
+LEASH__HIDDEN extern void (*leash__begin_hook)(void *arg);
 /* leash_go and leash_try_go (try: -EAGAIN rather than waiting for a slot). */
 int leash__go(struct leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
               const char *file, int line, bool try);
@@ -427,6 +430,8 @@ void leash__intr_unregister(struct leash_group *g);
 void leash__intr_kick(void);    /* an interrupt group was cancelled */
 void leash__monitor_kick(void); /* queued tasks wait: start watching */
 int  leash__intr_signal(void);
+/* For the tests: interrupt sweeps the timer has finished. */
+LEASH__HIDDEN extern _Atomic uint64_t leash__intr_sweeps;
 
 /* --------------------------------------------------------- report.c */
 

@@ -113,6 +113,8 @@ static void intr_task(leash_task *t, int level, int sig, bool *any)
         pthread_kill(t->thread, sig);
 }
 
+_Atomic uint64_t leash__intr_sweeps;
+
 static void intr_sweep(bool *any)
 {
     int sig = leash__intr_signal();
@@ -124,11 +126,20 @@ static void intr_sweep(bool *any)
         leash__lock(&g->mu);
         if (g->holder) /* a scope: its own task, alive while g is */
             intr_task(g->holder, g->shield_level, sig, any);
-        for (leash_task *t = g->tasks; t; t = t->gnext)
+        uint64_t listed = 0;
+        for (leash_task *t = g->tasks; t; t = t->gnext, listed++)
             intr_task(t, 0, sig, any);
+        /* A child counted in but not on the list yet is in the pool's
+           queue, or a worker has just taken it and is about to list it.
+           Nothing else wakes this thread when it starts, so the sweep goes
+           on until every child is on the list: stopping here let a child
+           that started just after a sweep block in read(2) for ever. */
+        if (leash__group_alive(g) > listed)
+            *any = true;
         leash__unlock(&g->mu);
     }
     leash__unlock(&intr_mu);
+    atomic_fetch_add_explicit(&leash__intr_sweeps, 1, memory_order_release);
 }
 
 static void *timer_main(void *arg)

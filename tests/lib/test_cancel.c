@@ -359,7 +359,80 @@ static void interrupt_reaches_a_task_that_starts_after_the_cancel(void **state)
     assert_nothing_leaked();
 }
 
-int main(void)
+/* The library's hooks for the tests (group.c, timer.c). */
+extern void (*leash__begin_hook)(void *arg);
+extern _Atomic uint64_t leash__intr_sweeps;
+void                    leash__intr_kick(void);
+
+static struct {
+    void       *target;
+    _Atomic int held, cancelled, stuck;
+} late;
+
+/* Holds the child a worker has just taken off the queue, before it goes on
+   its group's list, until the timer has swept the cancelled group twice:
+   the second sweep began after the cancel and found no child listed. */
+static void hold_until_swept(void *arg)
+{
+    if (arg != late.target)
+        return;
+    atomic_store(&late.held, 1);
+    int64_t until = mono_ms() + TEST_WAIT_MS;
+    while (!atomic_load(&late.cancelled)) {
+        if (mono_ms() > until) {
+            atomic_store(&late.stuck, 1);
+            return;
+        }
+        poll_pause();
+    }
+    uint64_t seen = atomic_load(&leash__intr_sweeps);
+    while (atomic_load(&leash__intr_sweeps) < seen + 2) {
+        if (mono_ms() > until) {
+            atomic_store(&late.stuck, 1);
+            return;
+        }
+        leash__intr_kick(); /* another sweep, whatever the timer waits for */
+        poll_pause();
+    }
+}
+
+static void interrupt_reaches_a_child_the_sweep_did_not_see(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    struct foreign f = {.fd = p[0]};
+    leash_group   *g;
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.flags = LEASH_INTERRUPT}), 0);
+    late.target = &f;
+    atomic_store(&late.held, 0);
+    atomic_store(&late.cancelled, 0);
+    atomic_store(&late.stuck, 0);
+    leash__begin_hook = hold_until_swept;
+    assert_int_equal(leash_go(g, foreign_read, &f), 0);
+    wait_count(&late.held, 1); /* off the queue: nothing there keeps the timer awake */
+    leash_group_cancel(g);
+    atomic_store(&late.cancelled, 1);
+    int64_t until = mono_ms() + NOT_HUNG_MS;
+    while (!atomic_load(&f.done) && mono_ms() < until)
+        poll_pause();
+    bool interrupted = atomic_load(&f.done);
+    if (!interrupted)
+        assert_int_equal(write(p[1], "x", 1), 1); /* let it go, then fail */
+    assert_int_equal(leash_group_wait(g), -ECANCELED);
+    leash__begin_hook = NULL;
+    assert_false(atomic_load(&late.stuck));
+    if (!interrupted)
+        fail_msg("a child listed after the timer swept its cancelled LEASH_INTERRUPT group "
+                 "was never interrupted");
+    assert_int_equal(f.rc, -1);
+    assert_int_equal(f.err, EINTR);
+    close(p[0]);
+    close(p[1]);
+    assert_nothing_leaked();
+}
+
+int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(checkpoint_says_why_the_scope_ended),
@@ -373,6 +446,9 @@ int main(void)
         cmocka_unit_test(interrupt_group_makes_foreign_calls_fail_with_eintr),
         cmocka_unit_test(interrupt_applies_to_the_whole_subtree),
         cmocka_unit_test(interrupt_reaches_a_task_that_starts_after_the_cancel),
+        cmocka_unit_test(interrupt_reaches_a_child_the_sweep_did_not_see),
     };
+    if (argc > 1)
+        cmocka_set_test_filter(argv[1]); /* one test by name (a glob) */
     return cmocka_run_group_tests_name("cancel", tests, quiet_setup, NULL);
 }
