@@ -347,8 +347,10 @@ void print_ps(FILE *f, const Leash__Control__Ps *ps, bool json, bool headers, co
                     only);
         return;
     }
-    memcpy(v, ps->processes, n * sizeof *v);
-    qsort(v, n, sizeof *v, cmp_pid);
+    if (n) { /* with none, processes may be NULL: no memcpy from it */
+        memcpy(v, ps->processes, n * sizeof *v);
+        qsort(v, n, sizeof *v, cmp_pid);
+    }
     print_procs(f, v, n, json, headers, only);
     free(v);
 }

@@ -517,7 +517,11 @@ void leash__task_done(leash_task *t, int rc)
 int leash__group_wait(struct leash_group *g, leash_task *self, const char *file, int line)
 {
     leash__blocked(self, LEASH_OP_GROUP_WAIT, g->name, file, line);
-    bool run_here = leash__group_alive(g) > 0 && leash__pool_can_run_here(self);
+    /* Only when whatever ends the waiter's scope also cancels g (g is a
+       child of the waiter's innermost scope): a child run here that blocks
+       keeps this thread, so the waiter could not cancel g itself. */
+    bool run_here = leash__group_alive(g) > 0 && g->parent == leash__node(self) &&
+                    leash__pool_can_run_here(self);
     leash__lock(&g->mu);
     while (leash__group_alive(g) > 0) {
         if (run_here) {
@@ -533,9 +537,15 @@ int leash__group_wait(struct leash_group *g, leash_task *self, const char *file,
         /* no spinning: the waiter would take a CPU from the very children
            it waits for */
         leash__unlock(&g->mu);
-        /* never cut short: a passed deadline (ours or the group's) cancels
-           the group, which then still has to be joined */
-        (void)leash__scope_err(self, true);
+        /* never cut short: the caller's scope ending (its deadline, a
+           cancel) cancels the group, which then still has to be joined. A
+           group opened before the caller's innermost scope is not inside
+           it, so that cancel does not reach it by itself: without this the
+           wait outlived the scope, parked again and again on a deadline
+           already past. */
+        int serr = leash__scope_err(self, true);
+        if (serr && !atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
+            leash__cancel(g, -serr);
         if (g->deadline_ns != INT64_MAX && leash__now_ns() >= g->deadline_ns)
             leash__cancel(g->deadline_owner, ETIMEDOUT);
         int64_t until = g->deadline_ns;

@@ -132,6 +132,28 @@ static void run(leash_task *t)
 
 static _Thread_local int take_depth;
 
+/* Whether this root thread's stack is at least a worker's (the default
+   for new threads): a thread the application made with a small stack would
+   overflow it running a child written for a worker's. Asked once per thread. */
+static bool root_stack_is_a_workers(void)
+{
+    static _Thread_local signed char ok = -1;
+    if (ok < 0) {
+        pthread_attr_t mine, dflt;
+        size_t         have = 0, need = SIZE_MAX;
+        if (pthread_getattr_np(pthread_self(), &mine) == 0) {
+            pthread_attr_getstacksize(&mine, &have);
+            pthread_attr_destroy(&mine);
+        }
+        if (pthread_getattr_default_np(&dflt) == 0) {
+            pthread_attr_getstacksize(&dflt, &need);
+            pthread_attr_destroy(&dflt);
+        }
+        ok = have >= need;
+    }
+    return ok;
+}
+
 bool leash__pool_can_run_here(leash_task *self)
 {
     if (take_depth >= TAKE_DEPTH)
@@ -139,7 +161,8 @@ bool leash__pool_can_run_here(leash_task *self)
     if (!self->root)
         return true; /* workers block every signal but the interrupt one */
     sigset_t cur;
-    return pthread_sigmask(SIG_BLOCK, NULL, &cur) == 0 && !sigismember(&cur, leash__intr_signal());
+    return pthread_sigmask(SIG_BLOCK, NULL, &cur) == 0 &&
+           !sigismember(&cur, leash__intr_signal()) && root_stack_is_a_workers();
 }
 
 bool leash__pool_run_one_of(struct leash_group *g, leash_task *self)

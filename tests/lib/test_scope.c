@@ -96,6 +96,63 @@ static void scope_cancel_from_another_task_wakes_the_scope_task(void **state)
     assert_nothing_leaked();
 }
 
+/* The task waits in a scope opened after its group: the group is not
+   inside the scope, but the wait is, and is never cut short (DESIGN.md:
+   when the caller's scope is cancelled, the wait cancels the group and
+   still joins every child). */
+static int recv_forever(void *arg)
+{
+    int v;
+    return leash_chan_recv(arg, &v);
+}
+
+static int cancel_once_main_waits_the_group(void *arg)
+{
+    struct canceller *c = arg;
+    wait_blocked("group_wait", 1);
+    leash_scope_cancel(c->s);
+    return 0;
+}
+
+static void wait_in_a_later_scope_cancels_the_group_when_the_scope_is_cancelled(void **state)
+{
+    (void)state;
+    leash_chan *ch;
+    assert_int_equal(leash_chan_open(&ch, "nobody", sizeof(int), 0), 0);
+    leash_group *other, *g;
+    assert_int_equal(leash_group_open(&other, &(leash_group_opts){.name = "other"}), 0);
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = "before"}), 0);
+    assert_int_equal(leash_go(g, recv_forever, ch), 0);
+    struct canceller c;
+    assert_int_equal(leash_scope_open(&c.s, &(leash_scope_opts){.name = "after"}), 0);
+    assert_int_equal(leash_go(other, cancel_once_main_waits_the_group, &c), 0);
+    assert_int_equal(leash_group_wait(g), -ECANCELED);
+    assert_int_equal(leash_scope_close(c.s), -ECANCELED);
+    assert_int_equal(leash_group_wait(other), 0);
+    leash_chan_free(ch);
+    assert_nothing_leaked();
+}
+
+static void wait_in_a_later_scope_cancels_the_group_at_the_scope_deadline(void **state)
+{
+    (void)state;
+    leash_chan *ch;
+    assert_int_equal(leash_chan_open(&ch, "nobody", sizeof(int), 0), 0);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = "before"}), 0);
+    assert_int_equal(leash_go(g, recv_forever, ch), 0);
+    leash_scope *s;
+    int64_t      t0 = mono_ms();
+    assert_int_equal(leash_scope_open(&s, &(leash_scope_opts){.timeout_ms = 50}), 0);
+    assert_int_equal(leash_group_wait(g), -ETIMEDOUT);
+    int64_t took = mono_ms() - t0;
+    assert_true(took >= 50);         /* not early */
+    assert_true(took < NOT_HUNG_MS); /* and not hung */
+    assert_int_equal(leash_scope_close(s), -ETIMEDOUT);
+    leash_chan_free(ch);
+    assert_nothing_leaked();
+}
+
 /* ------------------------------------------------------ misuse: -EPERM */
 
 static int close_it(void *arg)
@@ -478,6 +535,8 @@ int main(void)
         cmocka_unit_test(scope_that_is_not_cancelled_closes_with_zero),
         cmocka_unit_test(scope_opts_are_checked),
         cmocka_unit_test(scope_cancel_from_another_task_wakes_the_scope_task),
+        cmocka_unit_test(wait_in_a_later_scope_cancels_the_group_when_the_scope_is_cancelled),
+        cmocka_unit_test(wait_in_a_later_scope_cancels_the_group_at_the_scope_deadline),
         cmocka_unit_test(scopes_close_in_reverse_order_by_their_task),
         cmocka_unit_test(groups_opened_in_a_scope_are_inside_it),
         cmocka_unit_test(scope_deadline_reaches_groups_inside_it),

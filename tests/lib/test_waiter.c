@@ -1,13 +1,18 @@
 /*
  * test_waiter: a task that waits for its group may run the group's queued
  * children on its own thread. Whoever runs a child, it is a task of its
- * own, and a waiter runs only children of the group it waits for.
+ * own, and a waiter runs only children of the group it waits for, only
+ * when whatever cancels the waiter cancels them too, and only on a stack
+ * as large as a worker's.
  * (Which thread runs a child is the scheduler's choice: every test here
  * checks its rule in every round, whichever thread ran the child.)
  */
 #include "helpers.h"
 
 #include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
 
 static pthread_t main_thread;
 
@@ -154,12 +159,133 @@ static void children_waiting_for_children_all_run(void **state)
     assert_nothing_leaked();
 }
 
+/* ------------------------------------------------------------------------ */
+
+/* A task spinning on every CPU, so that a new child waits in the pool's
+   queue (until the pool's monitor adds a worker): the waiter then finds it
+   there, which is when it may run it itself. */
+static _Atomic int  spinners_stop, spinning;
+static leash_group *spinners;
+
+static int spin(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&spinning, 1);
+    while (!atomic_load(&spinners_stop))
+        ;
+    return 0;
+}
+
+static void busy_cpus_begin(void)
+{
+    int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    atomic_store(&spinners_stop, 0);
+    atomic_store(&spinning, 0);
+    assert_int_equal(leash_group_open(&spinners, &(leash_group_opts){.name = "spinners"}), 0);
+    for (int i = 0; i < ncpu; i++)
+        assert_int_equal(leash_go(spinners, spin, NULL), 0);
+    wait_count(&spinning, ncpu);
+}
+
+static void busy_cpus_end(void)
+{
+    atomic_store(&spinners_stop, 1);
+    assert_int_equal(leash_group_wait(spinners), 0);
+}
+
+static pthread_t   small_thread;
+static _Atomic int ran_on_small;
+
+static int needs_a_workers_stack(void *arg)
+{
+    (void)arg;
+    if (pthread_equal(pthread_self(), small_thread)) {
+        atomic_fetch_add(&ran_on_small, 1); /* and return before overflowing it */
+        return 0;
+    }
+    volatile char big[256 * 1024];
+    memset((char *)big, 1, sizeof big);
+    return big[sizeof big - 1] == 1 ? 0 : -1;
+}
+
+static void *wait_on_a_small_stack(void *arg)
+{
+    (void)arg;
+    int rc = 0;
+    /* one child at a time: a waiter takes a child only from a short queue */
+    for (int round = 0; round < 100 && rc == 0; round++) {
+        leash_group *g;
+        if ((rc = leash_group_open(&g, NULL)) != 0)
+            break;
+        leash_go(g, needs_a_workers_stack, NULL);
+        rc = leash_group_wait(g);
+    }
+    return (void *)(intptr_t)rc;
+}
+
+static void a_waiter_on_a_small_stack_runs_no_child(void **state)
+{
+    (void)state;
+    /* a thread the application made with a small stack: the children it
+       waits for were written for a worker's */
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    assert_int_equal(pthread_attr_setstacksize(&attr, 128 * 1024), 0);
+    atomic_store(&ran_on_small, 0);
+    busy_cpus_begin();
+    assert_int_equal(pthread_create(&small_thread, &attr, wait_on_a_small_stack, NULL), 0);
+    pthread_attr_destroy(&attr);
+    void *rc;
+    pthread_join(small_thread, &rc);
+    busy_cpus_end();
+    assert_int_equal((intptr_t)rc, 0);
+    assert_int_equal(atomic_load(&ran_on_small), 0);
+    assert_nothing_leaked();
+}
+
+/* ------------------------------------------------------------------------ */
+
+static _Atomic int ran_on_waiter;
+
+static int note_thread(void *arg)
+{
+    (void)arg;
+    if (pthread_equal(pthread_self(), main_thread))
+        atomic_fetch_add(&ran_on_waiter, 1);
+    return 0;
+}
+
+static void a_waiter_in_a_scope_opened_after_its_group_runs_no_child(void **state)
+{
+    (void)state;
+    /* the scope's cancel reaches the waiter, not the group's children: a
+       child run on the waiter's thread would keep it from cancelling them */
+    main_thread = pthread_self();
+    atomic_store(&ran_on_waiter, 0);
+    busy_cpus_begin();
+    for (int round = 0; round < 100; round++) {
+        leash_group *g;
+        assert_int_equal(leash_group_open(&g, NULL), 0);
+        leash_scope *s;
+        assert_int_equal(leash_scope_open(&s, NULL), 0);
+        /* one child at a time: a waiter takes a child only from a short queue */
+        assert_int_equal(leash_go(g, note_thread, NULL), 0);
+        assert_int_equal(leash_group_wait(g), 0);
+        assert_int_equal(leash_scope_close(s), 0);
+    }
+    busy_cpus_end();
+    assert_int_equal(atomic_load(&ran_on_waiter), 0);
+    assert_nothing_leaked();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_child_run_by_its_waiter_is_a_task_of_its_own),
         cmocka_unit_test(a_waiter_runs_no_child_of_another_group),
         cmocka_unit_test(children_waiting_for_children_all_run),
+        cmocka_unit_test(a_waiter_on_a_small_stack_runs_no_child),
+        cmocka_unit_test(a_waiter_in_a_scope_opened_after_its_group_runs_no_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
