@@ -255,6 +255,20 @@ static void site(struct leash__buf *b, const char *file, int line)
         leash__bprintf(b, "?");
 }
 
+/* A site as a JSON string: a file name is the compiler's (__FILE__, or a
+   #line directive's), and may hold a quote or a backslash. */
+static void site_json(struct leash__buf *b, const char *file, int line)
+{
+    leash__bprintf(b, "\"");
+    if (file) {
+        leash__bjson_chars(b, file);
+        leash__bprintf(b, ":%d", line);
+    } else {
+        leash__bprintf(b, "?");
+    }
+    leash__bprintf(b, "\"");
+}
+
 void leash_snapshot_text(const struct leash_snapshot *s, struct leash__buf *b)
 {
     size_t blocked = 0;
@@ -354,9 +368,8 @@ void leash_snapshot_json(const struct leash_snapshot *s, struct leash__buf *b)
             leash__bprintf(b, ",\"scope\":{\"task\":%llu,\"shield\":%s}",
                            (unsigned long long)g->opener, g->scope == 2 ? "true" : "false");
         if (i) {
-            leash__bprintf(b, ",\"site\":\"");
-            site(b, g->open_file, g->open_line);
-            leash__bprintf(b, "\"");
+            leash__bprintf(b, ",\"site\":");
+            site_json(b, g->open_file, g->open_line);
         }
         leash__bprintf(b, ",\"tasks\":[");
         for (size_t j = g->first; j < g->first + g->count; j++) {
@@ -366,9 +379,7 @@ void leash_snapshot_json(const struct leash_snapshot *s, struct leash__buf *b)
             leash__bjson_str(b, t->fn);
             leash__bprintf(b, ",\"site\":");
             if (t->file) {
-                leash__bprintf(b, "\"");
-                site(b, t->file, t->line);
-                leash__bprintf(b, "\"");
+                site_json(b, t->file, t->line);
             } else {
                 leash__bprintf(b, "null");
             }
@@ -376,9 +387,8 @@ void leash_snapshot_json(const struct leash_snapshot *s, struct leash__buf *b)
             if (t->op) {
                 leash__bprintf(b, "{\"op\":\"%s\",\"object\":", leash__op_name(t->op));
                 leash__bjson_str(b, t->obj);
-                leash__bprintf(b, ",\"site\":\"");
-                site(b, t->bfile, t->bline);
-                leash__bprintf(b, "\"");
+                leash__bprintf(b, ",\"site\":");
+                site_json(b, t->bfile, t->bline);
                 if (t->held_by)
                     leash__bprintf(b, ",\"held_by\":%llu", (unsigned long long)t->held_by);
                 leash__bprintf(b, "}");

@@ -73,7 +73,8 @@ struct leash__buf {
 };
 void leash__bprintf(struct leash__buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-void leash__bjson_str(struct leash__buf *b, const char *s); /* a quoted JSON string, or null */
+void leash__bjson_str(struct leash__buf *b, const char *s);   /* a quoted JSON string, or null */
+void leash__bjson_chars(struct leash__buf *b, const char *s); /* s escaped, no quotes */
 
 /* ----------------------------------------------------------- task.c */
 

@@ -180,6 +180,12 @@ void leash__bjson_str(struct leash__buf *b, const char *s)
         return;
     }
     leash__bprintf(b, "\"");
+    leash__bjson_chars(b, s);
+    leash__bprintf(b, "\"");
+}
+
+void leash__bjson_chars(struct leash__buf *b, const char *s)
+{
     const unsigned char *p = (const unsigned char *)s;
     size_t               n = strlen(s);
     for (size_t i = 0; i < n;) {
@@ -205,5 +211,4 @@ void leash__bjson_str(struct leash__buf *b, const char *s)
                 leash__bprintf(b, "%c", c);
         }
     }
-    leash__bprintf(b, "\"");
 }

@@ -403,6 +403,31 @@ static void dumps_racing_groups_that_are_waited_and_freed_read_nothing_freed(voi
     pthread_join(t, NULL);
 }
 
+/* Sites are the compiler's file names, which may hold quotes and
+   backslashes (a #line directive, a generated file): the JSON dump stays
+   JSON. park_at_an_odd_site is at the end of this file, under such a #line. */
+int park_at_an_odd_site(void *arg);
+
+static void json_dump_escapes_a_site_with_quotes_and_backslashes(void **state)
+{
+    (void)state;
+    leash_chan *c;
+    assert_int_equal(leash_chan_open(&c, "odd", sizeof(int), 0), 0);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, NULL), 0);
+    assert_int_equal(leash_go(g, park_at_an_odd_site, c), 0);
+    wait_blocked("chan_send", 1);
+    char *d = dump_json();
+    assert_non_null(d);
+    assert_non_null(strstr(d, "\"object\":\"odd\",\"site\":\"odd \\\"dir\\\"\\\\site.c:4245\""));
+    assert_null(strstr(d, "odd \"dir\"")); /* never unescaped */
+    free(d);
+    leash_group_cancel(g);
+    assert_int_equal(leash_group_wait(g), -ECANCELED);
+    leash_chan_free(c);
+    assert_nothing_leaked();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -415,7 +440,16 @@ int main(void)
         cmocka_unit_test(a_dump_copies_the_name_of_a_channel_freed_as_its_call_returns),
         cmocka_unit_test(a_dump_copies_the_name_of_a_group_freed_as_its_wait_returns),
         cmocka_unit_test(dumps_racing_groups_that_are_waited_and_freed_read_nothing_freed),
+        cmocka_unit_test(json_dump_escapes_a_site_with_quotes_and_backslashes),
     };
     /* the report test reads LEASH_REPORT itself, before any report is made */
     return cmocka_run_group_tests_name("dump", tests, NULL, NULL);
+}
+
+/* Last in the file: the #line below names every line after it. */
+#line 4242 "odd \"dir\"\\site.c"
+int park_at_an_odd_site(void *arg)
+{
+    int v = 1;
+    return leash_chan_send(arg, &v);
 }
