@@ -16,7 +16,9 @@
  * is written under graph_mu, so the walk sees a consistent chain. Of two
  * tasks closing a cycle at once, the second one to take graph_mu sees it.
  *
- * Lock order: graph_mu, then a lock's internal wlock.
+ * Lock order: graph_mu, then a lock's internal wlock. A group's lock comes
+ * before graph_mu (a dump names a waiter's holder), so nothing that takes a
+ * group's lock (a cancel) is done with wlock held.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -237,9 +239,20 @@ static int self_deadlock(leash_task *self, void *lock, int kind, struct leash_ho
 static int lock_park(void *lockobj, void **waiters, leash_task *self, int kind, uint32_t *state)
 {
     struct lwaiter w = {.task = self, .kind = kind};
-    int            err = leash__scope_err(self, true);
+    int            err = leash__scope_err(self, false);
     if (err)
         return err;
+    if (leash__scope_deadline(self) <= leash__now_ns()) {
+        /* Past the deadline before the timer fired: its cancel takes group
+           locks, never with wlock held. A dump holds a group's lock and
+           then takes graph_mu, which comes before wlock (a task exiting
+           with locks held): with wlock held here, the three could wait for
+           each other for ever. The caller looks at the lock again. */
+        leash__unlock((leash__lock_t *)lockobj);
+        err = leash__scope_err(self, true);
+        leash__lock((leash__lock_t *)lockobj);
+        return err;
+    }
     wq_push(waiters, &w);
     uint32_t seq = atomic_load_explicit(&self->wake, memory_order_seq_cst);
     leash__unlock((leash__lock_t *)((char *)lockobj));
