@@ -5,11 +5,17 @@
  * Every write is a plain store into a slot only one thread writes at a time
  * (a task's slot: its spawner, then its worker, then the task itself while
  * it blocks; a group's: its opener, and cancellers for one word), so no path
- * gains a lock or a system call. A task record keeps its slot for life, as
- * records are recycled and never freed; groups take slots from a free list
- * under leash__groups_mu, which group open and wait hold anyway. Function
- * and file names are static strings: each is copied into the registry once,
- * found again by its address.
+ * gains a lock or a system call. A task record keeps its slot while it is
+ * recycled (records are never freed), so a spawn writes into a line it
+ * wrote before. Records made once every slot was taken (a process that had
+ * more than LEASH_REG_TASKS tasks alive at once) have none. From then on a
+ * record whose task ends gives its slot back to a spare stack, and a record
+ * with none takes one from there as its task starts: an idle record holds
+ * no slot, so with no more tasks alive than slots every one is in the
+ * registry again. Only such a process pays for it: a lock per task start
+ * and end. Groups take slots from a free list under leash__groups_mu, which
+ * group open and wait hold anyway. Function and file names are static
+ * strings: each is copied into the registry once, found again by its address.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -38,6 +44,14 @@ static pthread_once_t    reg_once = PTHREAD_ONCE_INIT;
 
 /* the address each string slot was filled from; [0] stays NULL: "none" */
 _Atomic(const char *) leash__reg_keys[LEASH_REG_STRS];
+
+/* Task slots given back by records whose task ended, for records that have
+   none (under spare_mu). `slotless` counts such records: while it is 0 no
+   task end looks further. */
+static leash__lock_t    spare_mu = LEASH__LOCK_INIT;
+static uint32_t         spare[LEASH_REG_TASKS];
+static _Atomic uint32_t nspare;
+static _Alignas(64) _Atomic uint32_t slotless;
 
 /* free group slots (under leash__groups_mu) */
 static uint32_t gfree[LEASH_REG_GROUPS];
@@ -137,6 +151,7 @@ static void reg_atfork_child(void)
     h->pid = getpid();
     h->groups_over = h->tasks_over = 0;
     h->crash_seq = 0;
+    spare_mu = (leash__lock_t)LEASH__LOCK_INIT; /* the spare stack is the parent's, valid here */
     if (mremap(tmp, TOTAL_SIZE, TOTAL_SIZE, MREMAP_MAYMOVE | MREMAP_FIXED, leash__reg) ==
         MAP_FAILED)
         abort();
@@ -236,19 +251,56 @@ void leash__reg_task_slot(leash_task *t)
     if (!leash__reg)
         return;
     uint32_t i = __atomic_fetch_add(&leash__reg->tasks_used, 1, __ATOMIC_RELAXED);
-    if (i < LEASH_REG_TASKS)
+    if (i < LEASH_REG_TASKS) {
         t->reg = &tasks_at()[i];
-    else
+    } else {
         __atomic_store_n(&leash__reg->tasks_used, LEASH_REG_TASKS, __ATOMIC_RELAXED);
+        atomic_fetch_add_explicit(&slotless, 1, memory_order_relaxed);
+    }
+}
+
+/* A slot from the spare stack for t, which has none; false: none spare. */
+static bool take_spare(leash_task *t)
+{
+    if (!atomic_load_explicit(&nspare, memory_order_relaxed))
+        return false;
+    leash__lock(&spare_mu);
+    uint32_t n = atomic_load_explicit(&nspare, memory_order_relaxed);
+    if (n) {
+        atomic_store_explicit(&nspare, n - 1, memory_order_relaxed);
+        t->reg = &tasks_at()[spare[n - 1]];
+        atomic_fetch_sub_explicit(&slotless, 1, memory_order_relaxed);
+    }
+    leash__unlock(&spare_mu);
+    return n != 0;
+}
+
+/* t's task has ended and its slot says so: while records without a slot
+   exist, the slot goes to the spare stack (every slot is held or spare). */
+static void give_spare(leash_task *t)
+{
+    leash__lock(&spare_mu);
+    uint32_t n = atomic_load_explicit(&nspare, memory_order_relaxed);
+    if (n < LEASH_REG_TASKS) {
+        spare[n] = (uint32_t)(t->reg - tasks_at());
+        atomic_store_explicit(&nspare, n + 1, memory_order_relaxed);
+        t->reg = NULL;
+        atomic_fetch_add_explicit(&slotless, 1, memory_order_relaxed);
+    }
+    leash__unlock(&spare_mu);
 }
 
 void leash__reg_task_live(leash_task *t)
 {
     struct leash_reg_task *r = t->reg;
     if (unlikely(!r)) {
-        if (leash__reg)
+        if (!leash__reg)
+            return;
+        if (!take_spare(t)) {
             __atomic_fetch_add(&leash__reg->tasks_over, 1, __ATOMIC_RELAXED);
-        return;
+            return;
+        }
+        r = t->reg;
     }
     TSEQ_BEGIN(r, t->id);
     r->id = t->id;
@@ -279,6 +331,8 @@ void leash__reg_task_dead(leash_task *t)
     r->op = 0; /* what the next spawn into this slot need not write */
     r->flags = 0;
     TSEQ_END(r, t->id);
+    if (unlikely(atomic_load_explicit(&slotless, memory_order_relaxed) != 0))
+        give_spare(t);
 }
 
 void leash__reg_blocked(struct leash_reg_task *r, uint64_t id, int op, const char *obj,

@@ -212,6 +212,65 @@ static void registry_holds_live_tasks_with_sites_and_blocked_on(void **state)
     assert_nothing_leaked();
 }
 
+/* ------------------------------------------------- more tasks than slots */
+
+static _Atomic int burst_go, burst_running;
+
+static int hold_until_told(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&burst_running, 1);
+    while (!atomic_load(&burst_go))
+        sched_yield();
+    return 0;
+}
+
+/* A burst of n tasks alive at once: the first ones spin on every CPU, so
+   the rest wait in the pool's queue (a worker the monitor adds takes one
+   and holds it too). Returns the group, with every task spawned. */
+static leash_group *burst(int n, const char *name)
+{
+    int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    atomic_store(&burst_go, 0);
+    atomic_store(&burst_running, 0);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.name = name}), 0);
+    for (int i = 0; i < ncpu; i++)
+        assert_int_equal(leash_go(g, hold_until_told, NULL), 0);
+    wait_count(&burst_running, ncpu);
+    for (int i = ncpu; i < n; i++)
+        assert_int_equal(leash_go(g, hold_until_told, NULL), 0);
+    return g;
+}
+
+static void registry_lists_every_task_again_after_a_burst_beyond_its_slots(void **state)
+{
+    (void)state;
+    /* more tasks alive at once than the registry has slots: it says it is
+       truncated, and the records made last have no slot */
+    leash_group *g = burst(LEASH_REG_TASKS + 500, "beyond");
+    uint64_t     over;
+    copy_in(&over, &leash__reg->tasks_over, sizeof over);
+    assert_true(over >= 500);
+    atomic_store(&burst_go, 1);
+    assert_int_equal(leash_group_wait(g), 0);
+    copy_in(&over, &leash__reg->tasks_over, sizeof over);
+    assert_int_equal(over, 0);
+    /* then fewer than it has slots, reusing those records: every one is
+       there, and nothing is marked truncated */
+    for (int round = 0; round < 3; round++) {
+        g = burst(LEASH_REG_TASKS - 100, "within");
+        uint64_t id = group_slot("within");
+        assert_true(id != 0);
+        copy_in(&over, &leash__reg->tasks_over, sizeof over);
+        assert_int_equal(over, 0);
+        assert_int_equal(live_slots(id, "hold_until_told", NULL), LEASH_REG_TASKS - 100);
+        atomic_store(&burst_go, 1);
+        assert_int_equal(leash_group_wait(g), 0);
+    }
+    assert_nothing_leaked();
+}
+
 /* ------------------------------------------------- in a child process */
 
 static char self_exe[4096];
@@ -362,6 +421,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(leakcheck_fails_a_process_that_exits_with_a_live_task),
         cmocka_unit_test(fatal_signals_kill_as_without_leash),
         cmocka_unit_test(registry_off_makes_none),
+        cmocka_unit_test(registry_lists_every_task_again_after_a_burst_beyond_its_slots),
     };
     return cmocka_run_group_tests(tests, quiet_setup, NULL);
 }
