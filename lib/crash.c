@@ -9,8 +9,10 @@
  * faulting instruction, any other cause is raised anew (blocked until the
  * handler returns). So the previous handler runs as it would have, and with
  * none the process dies of the signal, with its core dump and exit status
- * as without leash. A previous handler that recovers (siglongjmp) keeps the
- * signal from then on: leash records the first fatal signal only.
+ * as without leash. A previous handler that recovers (siglongjmp) lets the
+ * thread run on: when that thread next gets to leash (a blocking call, or
+ * its task's end), the record is taken back, since the process did not die
+ * of it, and leash's handler is put in front again for the next one.
  *
  * Handlers run on an alternate stack, so a stack overflow is recorded too:
  * library threads get one when they start, threads that call leash when
@@ -35,6 +37,9 @@ static const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
 
 static struct sigaction old_act[NFATAL];
 static bool             installed;
+/* the tid of a thread that took a fatal signal, until it is seen running
+   leash code again (it recovered); 0: none */
+volatile sig_atomic_t leash__crash_tid;
 
 static int fatal_index(int sig)
 {
@@ -53,8 +58,10 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
         return;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    leash__reg_crash(sig, si ? si->si_code : 0, si ? si->si_addr : NULL, leash__self_tls,
-                     (int)syscall(SYS_gettid), (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    int tid = (int)syscall(SYS_gettid);
+    leash__reg_crash(sig, si ? si->si_code : 0, si ? si->si_addr : NULL, leash__self_tls, tid,
+                     (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
+    leash__crash_tid = tid;
     sigaction(sig, &old_act[i], NULL);
     /* a fault (si_code > 0, from the kernel) comes again when the
        instruction is re-executed; anything else is raised again, and lands
@@ -64,18 +71,38 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
     errno = saved;
 }
 
-void leash__crash_install(void)
+static void arm(int i)
 {
-    const char *e = getenv("LEASH_CRASH");
-    if (e && strcmp(e, "off") == 0)
-        return;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_fatal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigaction(fatal[i], &sa, &old_act[i]);
+}
+
+void leash__crash_survived(leash_task *t)
+{
+    if (leash__crash_tid != leash__gettid())
+        return; /* another thread's: it may still be dying of it */
+    leash__crash_tid = 0;
+    leash__reg_crash_undo(t);
+    /* the handler that recovered is the one in place: leash's goes in
+       front of it again, for each signal whose handler was put back */
+    for (size_t i = 0; i < NFATAL; i++) {
+        struct sigaction cur;
+        if (sigaction(fatal[i], NULL, &cur) == 0 && cur.sa_sigaction != on_fatal)
+            arm((int)i);
+    }
+}
+
+void leash__crash_install(void)
+{
+    const char *e = getenv("LEASH_CRASH");
+    if (e && strcmp(e, "off") == 0)
+        return;
     for (size_t i = 0; i < NFATAL; i++)
-        sigaction(fatal[i], &sa, &old_act[i]);
+        arm((int)i);
     installed = true;
 }
 

@@ -189,6 +189,10 @@ void leash__park(leash_task *t, uint32_t seq, int64_t abs_ns);
    spinner only takes the CPU from the thread it waits for. */
 int leash__spin_budget(void);
 
+/* crash.c: the tid of a thread that took a fatal signal and has not been
+   seen since (0: none), and what a thread does that may be it, running on */
+extern volatile sig_atomic_t leash__crash_tid;
+void                         leash__crash_survived(leash_task *t);
 void leash__reg_blocked(struct leash_reg_task *r, uint64_t id, int op, const char *obj,
                         const char *file, int line, int64_t since);
 static inline void leash__blocked(leash_task *t, int op, const char *obj, const char *file,
@@ -204,6 +208,8 @@ static inline void leash__blocked(leash_task *t, int op, const char *obj, const 
     if (t->reg)
         leash__reg_blocked(t->reg, t->id, op, obj, file, line, since);
     atomic_store_explicit(&t->op, op, memory_order_release);
+    if (unlikely(leash__crash_tid != 0))
+        leash__crash_survived(t);
 }
 /* Waits until no snapshot is copying the name t is blocked on (dump.c). */
 void leash__peek_wait(leash_task *t);
@@ -547,6 +553,8 @@ static inline void leash__reg_group_cancelled(struct leash_group *g, int cause)
 }
 /* Async-signal-safe: the fatal signal sig hit task t (NULL: none) on tid. */
 void leash__reg_crash(int sig, int code, const void *addr, leash_task *t, int tid, int64_t now);
+/* The thread that took it runs on (t: its task now): the record goes. */
+void leash__reg_crash_undo(leash_task *t);
 
 /* ---------------------------------------------------------- crash.c */
 

@@ -418,3 +418,13 @@ void leash__reg_crash(int sig, int code, const void *addr, leash_task *t, int ti
     atomic_signal_fence(memory_order_seq_cst);
     __atomic_store_n(&h->crash_seq, 2, __ATOMIC_RELEASE);
 }
+
+void leash__reg_crash_undo(leash_task *t)
+{
+    struct leash_reg_header *h = leash__reg;
+    if (!h || __atomic_load_n(&h->crash_seq, __ATOMIC_ACQUIRE) != 2)
+        return;
+    if (t && t->reg && h->crash_task == t->id)
+        __atomic_fetch_and(&t->reg->flags, ~(uint32_t)LEASH_REG_CRASHED, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->crash_seq, 0, __ATOMIC_RELEASE);
+}

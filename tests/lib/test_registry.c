@@ -5,6 +5,7 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -355,6 +356,20 @@ static void fatal_signals_kill_as_without_leash(void **state)
     assert_non_null(strstr(err, "crash recorded: signal 11 task "));
 }
 
+/* A program whose own handler recovers from a fault (siglongjmp) did not
+   die of it: once the thread runs on, the registry holds no crash, and the
+   next fault is recorded again. */
+static void a_fault_the_program_recovers_from_is_taken_back(void **state)
+{
+    (void)state;
+    char err[8192];
+    int  st = run_child("recover", NULL, err, sizeof err);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    if (!strstr(err, "recovered: crash_seq 2, then 0, then 2, then 0\n"))
+        fail_msg("the child said: %s", err);
+}
+
 /* a real NULL dereference, which UBSan would turn into an exit */
 __attribute__((no_sanitize_undefined)) static int deref(void *arg)
 {
@@ -379,8 +394,50 @@ static void own_segv(int sig, siginfo_t *si, void *uc)
     _exit(42);
 }
 
+static sigjmp_buf recover_at;
+
+static void recover_segv(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig;
+    (void)si;
+    (void)uc;
+    siglongjmp(recover_at, 1);
+}
+
+static int fault_and_recover(void *arg)
+{
+    uint32_t *seen = arg;
+    if (sigsetjmp(recover_at, 1) == 0)
+        deref(NULL);
+    seen[0] = __atomic_load_n(&leash__reg->crash_seq, __ATOMIC_ACQUIRE);
+    return 0;
+}
+
+static int recover(void)
+{
+    struct sigaction sa = {.sa_sigaction = recover_segv, .sa_flags = SA_SIGINFO};
+    sigaction(SIGSEGV, &sa, NULL);
+    uint32_t     seen[1] = {0};
+    leash_group *g;
+    leash_group_open(&g, &(leash_group_opts){.name = "child"});
+    leash_go(g, fault_and_recover, seen);
+    if (leash_group_wait(g) != 0)
+        return 1;
+    uint32_t after = __atomic_load_n(&leash__reg->crash_seq, __ATOMIC_ACQUIRE);
+    /* the next fault is leash's to record again, then the program's */
+    uint32_t again[1] = {0};
+    leash_group_open(&g, &(leash_group_opts){.name = "again"});
+    leash_go(g, fault_and_recover, again);
+    leash_group_wait(g);
+    fprintf(stderr, "recovered: crash_seq %u, then %u, then %u, then %u\n", seen[0], after,
+            again[0], leash__reg->crash_seq);
+    return 0;
+}
+
 static int child(const char *mode)
 {
+    if (strcmp(mode, "recover") == 0)
+        return recover();
     if (strcmp(mode, "noreg") == 0) {
         leash_task_id(); /* the library starts */
         return leash__reg == NULL && leash__reg_fd() < 0 ? 0 : 1;
@@ -420,6 +477,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(registry_holds_live_tasks_with_sites_and_blocked_on),
         cmocka_unit_test(leakcheck_fails_a_process_that_exits_with_a_live_task),
         cmocka_unit_test(fatal_signals_kill_as_without_leash),
+        cmocka_unit_test(a_fault_the_program_recovers_from_is_taken_back),
         cmocka_unit_test(registry_off_makes_none),
         cmocka_unit_test(registry_lists_every_task_again_after_a_burst_beyond_its_slots),
     };
