@@ -295,9 +295,12 @@ static leash_task *unlink_task_locked(struct leash_group *g, leash_task *t, leas
 }
 
 /* Waits, cancellably, until g has a free slot, and takes it (g->mu held on
-   entry and return). -ECANCELED: g was cancelled meanwhile. */
+   entry and return). -ECANCELED: g was cancelled meanwhile. -EDEADLK: the
+   caller is a child of g and every slot is held by a child of g that waits
+   for one too, itself included: no slot would ever come free. */
 static int wait_slot(struct leash_group *g, leash_task *self, const char *file, int line)
 {
+    bool kid = self->group == g;
     for (;;) {
         if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
             return -ECANCELED;
@@ -319,16 +322,20 @@ static int wait_slot(struct leash_group *g, leash_task *self, const char *file, 
                 return err;
             continue;
         }
+        if (kid && g->kids_waiting + 1 >= leash__group_alive(g))
+            return -EDEADLK;
         struct leash_slotwait sw = {.task = self, .next = g->slotwait};
         if (g->slotwait)
             g->slotwait->prev = &sw;
         g->slotwait = &sw;
+        g->kids_waiting += kid;
         uint32_t seq = atomic_load_explicit(&self->wake, memory_order_seq_cst);
         leash__blocked(self, LEASH_OP_GO, g->name, file, line);
         leash__unlock(&g->mu);
         leash__park(self, seq, leash__scope_deadline(self));
         leash__lock(&g->mu);
         leash__unblocked(self);
+        g->kids_waiting -= kid;
         if (sw.prev)
             sw.prev->next = sw.next;
         else

@@ -301,6 +301,7 @@ struct leash_group {
     bool                   refused;    /* a spawn was refused because it was cancelled */
     struct leash_group    *kids, *knext, *kprev; /* groups opened by its tasks */
     struct leash_slotwait *slotwait;
+    uint64_t               kids_waiting; /* children of this group in slotwait */
     int                    first_err;    /* first non-zero child return, before cancel */
     leash_task            *waiter;       /* the opener, while in wait */
     _Atomic int            cancel_cause; /* 0, ECANCELED or ETIMEDOUT */

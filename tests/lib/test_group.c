@@ -688,6 +688,63 @@ static void steady_state_spawns_make_no_threads(void **state)
     assert_nothing_leaked();
 }
 
+/* A child that asks for a slot of its own group when every slot is held by
+   children waiting for one, itself included, would wait for ever: it is
+   told -EDEADLK, as a lock cycle is. */
+struct own_slots {
+    leash_group *g;
+    _Atomic int  go_b;
+    int          rc_a, rc_b, ran;
+};
+
+static int count_ran(void *arg)
+{
+    struct own_slots *o = arg;
+    __atomic_fetch_add(&o->ran, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static int spawn_sibling_a(void *arg)
+{
+    struct own_slots *o = arg;
+    o->rc_a = leash_go(o->g, count_ran, o); /* waits: b holds the other slot */
+    return 0;
+}
+
+static int spawn_sibling_b(void *arg)
+{
+    struct own_slots *o = arg;
+    int64_t           until = mono_ms() + TEST_WAIT_MS;
+    while (!atomic_load(&o->go_b) && mono_ms() < until)
+        poll_pause();
+    o->rc_b = leash_go(o->g, count_ran, o); /* a waits too: never */
+    return 0;
+}
+
+static void a_child_waiting_for_a_slot_only_waiters_hold_gets_edeadlk(void **state)
+{
+    (void)state;
+    struct own_slots o = {0};
+    /* limit 1: the child holds the only slot */
+    assert_int_equal(leash_group_open(&o.g, &(leash_group_opts){.limit = 1}), 0);
+    assert_int_equal(leash_go(o.g, spawn_sibling_a, &o), 0);
+    assert_int_equal(leash_group_wait(o.g), 0);
+    assert_int_equal(o.rc_a, -EDEADLK);
+    assert_int_equal(o.ran, 0);
+    /* limit 2: a waits for a slot, b holds the other and asks too */
+    o = (struct own_slots){0};
+    assert_int_equal(leash_group_open(&o.g, &(leash_group_opts){.limit = 2}), 0);
+    assert_int_equal(leash_go(o.g, spawn_sibling_b, &o), 0);
+    assert_int_equal(leash_go(o.g, spawn_sibling_a, &o), 0);
+    wait_blocked("go", 1);
+    atomic_store(&o.go_b, 1);
+    assert_int_equal(leash_group_wait(o.g), 0);
+    assert_int_equal(o.rc_b, -EDEADLK);
+    assert_int_equal(o.rc_a, 0); /* b's end freed a slot */
+    assert_int_equal(o.ran, 1);
+    assert_nothing_leaked();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -703,6 +760,7 @@ int main(void)
         cmocka_unit_test(group_opened_in_cancelled_scope_is_born_cancelled),
         cmocka_unit_test(go_on_cancelled_group_is_refused),
         cmocka_unit_test(limit_bounds_running_children),
+        cmocka_unit_test(a_child_waiting_for_a_slot_only_waiters_hold_gets_edeadlk),
         cmocka_unit_test(waiting_for_a_slot_is_cancellable),
         cmocka_unit_test(waiting_for_a_slot_ends_when_the_group_is_cancelled),
         cmocka_unit_test(children_may_add_siblings),
