@@ -322,6 +322,11 @@ static void leakcheck_fails_a_process_that_exits_with_a_live_task(void **state)
     st = run_child("clean", "LEASH_LEAKCHECK=1", err, sizeof err);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
+    /* a task that calls exit() itself is not a task left behind */
+    st = run_child("exit", "LEASH_LEAKCHECK=1", err, sizeof err);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 5);
+    assert_null(strstr(err, "LEASH_LEAKCHECK"));
 }
 
 static void registry_off_makes_none(void **state)
@@ -434,10 +439,23 @@ static int recover(void)
     return 0;
 }
 
+static int call_exit(void *arg)
+{
+    (void)arg;
+    exit(5);
+}
+
 static int child(const char *mode)
 {
     if (strcmp(mode, "recover") == 0)
         return recover();
+    if (strcmp(mode, "exit") == 0) {
+        leash_group *g;
+        leash_group_open(&g, NULL);
+        leash_go(g, call_exit, NULL);
+        leash_group_wait(g);
+        return 1; /* not reached */
+    }
     if (strcmp(mode, "noreg") == 0) {
         leash_task_id(); /* the library starts */
         return leash__reg == NULL && leash__reg_fd() < 0 ? 0 : 1;
