@@ -1,6 +1,7 @@
 /* report.c: the library's word for a problem it saw, on stderr and to leashd. */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "text.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -43,13 +44,27 @@ void leash__report_atfork_child(void)
     hook_mu = (pthread_rwlock_t)PTHREAD_RWLOCK_INITIALIZER;
 }
 
+/* A detail cut at len bytes ends on a whole UTF-8 character: a name in it
+   may have been cut in the middle of one. */
+static void cut_whole(char *s, size_t len)
+{
+    size_t lead = len;
+    while (lead > 0 && len - lead < 4 && ((unsigned char)s[lead - 1] & 0xc0) == 0x80)
+        lead--;
+    if (lead > 0 && (unsigned char)s[lead - 1] >= 0xc0 &&
+        leash_utf8_len((const unsigned char *)s + lead - 1, len - lead + 1) == 0)
+        s[lead - 1] = '\0';
+}
+
 void leash__report(const char *kind, leash_task *t, struct leash_group *g, const char *fmt, ...)
 {
     char    detail[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
+    int full = vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
+    if (full >= (int)sizeof detail)
+        cut_whole(detail, sizeof detail - 1);
     atomic_fetch_add_explicit(&leash__reports, 1, memory_order_relaxed);
     char line[700];
     int  n = snprintf(line, sizeof line, "leash[%d]: %s: %s\n", (int)getpid(), kind, detail);

@@ -1,6 +1,8 @@
 /* test_api.c: leash_try_go, the variadic macros, report routing and the version. */
 #include "helpers.h"
 
+#include "text.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 
@@ -254,6 +256,35 @@ static void version_is_the_one_built_with_the_header(void **state)
     assert_int_equal(c, LEASH_VERSION_PATCH);
 }
 
+/* A report is cut to its size on a whole UTF-8 character: a task at the
+   end of this file, under a #line naming a file of 300 two-byte characters,
+   returns with a group open; with group names one byte apart, one of the two
+   cuts would fall inside a character. */
+int return_with_a_group_open(void *arg);
+
+static void a_report_cut_to_its_size_ends_on_a_whole_character(void **state)
+{
+    (void)state;
+    pthread_mutex_lock(&seen_mu);
+    nseen = 0;
+    pthread_mutex_unlock(&seen_mu);
+    leash_on_report(hook, NULL);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, NULL), 0);
+    assert_int_equal(leash_go(g, return_with_a_group_open, "a"), 0);
+    assert_int_equal(leash_go(g, return_with_a_group_open, "ab"), 0);
+    assert_int_equal(leash_group_wait(g), 0);
+    leash_on_report(NULL, NULL);
+    assert_int_equal(seen_count(), 2);
+    for (int i = 0; i < 2; i++) {
+        assert_string_equal(seen[i].kind, "unwaited_group");
+        assert_true(strlen(seen[i].text) > 500); /* it was cut */
+        if (!leash_text_is_clean(seen[i].text))
+            fail_msg("report %d is not whole UTF-8: %s", i, seen[i].text);
+    }
+    assert_nothing_leaked();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -262,7 +293,16 @@ int main(void)
         cmocka_unit_test(try_go_on_a_cancelled_group_is_refused_and_wait_says_why),
         cmocka_unit_test(macros_take_compound_literals),
         cmocka_unit_test(on_report_routes_reports_with_their_task_and_group),
+        cmocka_unit_test(a_report_cut_to_its_size_ends_on_a_whole_character),
         cmocka_unit_test(version_is_the_one_built_with_the_header),
     };
     return cmocka_run_group_tests(tests, quiet_setup, NULL);
+}
+
+/* Last in the file: the #line below names every line after it. */
+#line 1 "éééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééééé"
+int return_with_a_group_open(void *arg)
+{
+    leash_group *g;
+    return leash_group_open(&g, &(leash_group_opts){.name = arg});
 }
