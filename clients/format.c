@@ -508,14 +508,14 @@ static void print_text_tree(const Leash__Control__TaskTree *t)
                 printf(", %lld ms]:\n      blocked at %s\n", (long long)x->since_ms,
                        x->blocked_site);
             } else if (x->in_syscall) {
-                printf("  task %llu %s [running, in %s(2) for %lld ms", (unsigned long long)x->id,
-                       x->fn, x->syscall_name, (long long)x->since_ms);
+                printf("  task %llu %s [running, %lld ms, now in %s(2)", (unsigned long long)x->id,
+                       x->fn, (long long)x->since_ms, x->syscall_name);
                 if (x->cpu_known)
                     printf(", %lld ms on CPU", (long long)x->cpu_ms);
                 printf("]:\n");
             } else if (x->cpu_known && x->cpu_pct >= 0) {
-                printf("  task %llu %s [running, on CPU %d%% for %lld ms, %lld ms on CPU]:\n",
-                       (unsigned long long)x->id, x->fn, x->cpu_pct, (long long)x->since_ms,
+                printf("  task %llu %s [running, %lld ms, on CPU %d%%, %lld ms on CPU]:\n",
+                       (unsigned long long)x->id, x->fn, (long long)x->since_ms, x->cpu_pct,
                        (long long)x->cpu_ms);
             } else {
                 printf("  task %llu %s [running, %lld ms]:\n", (unsigned long long)x->id, x->fn,

@@ -318,15 +318,16 @@ void leash_snapshot_text(const struct leash_snapshot *s, struct leash__buf *b)
                 leash__bprintf(b, "\n");
             } else if (t->sys_nr >= 0) {
                 char nb[32];
-                leash__bprintf(b, "running, in %s(2) for %lld ms",
-                               leash__syscall_name(t->sys_nr, nb, sizeof nb),
-                               (long long)t->since_ms);
+                /* how long it has been in the call is not known: since_ms
+                   is the task's running time */
+                leash__bprintf(b, "running, %lld ms, now in %s(2)", (long long)t->since_ms,
+                               leash__syscall_name(t->sys_nr, nb, sizeof nb));
                 if (t->cpu_ms >= 0)
                     leash__bprintf(b, ", %lld ms on CPU", (long long)t->cpu_ms);
                 leash__bprintf(b, "]:\n");
             } else if (t->cpu_pct >= 0) {
-                leash__bprintf(b, "running, on CPU %d%% for %lld ms", t->cpu_pct,
-                               (long long)t->since_ms);
+                leash__bprintf(b, "running, %lld ms, on CPU %d%%", (long long)t->since_ms,
+                               t->cpu_pct);
                 leash__bprintf(b, ", %lld ms on CPU]:\n", (long long)t->cpu_ms);
             } else {
                 leash__bprintf(b, "running, %lld ms]:\n", (long long)t->since_ms);
