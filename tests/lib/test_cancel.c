@@ -236,6 +236,16 @@ static int foreign_read(void *arg)
     return 0;
 }
 
+/* A LEASH_INTERRUPT group, and a pipe nobody writes for f to read from. */
+static leash_group *interrupt_group(int p[2], struct foreign *f)
+{
+    assert_int_equal(pipe(p), 0);
+    *f = (struct foreign){.fd = p[0]};
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.flags = LEASH_INTERRUPT}), 0);
+    return g;
+}
+
 /* Whether *flag is set before the CLOCK_MONOTONIC time until_ms. */
 static bool set_before(_Atomic int *flag, int64_t until_ms)
 {
@@ -291,11 +301,9 @@ static int nested_foreign(void *arg)
 static void interrupt_applies_to_the_whole_subtree(void **state)
 {
     (void)state;
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    struct foreign f = {.fd = p[0]};
-    leash_group   *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.flags = LEASH_INTERRUPT}), 0);
+    int            p[2];
+    struct foreign f;
+    leash_group   *g = interrupt_group(p, &f);
     assert_int_equal(leash_go(g, nested_foreign, &f), 0);
     wait_count(&f.entered, 1);
     leash_group_cancel(g);
@@ -331,11 +339,9 @@ static void interrupt_reaches_a_task_that_starts_after_the_cancel(void **state)
         assert_int_equal(leash_go(busy, spin_until_told, &spinning), 0);
     wait_count(&spinning, ncpu);
     for (int round = 0; round < 10; round++) {
-        int p[2];
-        assert_int_equal(pipe(p), 0);
-        struct foreign f = {.fd = p[0]};
-        leash_group   *g;
-        assert_int_equal(leash_group_open(&g, &(leash_group_opts){.flags = LEASH_INTERRUPT}), 0);
+        int            p[2];
+        struct foreign f;
+        leash_group   *g = interrupt_group(p, &f);
         assert_int_equal(leash_go(g, foreign_read, &f), 0);
         leash_group_cancel(g);
         int64_t until = mono_ms() + NOT_HUNG_MS;
@@ -399,11 +405,9 @@ static void hold_until_swept(void *arg)
 static void interrupt_reaches_a_child_the_sweep_did_not_see(void **state)
 {
     (void)state;
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    struct foreign f = {.fd = p[0]};
-    leash_group   *g;
-    assert_int_equal(leash_group_open(&g, &(leash_group_opts){.flags = LEASH_INTERRUPT}), 0);
+    int            p[2];
+    struct foreign f;
+    leash_group   *g = interrupt_group(p, &f);
     late.target = &f;
     atomic_store(&late.held, 0);
     atomic_store(&late.cancelled, 0);
