@@ -101,8 +101,9 @@ int leash_scope_close(leash_scope *s)
     leash_task         *self = leash__self();
     if (!self)
         return -ENOMEM;
-    if (leash__dead(g))
-        return g->holder == self ? scope_forget(self, g) : -EPERM;
+    if (leash__dead(g)) /* inherited across a fork: after the child's own, innermost first */
+        return g->holder == self && !self->scope && self->fork_scope == g ? scope_forget(self, g)
+                                                                          : -EPERM;
     /* by its task, innermost first, and after the groups opened in it */
     if (g->holder != self || self->scope != g)
         return -EPERM;

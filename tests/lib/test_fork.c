@@ -188,18 +188,29 @@ static _Atomic pid_t task_child;
 static int fork_in_a_task(void *arg)
 {
     leash_group *own = arg;
-    leash_scope *s;
-    if (leash_scope_open(&s, &(leash_scope_opts){.name = "around-fork", .timeout_ms = FOREVER}))
+    leash_scope *s, *in;
+    if (leash_scope_open(&s, &(leash_scope_opts){.name = "around-fork", .timeout_ms = FOREVER}) ||
+        leash_scope_open(&in, &(leash_scope_opts){.name = "inner"}))
         return -1;
     pid_t pid = fork();
     if (pid == 0) {
         CHILD_CHECK(leash_go(own, ret_zero, NULL) == -ECHILD);
-        CHILD_CHECK(leash_deadline() == INT64_MAX); /* its scope stayed behind */
+        CHILD_CHECK(leash_deadline() == INT64_MAX); /* its scopes stayed behind */
         child_uses_the_runtime();
+        /* inherited scopes close as scopes do: innermost first, and after
+           the ones the child opened itself */
+        leash_scope *mine;
+        CHILD_CHECK(leash_scope_open(&mine, NULL) == 0);
+        CHILD_CHECK(leash_scope_close(in) == -EPERM);
+        CHILD_CHECK(leash_scope_close(mine) == 0);
+        CHILD_CHECK(leash_scope_close(s) == -EPERM);
+        CHILD_CHECK(leash_scope_close(in) == 0);
         CHILD_CHECK(leash_scope_close(s) == 0);
         child_exit();
     }
     atomic_store(&task_child, pid);
+    if (leash_scope_close(in) != 0)
+        return -1;
     return leash_scope_close(s);
 }
 
