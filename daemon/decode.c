@@ -29,7 +29,17 @@ static void clean(char *s, size_t max)
 {
     /* never a write to a clean string: an absent one is protobuf-c's
        read-only "" */
-    if (s && (strnlen(s, max + 1) > max || !leash_text_is_clean(s)))
+    if (!s)
+        return;
+    /* one pass for the usual name, printable ASCII and short enough */
+    for (size_t n = 0; n <= max; n++) {
+        unsigned char c = (unsigned char)s[n];
+        if (c == '\0')
+            return;
+        if (c < 0x20 || c >= 0x7f)
+            break;
+    }
+    if (strnlen(s, max + 1) > max || !leash_text_is_clean(s))
         leash_text_clean(s, max + 1, s, SIZE_MAX);
 }
 
