@@ -378,7 +378,7 @@ static int count_in(struct leash_group *g, leash_task *self, bool try, const cha
         if (!atomic_load_explicit(&g->cancel_cause, memory_order_relaxed) &&
             g->deadline_ns != INT64_MAX && leash__now_ns() >= g->deadline_ns) {
             leash__unlock(&g->mu);
-            leash__cancel(g, ETIMEDOUT);
+            leash__cancel(g->deadline_owner, ETIMEDOUT); /* the timer's work: see below */
             leash__lock(&g->mu);
         }
         if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
@@ -401,8 +401,13 @@ static int count_in(struct leash_group *g, leash_task *self, bool try, const cha
     if (likely(!atomic_load_explicit(&g->cancel_cause, memory_order_seq_cst)) &&
         (g->deadline_ns == INT64_MAX || leash__now_ns() < g->deadline_ns))
         return 0;
+    /* Its deadline has passed: do the timer's work, on the group whose
+       deadline it is (g or one above it). Cancelling only g left that one
+       uncancelled until the timer came, so its wait could miss that the
+       deadline cut a child that was alive when it passed (its
+       leash_group_wait said 0, not -ETIMEDOUT). */
     if (!atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
-        leash__cancel(g, ETIMEDOUT); /* its deadline has passed */
+        leash__cancel(g->deadline_owner, ETIMEDOUT);
     uncount(g, true);
     return -ECANCELED;
 }
@@ -489,6 +494,14 @@ void leash__task_done(leash_task *t, int rc)
        leash_group_wait returns, no child of the group shows as live there
        (a root task leaves it in root_exit) */
     leash__reg_task_dead(t);
+    if (rc != 0 && g->deadline_ns != INT64_MAX &&
+        !atomic_load_explicit(&g->cancel_cause, memory_order_relaxed) &&
+        leash__now_ns() >= g->deadline_ns) {
+        /* past the deadline the group is cancelled, timer or not: the
+           timer's work, on the group whose deadline it is, before g's lock
+           (that group is g or above it; while t lives, neither goes) */
+        leash__cancel(g->deadline_owner, ETIMEDOUT);
+    }
     leash__lock(&g->mu);
     if (rc != 0 && !atomic_load_explicit(&g->cancel_cause, memory_order_relaxed) && !g->first_err) {
         int64_t now = 0;
