@@ -295,46 +295,63 @@ static leash_task *unlink_task_locked(struct leash_group *g, leash_task *t, leas
 }
 
 /* Waits, cancellably, until g has a free slot, and takes it (g->mu held on
-   entry and return). -ECANCELED: g was cancelled meanwhile. -EDEADLK: the
-   caller is a child of g and every slot is held by a child of g that waits
-   for one too, itself included: no slot would ever come free. */
+   entry and return). Waiters take slots oldest first (as Go's errgroup,
+   whose limit is a channel). -ECANCELED: g was cancelled meanwhile.
+   -EDEADLK: the caller is a child of g, and every slot is held by a child
+   of g that waits for one with no deadline to end its wait, itself
+   included: no slot would ever come free. */
 static int wait_slot(struct leash_group *g, leash_task *self, const char *file, int line)
 {
-    bool kid = self->group == g;
+    struct leash_slotwait sw = {.task = self};
+    bool                  queued = false, kid = false;
+    int                   err = 0;
     for (;;) {
-        if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
-            return -ECANCELED;
-        if (leash__group_alive(g) < g->limit) {
+        if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed)) {
+            err = -ECANCELED;
+            break;
+        }
+        /* a free slot is the oldest waiter's: a newer one leaves it */
+        if (leash__group_alive(g) < g->limit && (!g->slotwait || g->slotwait == &sw)) {
             atomic_fetch_add_explicit(&g->spawned, 1, memory_order_relaxed);
-            return 0;
+            break;
         }
         /* waiting for a slot is a cancellation point of the caller's own scope */
-        int err = leash__scope_err(self, false);
-        if (err)
-            return err;
-        if (leash__scope_deadline(self) <= leash__now_ns()) {
+        if ((err = leash__scope_err(self, false)) != 0)
+            break;
+        int64_t deadline = leash__scope_deadline(self);
+        if (deadline <= leash__now_ns()) {
             /* past the deadline, before the timer fired: cancelling its owner
                walks down to g and takes g->mu, so not with it held */
             leash__unlock(&g->mu);
             err = leash__scope_err(self, true);
             leash__lock(&g->mu);
             if (err)
-                return err;
+                break;
             continue;
         }
-        if (kid && g->kids_waiting + 1 >= leash__group_alive(g))
-            return -EDEADLK;
-        struct leash_slotwait sw = {.task = self, .next = g->slotwait};
-        if (g->slotwait)
-            g->slotwait->prev = &sw;
-        g->slotwait = &sw;
-        g->kids_waiting += kid;
+        if (!queued) {
+            kid = self->group == g && deadline == INT64_MAX;
+            if (kid && g->kids_waiting + 1 >= leash__group_alive(g)) {
+                err = -EDEADLK;
+                break;
+            }
+            sw.prev = g->slotwait_tail;
+            if (g->slotwait_tail)
+                g->slotwait_tail->next = &sw;
+            else
+                g->slotwait = &sw;
+            g->slotwait_tail = &sw;
+            g->kids_waiting += kid;
+            queued = true;
+        }
         uint32_t seq = atomic_load_explicit(&self->wake, memory_order_seq_cst);
         leash__blocked(self, LEASH_OP_GO, g->name, file, line);
         leash__unlock(&g->mu);
-        leash__park(self, seq, leash__scope_deadline(self));
+        leash__park(self, seq, deadline);
         leash__lock(&g->mu);
         leash__unblocked(self);
+    }
+    if (queued) {
         g->kids_waiting -= kid;
         if (sw.prev)
             sw.prev->next = sw.next;
@@ -342,7 +359,14 @@ static int wait_slot(struct leash_group *g, leash_task *self, const char *file, 
             g->slotwait = sw.next;
         if (sw.next)
             sw.next->prev = sw.prev;
+        else
+            g->slotwait_tail = sw.prev;
+        /* two slots may have come free with one wake-up (each end wakes the
+           oldest waiter): the next one looks too */
+        if (g->slotwait && leash__group_alive(g) < g->limit)
+            leash__wake(g->slotwait->task);
     }
+    return err;
 }
 
 /* A child counted in that will not run after all (refused: g is cancelled). */

@@ -299,9 +299,9 @@ struct leash_group {
     char                   pad_[64 - sizeof(uint64_t)];
     bool                   cancel_cut; /* cancelled while children ran, or not by a deadline */
     bool                   refused;    /* a spawn was refused because it was cancelled */
-    struct leash_group    *kids, *knext, *kprev; /* groups opened by its tasks */
-    struct leash_slotwait *slotwait;
-    uint64_t               kids_waiting; /* children of this group in slotwait */
+    struct leash_group    *kids, *knext, *kprev;     /* groups opened by its tasks */
+    struct leash_slotwait *slotwait, *slotwait_tail; /* oldest first */
+    uint64_t               kids_waiting; /* children of this group in slotwait with no deadline */
     int                    first_err;    /* first non-zero child return, before cancel */
     leash_task            *waiter;       /* the opener, while in wait */
     _Atomic int            cancel_cause; /* 0, ECANCELED or ETIMEDOUT */

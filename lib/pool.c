@@ -134,37 +134,54 @@ static void run(leash_task *t)
 
 static _Thread_local int take_depth;
 
-/* Whether this root thread's stack is at least a worker's (the default
-   for new threads): a thread the application made with a small stack would
-   overflow it running a child written for a worker's. Asked once per thread. */
-static bool root_stack_is_a_workers(void)
+/*
+ * Whether this thread has a worker's stack left: a child run here gets
+ * what is left of the waiter's stack, and was written for a whole one. So
+ * it runs here only while at most STACK_SLACK of this thread's stack is in
+ * use below a new thread's default size (a thread made with a small stack,
+ * or one deep in its own calls, never runs children).
+ */
+#define STACK_SLACK (256 * 1024)
+
+static bool stack_left_for_a_child(void)
 {
-    static _Thread_local signed char ok = -1;
-    if (ok < 0) {
-        pthread_attr_t mine, dflt;
-        size_t         have = 0, need = SIZE_MAX;
-        if (pthread_getattr_np(pthread_self(), &mine) == 0) {
-            pthread_attr_getstacksize(&mine, &have);
-            pthread_attr_destroy(&mine);
+    static size_t                need;  /* a new thread's default stack, less the slack */
+    static _Thread_local char   *low;   /* the lowest address of this thread's stack */
+    static _Thread_local uint8_t known; /* 1: low is set; 2: not known */
+    if (!known) {
+        known = 2;
+        pthread_attr_t a;
+        if (pthread_getattr_np(pthread_self(), &a) == 0) {
+            void  *addr;
+            size_t size;
+            if (pthread_attr_getstack(&a, &addr, &size) == 0) {
+                low = addr;
+                known = 1;
+            }
+            pthread_attr_destroy(&a);
         }
-        if (pthread_getattr_default_np(&dflt) == 0) {
-            pthread_attr_getstacksize(&dflt, &need);
-            pthread_attr_destroy(&dflt);
-        }
-        ok = have >= need;
     }
-    return ok;
+    if (!__atomic_load_n(&need, __ATOMIC_RELAXED)) {
+        size_t         dflt = 0;
+        pthread_attr_t d;
+        if (pthread_getattr_default_np(&d) == 0) {
+            pthread_attr_getstacksize(&d, &dflt);
+            pthread_attr_destroy(&d);
+        }
+        __atomic_store_n(&need, dflt > STACK_SLACK ? dflt - STACK_SLACK : 1, __ATOMIC_RELAXED);
+    }
+    char here;
+    return known == 1 && (size_t)(&here - low) >= __atomic_load_n(&need, __ATOMIC_RELAXED);
 }
 
 bool leash__pool_can_run_here(leash_task *self)
 {
-    if (take_depth >= TAKE_DEPTH)
+    if (take_depth >= TAKE_DEPTH || !stack_left_for_a_child())
         return false;
     if (!self->root)
         return true; /* workers block every signal but the interrupt one */
     sigset_t cur;
-    return pthread_sigmask(SIG_BLOCK, NULL, &cur) == 0 &&
-           !sigismember(&cur, leash__intr_signal()) && root_stack_is_a_workers();
+    return pthread_sigmask(SIG_BLOCK, NULL, &cur) == 0 && !sigismember(&cur, leash__intr_signal());
 }
 
 bool leash__pool_run_one_of(struct leash_group *g, leash_task *self)

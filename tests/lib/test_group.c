@@ -1,6 +1,8 @@
 /* test_group.c: groups, spawning, joining, deadlines, fail-fast and limits. */
 #include "helpers.h"
 
+#include <pthread.h>
+
 #include <stdatomic.h>
 
 static int ret_arg(void *arg)
@@ -745,6 +747,105 @@ static void a_child_waiting_for_a_slot_only_waiters_hold_gets_edeadlk(void **sta
     assert_nothing_leaked();
 }
 
+/* A child whose slot wait has a deadline will give up: a sibling that asks
+   then waits for that slot rather than hearing -EDEADLK. */
+static int spawn_sibling_in_a_scope(void *arg)
+{
+    struct own_slots *o = arg;
+    leash_scope      *s;
+    if (leash_scope_open(&s, &(leash_scope_opts){.timeout_ms = 200}) != 0)
+        return -1;
+    o->rc_a = leash_go(o->g, count_ran, o); /* gives up at the scope's deadline */
+    leash_scope_close(s);
+    return 0;
+}
+
+static void a_slot_wait_with_a_deadline_is_no_deadlock(void **state)
+{
+    (void)state;
+    struct own_slots o = {0};
+    assert_int_equal(leash_group_open(&o.g, &(leash_group_opts){.limit = 2}), 0);
+    assert_int_equal(leash_go(o.g, spawn_sibling_b, &o), 0);
+    assert_int_equal(leash_go(o.g, spawn_sibling_in_a_scope, &o), 0);
+    wait_blocked("go", 1);
+    atomic_store(&o.go_b, 1);
+    assert_int_equal(leash_group_wait(o.g), 0);
+    assert_int_equal(o.rc_a, -ETIMEDOUT);
+    assert_int_equal(o.rc_b, 0); /* a's end freed a slot */
+    assert_int_equal(o.ran, 1);
+    assert_nothing_leaked();
+}
+
+/* Two slots come free at once with two spawners waiting: the oldest takes
+   the first, and the next one the second; none sleeps while a slot is
+   free. Here the newer spawner's child needs the older one's, so a slot
+   left unused would hang both (the group's deadline then ends the test). */
+struct two_free {
+    leash_group *g;
+    leash_chan  *gate, *link;
+    int          rc_old, rc_new;
+};
+
+static int hold_slot(void *arg)
+{
+    int v;
+    return leash_chan_recv(((struct two_free *)arg)->gate, &v) == -EPIPE ? 0 : -1;
+}
+
+static int send_link(void *arg)
+{
+    int v = 1;
+    return leash_chan_send(((struct two_free *)arg)->link, &v);
+}
+
+static int recv_link(void *arg)
+{
+    int v;
+    return leash_chan_recv(((struct two_free *)arg)->link, &v);
+}
+
+static void *spawn_old(void *arg)
+{
+    struct two_free *x = arg;
+    x->rc_old = leash_go(x->g, send_link, x);
+    return NULL;
+}
+
+static void *spawn_new(void *arg)
+{
+    struct two_free *x = arg;
+    x->rc_new = leash_go(x->g, recv_link, x);
+    return NULL;
+}
+
+static void two_slots_freed_at_once_go_to_two_waiters_oldest_first(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        struct two_free x = {0};
+        assert_int_equal(leash_chan_open(&x.gate, "gate", sizeof(int), 0), 0);
+        assert_int_equal(leash_chan_open(&x.link, "link", sizeof(int), 0), 0);
+        assert_int_equal(
+            leash_group_open(&x.g, &(leash_group_opts){.limit = 2, .timeout_ms = NOT_HUNG_MS}), 0);
+        assert_int_equal(leash_go(x.g, hold_slot, &x), 0);
+        assert_int_equal(leash_go(x.g, hold_slot, &x), 0);
+        pthread_t o, n;
+        assert_int_equal(pthread_create(&o, NULL, spawn_old, &x), 0);
+        wait_blocked("go", 1);
+        assert_int_equal(pthread_create(&n, NULL, spawn_new, &x), 0);
+        wait_blocked("go", 2);
+        assert_int_equal(leash_chan_close(x.gate), 0); /* both holders end */
+        pthread_join(o, NULL);
+        pthread_join(n, NULL);
+        assert_int_equal(leash_group_wait(x.g), 0);
+        assert_int_equal(x.rc_old, 0);
+        assert_int_equal(x.rc_new, 0);
+        leash_chan_free(x.gate);
+        leash_chan_free(x.link);
+    }
+    assert_nothing_leaked();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -761,6 +862,8 @@ int main(void)
         cmocka_unit_test(go_on_cancelled_group_is_refused),
         cmocka_unit_test(limit_bounds_running_children),
         cmocka_unit_test(a_child_waiting_for_a_slot_only_waiters_hold_gets_edeadlk),
+        cmocka_unit_test(a_slot_wait_with_a_deadline_is_no_deadlock),
+        cmocka_unit_test(two_slots_freed_at_once_go_to_two_waiters_oldest_first),
         cmocka_unit_test(waiting_for_a_slot_is_cancellable),
         cmocka_unit_test(waiting_for_a_slot_ends_when_the_group_is_cancelled),
         cmocka_unit_test(children_may_add_siblings),
