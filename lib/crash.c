@@ -178,7 +178,8 @@ static void leakcheck_at_exit(void)
     /* a task that calls exit() itself is not left behind by it (goleak
        leaves out the goroutine that verifies, too) */
     leash_task *self = leash__self_tls;
-    uint64_t    live = st.tasks_live - (self && !self->root && st.tasks_live);
+    /* (a task that forked is in no group in the child, and not counted) */
+    uint64_t live = st.tasks_live - (self && !self->root && self->group && st.tasks_live);
     if (live == 0)
         return;
     char    line[160];

@@ -65,6 +65,9 @@ void leash__report(const char *kind, leash_task *t, struct leash_group *g, const
     va_end(ap);
     if (full >= (int)sizeof detail)
         cut_whole(detail, sizeof detail - 1);
+    /* names and file names come as the program gave them (a Latin-1 path, a
+       chain of names cut to its buffer): the line is clean text all the same */
+    leash_text_clean(detail, sizeof detail, detail, SIZE_MAX);
     atomic_fetch_add_explicit(&leash__reports, 1, memory_order_relaxed);
     char line[700];
     int  n = snprintf(line, sizeof line, "leash[%d]: %s: %s\n", (int)getpid(), kind, detail);

@@ -330,6 +330,11 @@ static void leakcheck_fails_a_process_that_exits_with_a_live_task(void **state)
     st = run_child("clean", "LEASH_LEAKCHECK=1", err, sizeof err);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
+    /* in a forked child too: the task that forked is not counted there */
+    st = run_child("forkleak", "LEASH_LEAKCHECK=1", err, sizeof err);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_non_null(strstr(err, "LEASH_LEAKCHECK: 1 task(s) still alive"));
     /* a task that calls exit() itself is not a task left behind */
     st = run_child("exit", "LEASH_LEAKCHECK=1", err, sizeof err);
     assert_true(WIFEXITED(st));
@@ -453,10 +458,37 @@ static int call_exit(void *arg)
     exit(5);
 }
 
+/* Forks; the child starts a task that never ends and exits: LEASH_LEAKCHECK
+   makes that 70. Returns 0 when it did. */
+static int fork_and_leak(void *arg)
+{
+    (void)arg;
+    pid_t pid = fork();
+    if (pid == 0) {
+        static leash_chan *c;
+        leash_group       *g;
+        leash_chan_open(&c, "never", sizeof(int), 0);
+        leash_group_open(&g, NULL);
+        leash_go(g, park, c);
+        wait_blocked("chan_recv", 1);
+        exit(0);
+    }
+    int st;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid)
+        return 1;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 70 ? 0 : 2;
+}
+
 static int child(const char *mode)
 {
     if (strcmp(mode, "recover") == 0)
         return recover();
+    if (strcmp(mode, "forkleak") == 0) {
+        leash_group *g;
+        leash_group_open(&g, NULL);
+        leash_go(g, fork_and_leak, NULL);
+        return leash_group_wait(g) == 0 ? 0 : 1;
+    }
     if (strcmp(mode, "exit") == 0) {
         leash_group *g;
         leash_group_open(&g, NULL);
