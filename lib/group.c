@@ -331,7 +331,8 @@ static int wait_slot(struct leash_group *g, leash_task *self, const char *file, 
         }
         if (!queued) {
             kid = self->group == g && deadline == INT64_MAX;
-            if (kid && g->kids_waiting + 1 >= leash__group_alive(g)) {
+            if (kid && leash__group_alive(g) >= g->limit &&
+                g->kids_waiting + 1 >= leash__group_alive(g)) {
                 err = -EDEADLK;
                 break;
             }
@@ -407,7 +408,9 @@ static int count_in(struct leash_group *g, leash_task *self, bool try, const cha
         }
         if (atomic_load_explicit(&g->cancel_cause, memory_order_relaxed))
             err = -ECANCELED;
-        else if (leash__group_alive(g) >= g->limit)
+        else if (leash__group_alive(g) >= g->limit || g->slotwait)
+            /* a slot that comes free is the oldest waiter's: a newcomer
+               queues behind (Go's channel-backed limit hands it over too) */
             err = try ? -EAGAIN : wait_slot(g, self, file, line);
         else
             atomic_fetch_add_explicit(&g->spawned, 1, memory_order_relaxed);
@@ -565,7 +568,7 @@ int leash__group_wait(struct leash_group *g, leash_task *self, const char *file,
        child of the waiter's innermost scope): a child run here that blocks
        keeps this thread, so the waiter could not cancel g itself. */
     bool run_here = leash__group_alive(g) > 0 && g->parent == leash__node(self) &&
-                    leash__pool_can_run_here(self);
+                    leash__pool_can_run_here(self, g->interrupt);
     leash__lock(&g->mu);
     while (leash__group_alive(g) > 0) {
         if (run_here) {

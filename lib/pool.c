@@ -126,8 +126,8 @@ static void run(leash_task *t)
  * wake-up and no cache line crossing to another CPU. The child is a task of
  * its own all the same: its own record (id, group, dump entry, registry
  * slot, held locks), set as the thread's current task while it runs, and
- * signalled by LEASH_INTERRUPT on this thread, which is why a root thread
- * that blocks the interrupt signal does not run children.
+ * signalled by LEASH_INTERRUPT on this thread, which is why a thread that
+ * blocks the interrupt signal does not run children of an interrupt group.
  */
 #define TAKE_SCAN  64 /* queue entries a waiter looks through for its group's */
 #define TAKE_DEPTH 4  /* children run inside children run inside a waiter */
@@ -145,9 +145,9 @@ static _Thread_local int take_depth;
 
 static bool stack_left_for_a_child(void)
 {
-    static size_t                need;  /* a new thread's default stack, less the slack */
-    static _Thread_local char   *low;   /* the lowest address of this thread's stack */
-    static _Thread_local uint8_t known; /* 1: low is set; 2: not known */
+    static size_t                need;       /* a new thread's default stack, less the slack */
+    static _Thread_local char   *low, *high; /* this thread's stack */
+    static _Thread_local uint8_t known;      /* 1: low and high are set; 2: not known */
     if (!known) {
         known = 2;
         pthread_attr_t a;
@@ -156,6 +156,7 @@ static bool stack_left_for_a_child(void)
             size_t size;
             if (pthread_attr_getstack(&a, &addr, &size) == 0) {
                 low = addr;
+                high = low + size;
                 known = 1;
             }
             pthread_attr_destroy(&a);
@@ -170,16 +171,23 @@ static bool stack_left_for_a_child(void)
         }
         __atomic_store_n(&need, dflt > STACK_SLACK ? dflt - STACK_SLACK : 1, __ATOMIC_RELAXED);
     }
+    /* off the thread's own stack (a coroutine's, switched to with
+       swapcontext): what is left there is not known */
     char here;
-    return known == 1 && (size_t)(&here - low) >= __atomic_load_n(&need, __ATOMIC_RELAXED);
+    return known == 1 && &here > low && &here < high &&
+           (size_t)(&here - low) >= __atomic_load_n(&need, __ATOMIC_RELAXED);
 }
 
-bool leash__pool_can_run_here(leash_task *self)
+/* A thread that blocks the interrupt signal (any thread may: a task can
+   change its worker's mask) would keep a LEASH_INTERRUPT child run on it
+   from ever being interrupted; only such a group pays for the look. */
+bool leash__pool_can_run_here(leash_task *self, bool interrupt)
 {
+    (void)self;
     if (take_depth >= TAKE_DEPTH || !stack_left_for_a_child())
         return false;
-    if (!self->root)
-        return true; /* workers block every signal but the interrupt one */
+    if (!interrupt)
+        return true;
     sigset_t cur;
     return pthread_sigmask(SIG_BLOCK, NULL, &cur) == 0 && !sigismember(&cur, leash__intr_signal());
 }

@@ -846,6 +846,57 @@ static void two_slots_freed_at_once_go_to_two_waiters_oldest_first(void **state)
     assert_nothing_leaked();
 }
 
+/* A slot that comes free is the oldest waiter's: a spawner that comes
+   later, leash_try_go included, does not take it first. */
+static _Atomic int order_next;
+
+static int note_order(void *arg)
+{
+    *(int *)arg = atomic_fetch_add(&order_next, 1);
+    return 0;
+}
+
+struct late_spawner {
+    leash_group *g;
+    int          order, rc;
+};
+
+static void *spawn_noting_order(void *arg)
+{
+    struct late_spawner *w = arg;
+    w->rc = leash_go(w->g, note_order, &w->order);
+    return NULL;
+}
+
+static void a_freed_slot_goes_to_the_oldest_waiter_not_a_newcomer(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 20; round++) {
+        struct two_free x = {0};
+        assert_int_equal(leash_chan_open(&x.gate, "gate", sizeof(int), 0), 0);
+        assert_int_equal(leash_group_open(&x.g, &(leash_group_opts){.limit = 1}), 0);
+        assert_int_equal(leash_go(x.g, hold_slot, &x), 0);
+        struct late_spawner w = {.g = x.g, .order = -1};
+        pthread_t           th;
+        atomic_store(&order_next, 0);
+        assert_int_equal(pthread_create(&th, NULL, spawn_noting_order, &w), 0);
+        wait_blocked("go", 1);
+        assert_int_equal(leash_chan_close(x.gate), 0); /* the slot comes free */
+        int mine[8], n = 0;
+        while (n < 8) {
+            int rc = leash_try_go(x.g, note_order, &mine[n]);
+            assert_true(rc == 0 || rc == -EAGAIN);
+            n += rc == 0;
+        }
+        pthread_join(th, NULL);
+        assert_int_equal(leash_group_wait(x.g), 0);
+        assert_int_equal(w.rc, 0);
+        assert_int_equal(w.order, 0); /* first to run, though the newcomer kept asking */
+        leash_chan_free(x.gate);
+    }
+    assert_nothing_leaked();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -864,6 +915,7 @@ int main(void)
         cmocka_unit_test(a_child_waiting_for_a_slot_only_waiters_hold_gets_edeadlk),
         cmocka_unit_test(a_slot_wait_with_a_deadline_is_no_deadlock),
         cmocka_unit_test(two_slots_freed_at_once_go_to_two_waiters_oldest_first),
+        cmocka_unit_test(a_freed_slot_goes_to_the_oldest_waiter_not_a_newcomer),
         cmocka_unit_test(waiting_for_a_slot_is_cancellable),
         cmocka_unit_test(waiting_for_a_slot_ends_when_the_group_is_cancelled),
         cmocka_unit_test(children_may_add_siblings),

@@ -9,9 +9,12 @@
  */
 #include "helpers.h"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 static pthread_t main_thread;
@@ -278,6 +281,126 @@ static void a_waiter_in_a_scope_opened_after_its_group_runs_no_child(void **stat
     assert_nothing_leaked();
 }
 
+/* ------------------------------------------------------------------------ */
+
+/* A task may block the interrupt signal on its worker: it then runs no
+   child of a LEASH_INTERRUPT group itself, or the interrupt could never
+   reach that child (its group's deadline would not end a read(2)). */
+static int read_forever(void *arg)
+{
+    char c;
+    (void)!read(*(int *)arg, &c, 1);
+    return 0;
+}
+
+static _Atomic int masked_done;
+
+/* Writes to the pipe once NOT_HUNG_MS has passed without the test ending:
+   a read that was never interrupted returns, and the test fails. */
+static void *unhang(void *arg)
+{
+    int64_t until = mono_ms() + NOT_HUNG_MS;
+    while (!atomic_load(&masked_done) && mono_ms() < until)
+        poll_pause();
+    if (!atomic_load(&masked_done)) {
+        char x[64] = {0};
+        (void)!write(*(int *)arg, x, sizeof x);
+    }
+    return NULL;
+}
+
+static int wait_interrupt_groups_masked(void *arg)
+{
+    int     *p = arg;
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGRTMIN + 5);
+    pthread_sigmask(SIG_BLOCK, &s, NULL);
+    for (int round = 0; round < 20; round++) {
+        leash_group *g;
+        if (leash_group_open(&g, &(leash_group_opts){.flags = LEASH_INTERRUPT}) != 0)
+            return -1;
+        leash_go(g, read_forever, &p[0]);
+        leash_group_cancel(g); /* the child is interrupted wherever it runs, but here */
+        leash_group_wait(g);
+        char c;
+        if (read(p[0], &c, 0) == 0 && fcntl(p[0], F_SETFL, O_NONBLOCK) == 0 &&
+            read(p[0], &c, 1) == 1)
+            return -2; /* the watchdog had to let it go */
+        fcntl(p[0], F_SETFL, 0);
+    }
+    return 0;
+}
+
+static void a_thread_that_blocks_the_interrupt_signal_runs_no_interrupt_child(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    atomic_store(&masked_done, 0);
+    pthread_t w;
+    assert_int_equal(pthread_create(&w, NULL, unhang, &p[1]), 0);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, NULL), 0);
+    assert_int_equal(leash_go(g, wait_interrupt_groups_masked, p), 0);
+    int rc = leash_group_wait(g);
+    atomic_store(&masked_done, 1);
+    pthread_join(w, NULL);
+    close(p[0]);
+    close(p[1]);
+    assert_int_equal(rc, 0);
+    assert_nothing_leaked();
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* A waiter on a stack of its own making (a coroutine's, switched to with
+   swapcontext) is off its thread's stack: what is left there is not known,
+   so it runs no child. */
+static ucontext_t  coro_back, coro_ctx;
+static _Atomic int ran_on_coro;
+
+static int note_coro_thread(void *arg)
+{
+    (void)arg;
+    if (pthread_equal(pthread_self(), main_thread))
+        atomic_fetch_add(&ran_on_coro, 1); /* and return before using much of it */
+    return 0;
+}
+
+static void coro_body(void)
+{
+    for (int round = 0; round < 50; round++) {
+        leash_group *g;
+        if (leash_group_open(&g, NULL) != 0)
+            break;
+        leash_go(g, note_coro_thread, NULL);
+        leash_group_wait(g);
+    }
+}
+
+static void a_waiter_on_a_coroutine_stack_runs_no_child(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    skip(); /* the sanitizers do not follow swapcontext */
+#endif
+    main_thread = pthread_self();
+    atomic_store(&ran_on_coro, 0);
+    size_t size = 128 * 1024;
+    char  *stack = malloc(size);
+    assert_non_null(stack);
+    assert_int_equal(getcontext(&coro_ctx), 0);
+    coro_ctx.uc_stack.ss_sp = stack;
+    coro_ctx.uc_stack.ss_size = size;
+    coro_ctx.uc_link = &coro_back;
+    makecontext(&coro_ctx, coro_body, 0);
+    assert_int_equal(swapcontext(&coro_back, &coro_ctx), 0);
+    free(stack);
+    assert_int_equal(atomic_load(&ran_on_coro), 0);
+    assert_nothing_leaked();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -286,6 +409,8 @@ int main(void)
         cmocka_unit_test(children_waiting_for_children_all_run),
         cmocka_unit_test(a_waiter_on_a_small_stack_runs_no_child),
         cmocka_unit_test(a_waiter_in_a_scope_opened_after_its_group_runs_no_child),
+        cmocka_unit_test(a_thread_that_blocks_the_interrupt_signal_runs_no_interrupt_child),
+        cmocka_unit_test(a_waiter_on_a_coroutine_stack_runs_no_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
