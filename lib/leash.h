@@ -84,7 +84,7 @@ LEASH_API int leash_group_open_at(leash_group **g, const leash_group_opts *opts,
 /*
  * Starts fn(arg) as a child task of g on a pooled thread. Children may add
  * siblings to the group they run in. With a limit, waits (cancellably) for a
- * slot. Errors: -EINVAL (g or fn NULL), -ECANCELED (g is cancelled, for
+ * slot; waiters get slots oldest first. Errors: -EINVAL (g or fn NULL), -ECANCELED (g is cancelled, for
  * whatever cause, its deadline passed included: the child was not started,
  * and leash_group_wait then reports the cause), -ETIMEDOUT / -ECANCELED
  * (the caller's own scope ended while it waited for a slot), -EDEADLK (the
@@ -101,8 +101,9 @@ LEASH_API int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const ch
 
 /*
  * As leash_go, but never waits for a slot (Go's errgroup TryGo): -EAGAIN
- * when g's limit is reached, and the child is not started. Without a limit
- * it is leash_go.
+ * when g's limit is reached or another spawner is waiting for a slot (a
+ * slot that comes free is the oldest waiter's), and the child is not
+ * started. Without a limit it is leash_go.
  */
 LEASH_API int leash_try_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,
                               const char *file, int line);
