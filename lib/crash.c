@@ -38,8 +38,9 @@ static const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
 static struct sigaction old_act[NFATAL];
 static bool             installed;
 /* the tid of a thread that took a fatal signal, until it is seen running
-   leash code again (it recovered); 0: none */
-volatile sig_atomic_t leash__crash_tid;
+   leash code again (it recovered); 0: none. A lock-free atomic: written by
+   a signal handler, read by every thread. */
+_Atomic int leash__crash_tid;
 
 static int fatal_index(int sig)
 {
@@ -61,7 +62,7 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
     int tid = (int)syscall(SYS_gettid);
     leash__reg_crash(sig, si ? si->si_code : 0, si ? si->si_addr : NULL, leash__self_tls, tid,
                      (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec);
-    leash__crash_tid = tid;
+    atomic_store_explicit(&leash__crash_tid, tid, memory_order_relaxed);
     sigaction(sig, &old_act[i], NULL);
     /* a fault (si_code > 0, from the kernel) comes again when the
        instruction is re-executed; anything else is raised again, and lands
@@ -83,9 +84,9 @@ static void arm(int i)
 
 void leash__crash_survived(leash_task *t)
 {
-    if (leash__crash_tid != leash__gettid())
+    if (atomic_load_explicit(&leash__crash_tid, memory_order_relaxed) != leash__gettid())
         return; /* another thread's: it may still be dying of it */
-    leash__crash_tid = 0;
+    atomic_store_explicit(&leash__crash_tid, 0, memory_order_relaxed);
     leash__reg_crash_undo(t);
     /* the handler that recovered is the one in place: leash's goes in
        front of it again, for each signal whose handler was put back */

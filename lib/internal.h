@@ -191,8 +191,8 @@ int leash__spin_budget(void);
 
 /* crash.c: the tid of a thread that took a fatal signal and has not been
    seen since (0: none), and what a thread does that may be it, running on */
-extern volatile sig_atomic_t leash__crash_tid;
-void                         leash__crash_survived(leash_task *t);
+extern _Atomic int leash__crash_tid;
+void               leash__crash_survived(leash_task *t);
 void leash__reg_blocked(struct leash_reg_task *r, uint64_t id, int op, const char *obj,
                         const char *file, int line, int64_t since);
 static inline void leash__blocked(leash_task *t, int op, const char *obj, const char *file,
@@ -208,7 +208,7 @@ static inline void leash__blocked(leash_task *t, int op, const char *obj, const 
     if (t->reg)
         leash__reg_blocked(t->reg, t->id, op, obj, file, line, since);
     atomic_store_explicit(&t->op, op, memory_order_release);
-    if (unlikely(leash__crash_tid != 0))
+    if (unlikely(atomic_load_explicit(&leash__crash_tid, memory_order_relaxed) != 0))
         leash__crash_survived(t);
 }
 /* Waits until no snapshot is copying the name t is blocked on (dump.c). */

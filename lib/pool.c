@@ -113,7 +113,7 @@ static void run(leash_task *t)
     atomic_store_explicit(&t->started, true, memory_order_release);
     leash__self_tls = t;
     int rc = t->fn(t->arg);
-    if (unlikely(leash__crash_tid != 0))
+    if (unlikely(atomic_load_explicit(&leash__crash_tid, memory_order_relaxed) != 0))
         leash__crash_survived(t); /* a fatal signal it took was survived */
     leash__task_exit(t);
     leash__self_tls = NULL;

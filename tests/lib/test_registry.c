@@ -298,7 +298,7 @@ static int run_child(const char *mode, const char *env, char *err, size_t errlen
             putenv((char *)env);
         /* the sanitizers' own fatal-signal handlers would exit 1 instead */
         setenv("ASAN_OPTIONS", "handle_segv=0:handle_abort=0:detect_leaks=0", 1);
-        setenv("TSAN_OPTIONS", "handle_segv=0:handle_abort=0", 1);
+        setenv("TSAN_OPTIONS", "handle_segv=0:handle_abort=0:die_after_fork=0", 1);
         execl(self_exe, self_exe, "--child", mode, (char *)NULL);
         _exit(127);
     }
