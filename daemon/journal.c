@@ -124,6 +124,11 @@ static long record_at(const uint8_t *buf, size_t len, bool strict, Leash__Contro
     if (!i)
         return -1;
     bool ok = i->id != 0 && (!strict || known_kind(i->kind));
+    /* protobuf-c keeps a field numbered 0 as an unknown field, though no
+       encoder writes one, and writes it back in a form it then refuses:
+       such bytes are damage, not a record from a newer leashd */
+    for (unsigned k = 0; ok && k < i->base.n_unknown_fields; k++)
+        ok = i->base.unknown_fields[k].tag != 0;
     if (ok && i->crc != 0) { /* records from before the CRC have none */
         const uint8_t *t = m + n - CRC_TRAILER;
         uint32_t       stored =
