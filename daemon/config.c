@@ -182,7 +182,7 @@ static int parse_number(struct ctx *x, const config_setting_t *s, const struct n
 {
     long long v = 0;
     if (k->kind == DURATION) {
-        int64_t ms;
+        int64_t ms = 0; /* set by get_dur when it returns 0 (-O3 cannot see it) */
         if (get_dur(x, s, k->name, &ms))
             return -1;
         if (ms < k->lo)
