@@ -723,6 +723,18 @@ static int spawn_sibling_b(void *arg)
     return 0;
 }
 
+/* A group of limit 2: b takes a slot and waits for a word, a (a_fn) takes
+   the other and asks for a third; once a waits, b asks too. Joins it. */
+static void b_asks_once_a_waits(struct own_slots *o, int (*a_fn)(void *))
+{
+    assert_int_equal(leash_group_open(&o->g, &(leash_group_opts){.limit = 2}), 0);
+    assert_int_equal(leash_go(o->g, spawn_sibling_b, o), 0);
+    assert_int_equal(leash_go(o->g, a_fn, o), 0);
+    wait_blocked("go", 1);
+    atomic_store(&o->go_b, 1);
+    assert_int_equal(leash_group_wait(o->g), 0);
+}
+
 static void a_child_waiting_for_a_slot_only_waiters_hold_gets_edeadlk(void **state)
 {
     (void)state;
@@ -735,12 +747,7 @@ static void a_child_waiting_for_a_slot_only_waiters_hold_gets_edeadlk(void **sta
     assert_int_equal(o.ran, 0);
     /* limit 2: a waits for a slot, b holds the other and asks too */
     o = (struct own_slots){0};
-    assert_int_equal(leash_group_open(&o.g, &(leash_group_opts){.limit = 2}), 0);
-    assert_int_equal(leash_go(o.g, spawn_sibling_b, &o), 0);
-    assert_int_equal(leash_go(o.g, spawn_sibling_a, &o), 0);
-    wait_blocked("go", 1);
-    atomic_store(&o.go_b, 1);
-    assert_int_equal(leash_group_wait(o.g), 0);
+    b_asks_once_a_waits(&o, spawn_sibling_a);
     assert_int_equal(o.rc_b, -EDEADLK);
     assert_int_equal(o.rc_a, 0); /* b's end freed a slot */
     assert_int_equal(o.ran, 1);
@@ -764,12 +771,7 @@ static void a_slot_wait_with_a_deadline_is_no_deadlock(void **state)
 {
     (void)state;
     struct own_slots o = {0};
-    assert_int_equal(leash_group_open(&o.g, &(leash_group_opts){.limit = 2}), 0);
-    assert_int_equal(leash_go(o.g, spawn_sibling_b, &o), 0);
-    assert_int_equal(leash_go(o.g, spawn_sibling_in_a_scope, &o), 0);
-    wait_blocked("go", 1);
-    atomic_store(&o.go_b, 1);
-    assert_int_equal(leash_group_wait(o.g), 0);
+    b_asks_once_a_waits(&o, spawn_sibling_in_a_scope);
     assert_int_equal(o.rc_a, -ETIMEDOUT);
     assert_int_equal(o.rc_b, 0); /* a's end freed a slot */
     assert_int_equal(o.ran, 1);
