@@ -568,7 +568,7 @@ int leash__group_wait(struct leash_group *g, leash_task *self, const char *file,
        child of the waiter's innermost scope): a child run here that blocks
        keeps this thread, so the waiter could not cancel g itself. */
     bool run_here = leash__group_alive(g) > 0 && g->parent == leash__node(self) &&
-                    leash__pool_can_run_here(self, g->interrupt);
+                    leash__pool_can_run_here(g->interrupt);
     leash__lock(&g->mu);
     while (leash__group_alive(g) > 0) {
         if (run_here) {

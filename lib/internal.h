@@ -411,10 +411,11 @@ int leash__go(struct leash_group *g, int (*fn)(void *), void *arg, const char *f
 int                     leash__pool_submit(leash_task *t, bool caller_root);
 extern _Atomic uint64_t leash__threads;
 /* A pooled task is about to sleep in leash (futex or poll), and is back. */
-/* Whether self's thread may run a queued child while it waits; then takes
+/* Whether this thread may run a queued child (of an interrupt group:
+   interrupt) while it waits; then takes
    one of g's children from the queue and runs it on this thread. false:
    none queued (among the first few). */
-bool leash__pool_can_run_here(leash_task *self, bool interrupt);
+bool leash__pool_can_run_here(bool interrupt);
 bool leash__pool_run_one_of(struct leash_group *g, leash_task *self);
 void leash__pool_park_begin(leash_task *t);
 void leash__pool_park_end(leash_task *t);

@@ -84,15 +84,16 @@ LEASH_API int leash_group_open_at(leash_group **g, const leash_group_opts *opts,
 /*
  * Starts fn(arg) as a child task of g on a pooled thread. Children may add
  * siblings to the group they run in. With a limit, waits (cancellably) for a
- * slot; waiters get slots oldest first. Errors: -EINVAL (g or fn NULL), -ECANCELED (g is cancelled, for
- * whatever cause, its deadline passed included: the child was not started,
- * and leash_group_wait then reports the cause), -ETIMEDOUT / -ECANCELED
- * (the caller's own scope ended while it waited for a slot), -EDEADLK (the
- * caller is a child of g and every slot of g is held by a child of g that
- * is itself waiting for a slot: none would ever come free), -ENOMEM,
- * -ECHILD (g was inherited from the parent of a fork: it is dead here). When
- * no thread can be made, the child waits in the pool's queue for a free one.
- * From its return until fn returns, the child is listed in dumps and counted
+ * slot; waiters get slots oldest first. Errors: -EINVAL (g or fn NULL),
+ * -ECANCELED (g is cancelled, for whatever cause, its deadline passed
+ * included: the child was not started, and leash_group_wait then reports the
+ * cause), -ETIMEDOUT / -ECANCELED (the caller's own scope ended while it
+ * waited for a slot), -EDEADLK (the caller is a child of g and every slot of
+ * g is held by a child of g that is itself waiting for a slot with no
+ * deadline: none would ever come free), -ENOMEM, -ECHILD (g was inherited
+ * from the parent of a fork: it is dead here). When no thread can be made,
+ * the child waits in the pool's queue for a free one. From its return until
+ * fn returns, the child is listed in dumps and counted
  * in leash_stats().tasks_live.
  */
 LEASH_API int leash_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,

@@ -181,9 +181,8 @@ static bool stack_left_for_a_child(void)
 /* A thread that blocks the interrupt signal (any thread may: a task can
    change its worker's mask) would keep a LEASH_INTERRUPT child run on it
    from ever being interrupted; only such a group pays for the look. */
-bool leash__pool_can_run_here(leash_task *self, bool interrupt)
+bool leash__pool_can_run_here(bool interrupt)
 {
-    (void)self;
     if (take_depth >= TAKE_DEPTH || !stack_left_for_a_child())
         return false;
     if (!interrupt)
