@@ -183,8 +183,11 @@ Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, Protobu
     case LEASH__AGENT__AGENT_MESSAGE__MSG_EVENTS:
         if (m->events->n_events > 1000000)
             bad = "too many events in one batch";
-        for (size_t i = 0; !bad && i < m->events->n_events; i++)
+        for (size_t i = 0; !bad && i < m->events->n_events; i++) {
+            if (i + 8 < m->events->n_events)
+                __builtin_prefetch(m->events->events[i + 8]);
             bad = check_event(m->events->events[i]);
+        }
         break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_HEARTBEAT: break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_RESYNC:

@@ -104,10 +104,13 @@ void  map_free(struct map *m);
         if ((m)->keys && (m)->keys[i])
 
 /* One shared copy of s, counted: each intern is matched by one unintern of
-   what it returned, and the copy is freed with the last. "" is static. */
+   what it returned, and the copy is freed with the last (or, if it is one
+   of the last few interned, when it is pushed out of those or by
+   intern_trim). "" is static. */
 const char *intern(const char *s);
 void        unintern(const char *s);
-size_t      intern_count(void);     /* distinct strings held */
+void        intern_trim(void);      /* frees the unused names kept as recent */
+size_t      intern_count(void);     /* distinct strings held, unused recent ones too */
 const char *leashd_op_name(int op); /* chan_send, mutex, ... as the dump names them */
 
 struct dtask {
