@@ -64,6 +64,17 @@ static _Atomic size_t   enq_pos;
 static size_t           deq_pos; /* the agent thread's alone */
 static _Atomic uint64_t dropped;
 
+/* 1 once the agent thread runs (it will connect, now or later): from then
+   reports are kept until a session sends them, so that one made before the
+   connection is up is not lost. Snapshots do not carry reports. */
+static _Atomic int agent_started;
+
+/* Set when a root task (a thread that called leash) comes or goes. No event
+   says so, so the next heartbeat sends a Resync: leashd's view of the root
+   tasks follows the process within a heartbeat, at the cost of at most one
+   snapshot a heartbeat however many threads come and go. */
+static _Atomic int roots_changed;
+
 /* 1 while the agent thread sleeps with nothing queued: the next push writes
    kick_fd to wake it. */
 static _Atomic int agent_asleep;
@@ -147,7 +158,7 @@ static bool ring_pop(struct leash__aevent *ev)
 void leash__agent_report(const char *kind, uint64_t task, uint64_t group_id, const char *group,
                          const char *detail)
 {
-    if (!atomic_load_explicit(&leash__agent_on, memory_order_relaxed))
+    if (!atomic_load_explicit(&agent_started, memory_order_acquire))
         return;
     pthread_mutex_lock(&report_mu);
     if (reports_n < REPORTS_MAX) {
@@ -163,6 +174,11 @@ void leash__agent_report(const char *kind, uint64_t task, uint64_t group_id, con
     pthread_mutex_unlock(&report_mu);
     if (atomic_exchange(&agent_asleep, 0))
         kick();
+}
+
+void leash__agent_roots_changed(void)
+{
+    atomic_store_explicit(&roots_changed, 1, memory_order_release);
 }
 
 /* -------------------------------------------------------------- sockets */
@@ -476,7 +492,8 @@ static void ring_discard(void)
 static int send_hello(struct session *s)
 {
     uint64_t d0 = atomic_load_explicit(&dropped, memory_order_acquire);
-    ring_discard(); /* what a producer still pushed into the last session */
+    ring_discard();                  /* what a producer still pushed into the last session */
+    atomic_store(&roots_changed, 0); /* the snapshot shows the roots as they are */
     struct pbsnap p;
     int           err = pbsnap_make(&p);
     if (!err) {
@@ -505,6 +522,7 @@ static int send_resync(struct session *s)
 {
     uint64_t d0 = atomic_load_explicit(&dropped, memory_order_acquire);
     ring_discard();
+    atomic_store(&roots_changed, 0);
     struct pbsnap p;
     int           err = pbsnap_make(&p);
     if (!err) {
@@ -581,12 +599,16 @@ static size_t states(struct session *s, const struct pbsnap *p, Leash__Agent__Ev
             s->shown ? bsearch(&key, s->shown, s->nshown, sizeof key, cmp_shown) : NULL;
         bool stuck = is_stuck(s, t);
         bool same = old && old->op == x->op && old->since_ns == x->since_ns;
-        if (old && !same)
+        /* blocked for a heartbeat and leashd not told: told now, so that
+           its view shows a blocked task blocked, not running, within a
+           heartbeat or two (a shorter block is not news) */
+        bool fresh = !old && x->op && !stuck && t->since_ms >= s->heartbeat_ms;
+        if ((old && !same) || fresh)
             task_event(&out[k++], LEASH__AGENT__EVENT__KIND__STATE, t);
         bool was_stuck = same && old->stuck;
         if (stuck && !was_stuck)
             task_event(&out[k++], LEASH__AGENT__EVENT__KIND__STUCK, t);
-        if (x->op && (same || stuck || old))
+        if (x->op && (same || stuck || old || fresh))
             next[n++] = (struct shown){t->id, x->op, x->since_ns, stuck};
     }
     qsort(next, n, sizeof *next, cmp_shown);
@@ -605,7 +627,8 @@ static int flush(struct session *s, bool scan)
     int                         err = 0;
     for (;;) {
         if (s->want_resync ||
-            atomic_load_explicit(&dropped, memory_order_acquire) != s->snap_dropped) {
+            atomic_load_explicit(&dropped, memory_order_acquire) != s->snap_dropped ||
+            (scan && atomic_load_explicit(&roots_changed, memory_order_acquire))) {
             if ((err = send_resync(s)) != 0)
                 return err;
         }
@@ -899,9 +922,7 @@ static void session(int fd)
     }
     atomic_store(&leash__agent_on, 0);
     ring_discard();
-    pthread_mutex_lock(&report_mu);
-    reports_n = 0;
-    pthread_mutex_unlock(&report_mu);
+    /* reports not sent yet stay for the next session: each is news once */
     free(s.shown);
     free(s.in);
 }
@@ -960,9 +981,12 @@ static void agent_start(void)
         return;
     for (size_t i = 0; i < RING_SIZE; i++)
         atomic_store_explicit(&ring[i].seq, i, memory_order_relaxed);
-    if (leash__thread_start(agent_main, NULL, "leash-agent", 0) == 0 && !exit_hook) {
-        exit_hook = true;
-        atexit(flush_at_exit);
+    if (leash__thread_start(agent_main, NULL, "leash-agent", 0) == 0) {
+        atomic_store_explicit(&agent_started, 1, memory_order_release);
+        if (!exit_hook) {
+            exit_hook = true;
+            atexit(flush_at_exit);
+        }
     }
 }
 
@@ -980,6 +1004,8 @@ void leash__agent_atfork_child(void)
     if (fd >= 0)
         close(fd);
     atomic_store(&leash__agent_on, 0);
+    atomic_store(&agent_started, 0); /* until the child's own agent starts */
+    atomic_store(&roots_changed, 0);
     report_mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     reports_n = 0;
     atomic_store(&dropped, 0);

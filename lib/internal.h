@@ -484,6 +484,8 @@ void               leash__agent_init(void);
 void               leash__agent_push(const struct leash__aevent *ev);
 void leash__agent_report(const char *kind, uint64_t task, uint64_t group_id, const char *group,
                          const char *detail);
+/* A root task came or went: the next heartbeat resyncs leashd's view. */
+void               leash__agent_roots_changed(void);
 static inline bool leash__agent_wants(void)
 {
     return atomic_load_explicit(&leash__agent_on, memory_order_relaxed) != 0;

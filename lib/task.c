@@ -159,6 +159,7 @@ static void root_exit(void *p)
     if (t->gnext)
         t->gnext->gprev = t->gprev;
     leash__unlock(&leash__roots_mu);
+    leash__agent_roots_changed();
     leash__self_tls = NULL;
     leash__altstack_off(t->altstack);
     leash__reg_task_dead(t);
@@ -196,6 +197,7 @@ leash_task *leash__self_slow(void)
         leash__roots->gprev = t;
     leash__roots = t;
     leash__unlock(&leash__roots_mu);
+    leash__agent_roots_changed();
     pthread_setspecific(root_key, t);
     leash__self_tls = t;
     return t;
@@ -233,6 +235,7 @@ void leash__task_forked_done(leash_task *t)
     if (t->gnext)
         t->gnext->gprev = t->gprev;
     leash__unlock(&leash__roots_mu);
+    leash__agent_roots_changed();
     leash__task_free(t);
 }
 

@@ -207,6 +207,77 @@ static void unblocked_task_is_no_longer_stuck(void **state)
     daemon_cleanup(&d);
 }
 
+/* A task blocked since before leashd last looked is shown blocked within a
+   heartbeat or two, not only once it is stuck (stuck_after is an hour here). */
+static void blocked_task_is_shown_blocked_before_it_is_stuck(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "stuck_after = \"1h\";\n");
+    struct proc_io c = spawn(&d, "blocks", NULL, "later", NULL, NULL, 0);
+    char           pid[16], line[64];
+    snprintf(pid, sizeof pid, "%d", (int)c.pid);
+    /* leashd has its model (the group came in the Hello or after it) */
+    wait_json(&d, "\"serve\" in [g[\"name\"] for g in d[\"groups\"]]", "True", "tasks", pid);
+    step(&c); /* only now the task starts, and blocks */
+    const char *blocked = "[t[\"blocked_on\"][\"op\"] for g in d[\"groups\"] for t in g[\"tasks\"] "
+                          "if t[\"blocked_on\"]]";
+    wait_json(&d, blocked, "['chan_recv']", "tasks", pid);
+    step(&c); /* served: it runs again, and is shown so */
+    read_line(c.out, line, sizeof line, E2E_WAIT_MS);
+    assert_string_equal(line, "recv: ok");
+    wait_json(&d, blocked, "[]", "tasks", pid);
+    char res[1024];
+    incidents_of(&d, c.pid, res, sizeof res);
+    assert_string_equal(res, "none");
+    assert_int_equal(finish(&c), 0);
+    daemon_cleanup(&d);
+}
+
+/* A thread that first calls leash after the process connected is a root
+   task leashd shows, and stops showing once the thread is gone. */
+static void a_late_root_task_comes_and_goes_in_leashds_view(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    struct proc_io c = spawn(&d, "roots", NULL, "roots", NULL, NULL, 0);
+    char           pid[16], line[64], listed[128];
+    snprintf(pid, sizeof pid, "%d", (int)c.pid);
+    snprintf(listed, sizeof listed, "any(p[\"pid\"]==%d for p in d)", (int)c.pid);
+    wait_json(&d, listed, "True", "ps", NULL); /* connected before the thread comes */
+    const char *late = "[t[\"fn\"] for g in d[\"groups\"] if g[\"id\"]==0 for t in g[\"tasks\"] "
+                       "if t[\"fn\"]==\"late-root\"]";
+    step(&c);
+    read_line(c.out, line, sizeof line, E2E_WAIT_MS);
+    assert_string_equal(line, "started");
+    wait_json(&d, late, "['late-root']", "tasks", pid);
+    step(&c);
+    read_line(c.out, line, sizeof line, E2E_WAIT_MS);
+    assert_string_equal(line, "joined");
+    wait_json(&d, late, "[]", "tasks", pid);
+    assert_int_equal(finish(&c), 0);
+    daemon_cleanup(&d);
+}
+
+/* A report made while no leashd listens is kept and sent once the agent
+   connects: an unclosed scope at start-up is an incident all the same. */
+static void a_report_made_before_leashd_listens_is_an_incident(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    daemon_stop(&d);
+    unlink(d.agent); /* no leashd, and no socket to find */
+    struct proc_io c = spawn(&d, "early", NULL, "report", NULL, NULL, 0);
+    daemon_start(&d); /* the agent, retrying, connects now */
+    char expr[200];
+    snprintf(expr, sizeof expr, "[i[\"kind\"] for i in d if i[\"pid\"]==%d]", (int)c.pid);
+    wait_json(&d, expr, "['unclosed_scope']", "incidents", NULL);
+    assert_int_equal(finish(&c), 0);
+    daemon_cleanup(&d);
+}
+
 static void stopped_process_costs_only_a_heartbeat_lost_report(void **state)
 {
     (void)state;
@@ -338,6 +409,9 @@ int main(void)
         cmocka_unit_test_teardown(ghost_bursts_in_ten_processes_are_neither_shown_nor_touched,
                                   teardown),
         cmocka_unit_test_teardown(unblocked_task_is_no_longer_stuck, teardown),
+        cmocka_unit_test_teardown(blocked_task_is_shown_blocked_before_it_is_stuck, teardown),
+        cmocka_unit_test_teardown(a_late_root_task_comes_and_goes_in_leashds_view, teardown),
+        cmocka_unit_test_teardown(a_report_made_before_leashd_listens_is_an_incident, teardown),
         cmocka_unit_test_teardown(stopped_process_costs_only_a_heartbeat_lost_report, teardown),
         cmocka_unit_test_teardown(odd_names_are_supervised_and_json_stays_valid, teardown),
         cmocka_unit_test_teardown(fifty_sighups_from_the_first_moment_never_kill_leashd, teardown),

@@ -9,10 +9,18 @@
  *             it runs (in read(2), which leash sees as running); line 2 ends
  *             it, and main, which waited for the group, then runs too
  *   names     a group and a channel named by TRUTH_NAME hold a task blocked
+ *   later     like unblock, but the task starts (and blocks) on line 1;
+ *             line 2 serves it, line 3 ends it
+ *   roots     main runs a group (the agent starts); line 1 starts a thread
+ *             named "late-root" that calls leash (a root task) and says
+ *             "started"; line 2 ends it and says "joined"
+ *   report    a task returns with a scope open (an unclosed_scope report),
+ *             then the process idles
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <leash.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +45,26 @@ static int served(void *arg)
     while (read(hold[0], &c, 1) > 0) /* running, as leash sees it */
         ;
     return err;
+}
+
+static void *late_root(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), "late-root");
+    leash_sleep(1); /* its first blocking leash call: a root task from here */
+    printf("started\n");
+    fflush(stdout);
+    char c;
+    while (read(hold[0], &c, 1) > 0)
+        ;
+    return NULL;
+}
+
+static int forgets_its_scope(void *arg)
+{
+    (void)arg;
+    leash_scope *s;
+    return leash_scope_open(&s, &(leash_scope_opts){.name = "forgotten"});
 }
 
 static void line(void)
@@ -88,6 +116,46 @@ int main(int argc, char **argv)
         leash_chan_close(jobs);
         close(hold[1]);
         leash_group_wait(g);
+        for (;;)
+            line();
+    }
+    if (!strcmp(mode, "later")) {
+        leash_chan_open(&jobs, "jobs", sizeof(int), 0);
+        leash_group_open(&g, &(leash_group_opts){.name = "serve"});
+        printf("ready\n");
+        line();
+        leash_go(g, served, NULL);
+        line();
+        int v = 1;
+        leash_chan_send(jobs, &v);
+        line();
+        close(hold[1]);
+        int rc = leash_group_wait(g);
+        printf("ended %d\n", rc);
+        for (;;)
+            line();
+    }
+    if (!strcmp(mode, "roots")) {
+        leash_group_open(&g, &(leash_group_opts){.name = "first"});
+        leash_go(g, nop, NULL);
+        leash_group_wait(g);
+        printf("ready\n");
+        line();
+        pthread_t th;
+        if (pthread_create(&th, NULL, late_root, NULL))
+            return 1;
+        line();
+        close(hold[1]);
+        pthread_join(th, NULL);
+        printf("joined\n");
+        for (;;)
+            line();
+    }
+    if (!strcmp(mode, "report")) {
+        leash_group_open(&g, &(leash_group_opts){.name = "forgetful"});
+        leash_go(g, forgets_its_scope, NULL);
+        leash_group_wait(g);
+        printf("ready\n");
         for (;;)
             line();
     }
