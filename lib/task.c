@@ -146,11 +146,9 @@ leash_task   *leash__roots;
 static pthread_key_t  root_key;
 static pthread_once_t root_once = PTHREAD_ONCE_INIT;
 
-static void root_exit(void *p)
+/* Takes root task t off the list of root tasks, and says so to the agent. */
+static void roots_unlink(leash_task *t)
 {
-    leash_task *t = p;
-    leash__self_tls = t;
-    leash__task_exit(t);
     leash__lock(&leash__roots_mu);
     if (t->gprev)
         t->gprev->gnext = t->gnext;
@@ -160,6 +158,14 @@ static void root_exit(void *p)
         t->gnext->gprev = t->gprev;
     leash__unlock(&leash__roots_mu);
     leash__agent_roots_changed();
+}
+
+static void root_exit(void *p)
+{
+    leash_task *t = p;
+    leash__self_tls = t;
+    leash__task_exit(t);
+    roots_unlink(t);
     leash__self_tls = NULL;
     leash__altstack_off(t->altstack);
     leash__reg_task_dead(t);
@@ -227,15 +233,7 @@ void leash__task_exit(leash_task *t)
 void leash__task_forked_done(leash_task *t)
 {
     leash__reg_task_dead(t);
-    leash__lock(&leash__roots_mu);
-    if (t->gprev)
-        t->gprev->gnext = t->gnext;
-    else
-        leash__roots = t->gnext;
-    if (t->gnext)
-        t->gnext->gprev = t->gprev;
-    leash__unlock(&leash__roots_mu);
-    leash__agent_roots_changed();
+    roots_unlink(t);
     leash__task_free(t);
 }
 
