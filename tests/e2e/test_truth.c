@@ -175,6 +175,10 @@ static void ghost_bursts_in_ten_processes_are_neither_shown_nor_touched(void **s
     daemon_cleanup(&d);
 }
 
+/* The ops of a `tasks --json` tree's blocked tasks, as a python list. */
+static const char *const blocked = "[t[\"blocked_on\"][\"op\"] for g in d[\"groups\"] "
+                                   "for t in g[\"tasks\"] if t[\"blocked_on\"]]";
+
 static void unblocked_task_is_no_longer_stuck(void **state)
 {
     (void)state;
@@ -187,8 +191,6 @@ static void unblocked_task_is_no_longer_stuck(void **state)
     wait_json(&d, "d[\"stuck\"]", "1", "status", NULL);
     char pid[16];
     snprintf(pid, sizeof pid, "%d", (int)c.pid);
-    const char *blocked = "[t[\"blocked_on\"][\"op\"] for g in d[\"groups\"] for t in g[\"tasks\"] "
-                          "if t[\"blocked_on\"]]";
     wait_json(&d, blocked, "['chan_recv']", "tasks", pid);
     step(&c); /* served: it runs now */
     read_line(c.out, line, sizeof line, E2E_WAIT_MS);
@@ -220,8 +222,6 @@ static void blocked_task_is_shown_blocked_before_it_is_stuck(void **state)
     /* leashd has its model (the group came in the Hello or after it) */
     wait_json(&d, "\"serve\" in [g[\"name\"] for g in d[\"groups\"]]", "True", "tasks", pid);
     step(&c); /* only now the task starts, and blocks */
-    const char *blocked = "[t[\"blocked_on\"][\"op\"] for g in d[\"groups\"] for t in g[\"tasks\"] "
-                          "if t[\"blocked_on\"]]";
     wait_json(&d, blocked, "['chan_recv']", "tasks", pid);
     step(&c); /* served: it runs again, and is shown so */
     read_line(c.out, line, sizeof line, E2E_WAIT_MS);

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <leash.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,12 +92,18 @@ int main(int argc, char **argv)
         for (;;)
             line();
     }
-    if (!strcmp(mode, "unblock")) {
+    if (!strcmp(mode, "unblock") || !strcmp(mode, "later")) {
+        bool later = !strcmp(mode, "later");
         leash_chan_open(&jobs, "jobs", sizeof(int), 0);
         leash_group_open(&g, &(leash_group_opts){.name = "serve"});
-        leash_go(g, served, NULL);
+        if (!later)
+            leash_go(g, served, NULL);
         printf("ready\n");
         line();
+        if (later) {
+            leash_go(g, served, NULL);
+            line();
+        }
         int v = 1;
         leash_chan_send(jobs, &v);
         line();
@@ -116,22 +123,6 @@ int main(int argc, char **argv)
         leash_chan_close(jobs);
         close(hold[1]);
         leash_group_wait(g);
-        for (;;)
-            line();
-    }
-    if (!strcmp(mode, "later")) {
-        leash_chan_open(&jobs, "jobs", sizeof(int), 0);
-        leash_group_open(&g, &(leash_group_opts){.name = "serve"});
-        printf("ready\n");
-        line();
-        leash_go(g, served, NULL);
-        line();
-        int v = 1;
-        leash_chan_send(jobs, &v);
-        line();
-        close(hold[1]);
-        int rc = leash_group_wait(g);
-        printf("ended %d\n", rc);
         for (;;)
             line();
     }
