@@ -5,9 +5,19 @@
  * blocked operation (or a whole select) shares one `struct wait`: whoever
  * completes one of its cases first claims it with a compare-and-swap on
  * `fired`, copies the element while holding that case's channel lock, then
- * sets `done` and wakes the task. A waiter that gives up (cancelled, timed
- * out) claims `fired` for itself under every channel lock of its cases, so a
- * case is completed by exactly one side.
+ * marks the wait done. A waiter that gives up (cancelled, timed out) claims
+ * `fired` for itself under every channel lock of its cases, so a case is
+ * completed by exactly one side.
+ *
+ * A waiter spins on its wait before it parks. While it spins, the one who
+ * completes it does not wake it: `state` says whether the waiter has gone
+ * to park, and one exchange both marks the wait done and reads that. So a
+ * hand-off between two running tasks moves the channel's line and the
+ * wait's line between the CPUs, and not the task's wake word too (which
+ * the waiter writes as it leaves: a third line would bounce). Likewise a
+ * waiter records what it is blocked on (for dumps, leashd and the
+ * registry) only when it parks: a wait that ends while spinning lasts a
+ * few microseconds at most, during which the task is shown running.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -19,10 +29,22 @@
 #define FIRED_NONE    (-1)
 #define FIRED_GAVE_UP (-2)
 
+/* wait.state */
+#define W_SPINNING 0 /* the waiter spins on state: no wake-up needed */
+#define W_PARKING  1 /* the waiter parks (or is about to): wake it */
+#define W_DONE     2 /* the claimer has finished copying */
+
+/* What a waiter records as blocked when it parks. */
+struct blocked_on {
+    int         op;
+    const char *obj, *file;
+    int         line;
+};
+
 struct wait {
     leash_task *task;
     _Atomic int fired; /* FIRED_NONE, a case index, or FIRED_GAVE_UP */
-    _Atomic int done;  /* the claimer has finished copying */
+    _Atomic int state; /* W_SPINNING, W_PARKING, W_DONE */
 };
 
 struct sudog {
@@ -119,12 +141,14 @@ static struct sudog *q_claim(struct queue *q)
     return NULL;
 }
 
+/* Marks s's wait done, and wakes its task if it parks. Once the wait is
+   done its waiter may return: s and its wait are gone. */
 static void finish(struct sudog *s, int err)
 {
     s->err = err;
     leash_task *t = s->w->task;
-    atomic_store_explicit(&s->w->done, 1, memory_order_release);
-    leash__wake(t);
+    if (atomic_exchange_explicit(&s->w->state, W_DONE, memory_order_acq_rel) == W_PARKING)
+        leash__wake(t);
 }
 
 static inline char *slot(leash_chan *c, size_t i)
@@ -241,23 +265,31 @@ static void unlock_all(leash_chan **cs, size_t n)
 }
 
 /*
- * Parks until w is done, the scope ends or until_ns passes. Returns 0 when
- * done, else the reason; in that case the caller still has to give up under
- * the channel locks, and may find that a case completed after all.
+ * Spins, then parks, until w is done, the scope ends or until_ns passes.
+ * Returns 0 when done, else the reason; in that case the caller still has
+ * to give up under the channel locks, and may find that a case completed
+ * after all. Sets *recorded when it recorded the task as blocked (b).
  */
-static int wait_done(leash_task *self, struct wait *w, int64_t until_ns)
+static int wait_done(leash_task *self, struct wait *w, int64_t until_ns, const struct blocked_on *b,
+                     bool *recorded)
 {
     int spin = leash__spin_budget();
     for (int i = 0; i < spin; i++) {
-        if (atomic_load_explicit(&w->done, memory_order_acquire))
+        if (atomic_load_explicit(&w->state, memory_order_acquire) == W_DONE)
             return 0;
         leash__cpu_relax();
     }
+    int spinning = W_SPINNING;
+    if (!atomic_compare_exchange_strong_explicit(&w->state, &spinning, W_PARKING,
+                                                 memory_order_acq_rel, memory_order_acquire))
+        return 0; /* done just now */
+    leash__blocked(self, b->op, b->obj, b->file, b->line);
+    *recorded = true;
     int64_t scope = leash__scope_deadline(self);
     int64_t until = until_ns < scope ? until_ns : scope;
     for (;;) {
         uint32_t seq = atomic_load_explicit(&self->wake, memory_order_seq_cst);
-        if (atomic_load_explicit(&w->done, memory_order_acquire))
+        if (atomic_load_explicit(&w->state, memory_order_acquire) == W_DONE)
             return 0;
         int err = leash__scope_err(self, true);
         if (err)
@@ -351,7 +383,7 @@ int leash_select_at(struct leash_case *cases, size_t n, int64_t timeout_ms, cons
        claims the first of our cases in its queue, so among the cases it
        could complete each is as likely (Go's rule holds for a waiting
        select too, not only at entry). */
-    struct wait w = {.task = self, .fired = FIRED_NONE, .done = 0};
+    struct wait w = {.task = self, .fired = FIRED_NONE, .state = W_SPINNING};
     for (size_t i = 0; i < n; i++)
         sg[i] = (struct sudog){.w = &w, .idx = (int)i, .elem = cases[i].elem};
     for (size_t k = 0; k < n; k++) {
@@ -360,10 +392,11 @@ int leash_select_at(struct leash_case *cases, size_t n, int64_t timeout_ms, cons
             q_push(cases[i].op == LEASH_SEND ? &cases[i].chan->sendq : &cases[i].chan->recvq,
                    &sg[i]);
     }
-    leash__blocked(self, LEASH_OP_SELECT, nc ? cs[0]->name : NULL, file, line);
+    struct blocked_on b = {LEASH_OP_SELECT, nc ? cs[0]->name : NULL, file, line};
+    bool              recorded = false;
     unlock_all(cs, nc);
 
-    err = wait_done(self, &w, until);
+    err = wait_done(self, &w, until, &b, &recorded);
 
     lock_all(cs, nc);
     int none = FIRED_NONE;
@@ -373,7 +406,8 @@ int leash_select_at(struct leash_case *cases, size_t n, int64_t timeout_ms, cons
             q_remove(cases[i].op == LEASH_SEND ? &cases[i].chan->sendq : &cases[i].chan->recvq,
                      &sg[i]);
     unlock_all(cs, nc);
-    leash__unblocked(self);
+    if (recorded)
+        leash__unblocked(self);
     int fired = atomic_load_explicit(&w.fired, memory_order_acquire);
     if (fired >= 0) {
         /* completed, maybe just as we gave up: it counts */
@@ -411,15 +445,16 @@ static int chan_op(leash_chan *c, int op, void *elem, const char *file, int line
         leash__unlock(&c->mu);
         return err;
     }
-    struct wait   w = {.task = self, .fired = FIRED_NONE, .done = 0};
+    struct wait   w = {.task = self, .fired = FIRED_NONE, .state = W_SPINNING};
     struct sudog  s = {.w = &w, .idx = 0, .elem = elem};
     struct queue *q = op == LEASH_SEND ? &c->sendq : &c->recvq;
     q_push(q, &s);
-    leash__blocked(self, op == LEASH_SEND ? LEASH_OP_CHAN_SEND : LEASH_OP_CHAN_RECV, c->name, file,
-                   line);
     leash__unlock(&c->mu);
 
-    err = wait_done(self, &w, INT64_MAX);
+    struct blocked_on b = {op == LEASH_SEND ? LEASH_OP_CHAN_SEND : LEASH_OP_CHAN_RECV, c->name,
+                           file, line};
+    bool              recorded = false;
+    err = wait_done(self, &w, INT64_MAX, &b, &recorded);
     if (err) {
         leash__lock(&c->mu);
         int none = FIRED_NONE;
@@ -428,7 +463,8 @@ static int chan_op(leash_chan *c, int op, void *elem, const char *file, int line
         q_remove(q, &s);
         leash__unlock(&c->mu);
     }
-    leash__unblocked(self);
+    if (recorded)
+        leash__unblocked(self);
     return err ? err : s.err;
 }
 
