@@ -1,13 +1,13 @@
 /*
  * chan.c: channels and select, after Go's runtime/chan.go.
  *
- * A channel is a ring buffer and two queues of waiters under one lock. A
- * blocked operation (or a whole select) shares one `struct wait`: whoever
- * completes one of its cases first claims it with a compare-and-swap on
- * `fired`, copies the element while holding that case's channel lock, then
- * marks the wait done. A waiter that gives up (cancelled, timed out) claims
- * `fired` for itself under every channel lock of its cases, so a case is
- * completed by exactly one side.
+ * A channel is two queues of waiters under one lock and, when it has a
+ * capacity, a ring of slots. A blocked operation (or a whole select) shares
+ * one `struct wait`: whoever completes one of its cases first claims it
+ * with a compare-and-swap on `fired`, copies the element while holding that
+ * case's channel lock, then marks the wait done. A waiter that gives up
+ * (cancelled, timed out) claims `fired` for itself under every channel lock
+ * of its cases, so a case is completed by exactly one side.
  *
  * A waiter spins on its wait before it parks. While it spins, the one who
  * completes it does not wake it: `state` says whether the waiter has gone
@@ -18,11 +18,27 @@
  * waiter records what it is blocked on (for dumps, leashd and the
  * registry) only when it parks: a wait that ends while spinning lasts a
  * few microseconds at most, during which the task is shown running.
+ *
+ * The ring of a buffered channel is a bounded multi-producer multi-consumer
+ * queue after Dmitry Vyukov's: each slot has a sequence word saying whose
+ * turn it is, a sender reserves a position with a compare-and-swap on the
+ * senders' end and a receiver on the receivers' end, so while nobody waits
+ * a send or a receive takes no lock, and a stream of elements moves between
+ * two CPUs a cache line of slots at a time, not a lock's line per element.
+ * The lock and the queues are for waiters, and the two meet Dekker-fashion
+ * on `nwaiting`: a waiter counts itself in and then looks at the ring
+ * again; a lock-free operation changes the ring and then looks at
+ * `nwaiting` (all seq_cst), so of a waiter and an element passing each
+ * other, at least one sees the other. The one that sees a waiter takes the
+ * lock and settles: it gives ring elements to waiting receivers and moves
+ * waiting senders' elements into the ring. The closed flag is the low bit
+ * of the senders' end, so a send and a close are ordered by one word.
  */
 #define _GNU_SOURCE
 #include "internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +49,11 @@
 #define W_SPINNING 0 /* the waiter spins on state: no wake-up needed */
 #define W_PARKING  1 /* the waiter parks (or is about to): wake it */
 #define W_DONE     2 /* the claimer has finished copying */
+
+/* sudog.err of a case that was claimed and then found nothing to take (a
+   lock-free operation took the element or the room first): the operation
+   starts again. Never returned to the caller. */
+#define RETRY 1
 
 /* What a waiter records as blocked when it parks. */
 struct blocked_on {
@@ -51,7 +72,7 @@ struct sudog {
     struct wait  *w;
     int           idx;
     void         *elem; /* send: the source; recv: the destination */
-    int           err;  /* 0, or -EPIPE (closed) */
+    int           err;  /* 0, -EPIPE (closed) or RETRY */
     bool          queued;
     struct sudog *next, *prev;
 };
@@ -60,14 +81,31 @@ struct queue {
     struct sudog *head, *tail;
 };
 
+/*
+ * A slot's sequence word, as a number s relative to the slot's index i (so
+ * that zeroed memory is a ring ready for lap 0): s + 2i is 2p when the slot
+ * is free for the send at position p, 2p + 1 when it holds the element of
+ * position p. A receive of position p frees it for p + cap. (Doubled, so
+ * that a ring of one slot tells "holds p" from "free for p + 1".)
+ */
+struct rslot {
+    _Atomic size_t seq;
+    /* elem_size bytes follow */
+};
+
 struct leash_chan {
-    leash__lock_t mu;
-    size_t        elem_size, cap;
-    size_t        head, count;
-    bool          closed;
-    struct queue  sendq, recvq;
-    char         *buf;
-    char          name[48];
+    /* the senders' end: (next position << 1) | closed */
+    _Alignas(64) _Atomic size_t enq;
+    /* the receivers' end: the next position */
+    _Alignas(64) _Atomic size_t deq;
+    _Alignas(64) leash__lock_t mu;
+    _Atomic unsigned nwaiting; /* sudogs in sendq and recvq (written under mu) */
+    size_t           elem_size, cap;
+    size_t           stride; /* bytes a slot takes */
+    size_t           mask;   /* cap - 1 when cap is a power of two, else 0 */
+    struct queue     sendq, recvq;
+    char            *slots;
+    char             name[48];
 };
 
 int leash_chan_open(leash_chan **cp, const char *name, size_t elem_size, size_t capacity)
@@ -75,18 +113,25 @@ int leash_chan_open(leash_chan **cp, const char *name, size_t elem_size, size_t 
     if (!cp)
         return -EINVAL;
     *cp = NULL;
-    if (elem_size == 0 || (capacity && elem_size > SIZE_MAX / capacity))
+    if (elem_size == 0 || elem_size > SIZE_MAX / 2)
         return -EINVAL;
-    leash_chan *c = calloc(1, sizeof *c);
-    if (!c)
+    size_t stride = (sizeof(struct rslot) + elem_size + 7) & ~(size_t)7;
+    if (capacity && stride > SIZE_MAX / capacity)
+        return -EINVAL;
+    leash_chan *c;
+    if (posix_memalign((void **)&c, 64, sizeof *c) != 0)
         return -ENOMEM;
-    if (capacity && !(c->buf = malloc(elem_size * capacity))) {
+    memset(c, 0, sizeof *c);
+    /* zeroed: every slot free for lap 0 (see struct rslot) */
+    if (capacity && !(c->slots = calloc(capacity, stride))) {
         free(c);
         return -ENOMEM;
     }
     c->mu = (leash__lock_t)LEASH__LOCK_INIT;
     c->elem_size = elem_size;
     c->cap = capacity;
+    c->stride = stride;
+    c->mask = capacity && !(capacity & (capacity - 1)) ? capacity - 1 : 0;
     leash__copy_name(c->name, sizeof c->name, name ? name : "chan");
     *cp = c;
     return 0;
@@ -96,11 +141,109 @@ void leash_chan_free(leash_chan *c)
 {
     if (!c)
         return;
-    free(c->buf);
+    free(c->slots);
     free(c);
 }
 
-static void q_push(struct queue *q, struct sudog *s)
+static inline bool is_closed(leash_chan *c)
+{
+    return atomic_load_explicit(&c->enq, memory_order_seq_cst) & 1;
+}
+
+/* ------------------------------------------------------------ the ring */
+
+static inline size_t ring_idx(const leash_chan *c, size_t pos)
+{
+    return c->mask ? pos & c->mask : pos % c->cap;
+}
+
+static inline struct rslot *ring_slot(leash_chan *c, size_t i)
+{
+    return (struct rslot *)(c->slots + i * c->stride);
+}
+
+static inline void *slot_data(struct rslot *r)
+{
+    return r + 1;
+}
+
+/* Puts elem at the senders' end. 1 put, 0 full (or the oldest slot not
+   yet taken by its receiver), -EPIPE closed. */
+static int ring_put(leash_chan *c, const void *elem)
+{
+    size_t e = atomic_load_explicit(&c->enq, memory_order_relaxed);
+    for (;;) {
+        if (e & 1)
+            return -EPIPE;
+        size_t        pos = e >> 1, i = ring_idx(c, pos);
+        struct rslot *r = ring_slot(c, i);
+        size_t        seq = atomic_load_explicit(&r->seq, memory_order_seq_cst) + 2 * i;
+        ptrdiff_t     dif = (ptrdiff_t)(seq - 2 * pos);
+        if (dif == 0) {
+            if (atomic_compare_exchange_weak_explicit(&c->enq, &e, e + 2, memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                memcpy(slot_data(r), elem, c->elem_size);
+                atomic_store_explicit(&r->seq, 2 * pos + 1 - 2 * i, memory_order_seq_cst);
+                return 1;
+            }
+        } else if (dif < 0) {
+            return 0;
+        } else {
+            e = atomic_load_explicit(&c->enq, memory_order_relaxed);
+        }
+    }
+}
+
+/* Takes the element at the receivers' end into elem. 1 taken, 0 empty (or
+   the next element reserved by a sender that has not written it yet). */
+static int ring_get(leash_chan *c, void *elem)
+{
+    size_t pos = atomic_load_explicit(&c->deq, memory_order_relaxed);
+    for (;;) {
+        size_t        i = ring_idx(c, pos);
+        struct rslot *r = ring_slot(c, i);
+        size_t        seq = atomic_load_explicit(&r->seq, memory_order_seq_cst) + 2 * i;
+        ptrdiff_t     dif = (ptrdiff_t)(seq - (2 * pos + 1));
+        if (dif == 0) {
+            if (atomic_compare_exchange_weak_explicit(&c->deq, &pos, pos + 1, memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                memcpy(elem, slot_data(r), c->elem_size);
+                atomic_store_explicit(&r->seq, 2 * (pos + c->cap) - 2 * i, memory_order_seq_cst);
+                return 1;
+            }
+        } else if (dif < 0) {
+            return 0;
+        } else {
+            pos = atomic_load_explicit(&c->deq, memory_order_relaxed);
+        }
+    }
+}
+
+/* ring_get, but an element that a sender reserved and is still writing is
+   waited for: 0 only when nothing sent is left unreceived. Under the lock,
+   where the answer decides whether a waiting sender's element may skip the
+   ring (a sender's elements stay in order) or whether a receiver is told
+   -EPIPE once the channel is closed. */
+static int ring_get_all(leash_chan *c, void *elem)
+{
+    for (unsigned i = 0;; i++) {
+        if (ring_get(c, elem))
+            return 1;
+        size_t d = atomic_load_explicit(&c->deq, memory_order_seq_cst);
+        size_t e = atomic_load_explicit(&c->enq, memory_order_seq_cst) >> 1;
+        if (d >= e)
+            return 0;
+        /* the writer is a few instructions from done, unless preempted */
+        if (i < 64)
+            leash__cpu_relax();
+        else
+            sched_yield();
+    }
+}
+
+/* ------------------------------------------------------------ queues */
+
+static void q_push(leash_chan *c, struct queue *q, struct sudog *s)
 {
     s->queued = true;
     s->next = NULL;
@@ -110,9 +253,10 @@ static void q_push(struct queue *q, struct sudog *s)
     else
         q->head = s;
     q->tail = s;
+    atomic_fetch_add_explicit(&c->nwaiting, 1, memory_order_seq_cst);
 }
 
-static void q_remove(struct queue *q, struct sudog *s)
+static void q_remove(leash_chan *c, struct queue *q, struct sudog *s)
 {
     if (!s->queued)
         return;
@@ -125,15 +269,16 @@ static void q_remove(struct queue *q, struct sudog *s)
         s->next->prev = s->prev;
     else
         q->tail = s->prev;
+    atomic_fetch_sub_explicit(&c->nwaiting, 1, memory_order_relaxed);
 }
 
 /* The first waiter of q that can still be claimed, claimed and dequeued;
    stale ones (whose select fired elsewhere) are dropped. c->mu held. */
-static struct sudog *q_claim(struct queue *q)
+static struct sudog *q_claim(leash_chan *c, struct queue *q)
 {
     struct sudog *s;
     while ((s = q->head) != NULL) {
-        q_remove(q, s);
+        q_remove(c, q, s);
         int none = FIRED_NONE;
         if (atomic_compare_exchange_strong(&s->w->fired, &none, s->idx))
             return s;
@@ -151,28 +296,86 @@ static void finish(struct sudog *s, int err)
         leash__wake(t);
 }
 
-static inline char *slot(leash_chan *c, size_t i)
+/* Whether no position of the ring is taken: nothing sent that is not
+   received, not even an element a sender has reserved and is writing. A
+   hand-off that skips the ring is only in order when this holds. */
+static bool ring_empty(leash_chan *c)
 {
-    return c->buf + ((c->head + i) % c->cap) * c->elem_size;
+    return atomic_load_explicit(&c->deq, memory_order_seq_cst) >=
+           atomic_load_explicit(&c->enq, memory_order_seq_cst) >> 1;
+}
+
+/* Whether the ring has room (and is not closed), as far as a look without
+   taking anything can tell. */
+static bool ring_has_room(leash_chan *c)
+{
+    size_t e = atomic_load_explicit(&c->enq, memory_order_relaxed);
+    if (e & 1)
+        return false;
+    size_t        pos = e >> 1, i = ring_idx(c, pos);
+    struct rslot *r = ring_slot(c, i);
+    return atomic_load_explicit(&r->seq, memory_order_acquire) + 2 * i == 2 * pos;
+}
+
+/* Buffered channels, c->mu held: ring elements go to waiting receivers,
+   and waiting senders' elements into the ring, while both are there. A
+   claimed waiter whose element or room a lock-free operation took first
+   starts its operation again (RETRY). */
+static void settle(leash_chan *c)
+{
+    struct sudog *s;
+    while (c->recvq.head && !ring_empty(c) && (s = q_claim(c, &c->recvq)) != NULL) {
+        if (!ring_get_all(c, s->elem)) {
+            finish(s, RETRY);
+            break;
+        }
+        finish(s, 0);
+    }
+    while (c->sendq.head && ring_has_room(c) && (s = q_claim(c, &c->sendq)) != NULL) {
+        int r = ring_put(c, s->elem);
+        finish(s, r == 1 ? 0 : r == 0 ? RETRY : r);
+        if (r != 1)
+            break;
+    }
+}
+
+/* After a lock-free operation changed the ring: a waiter it may have
+   passed is settled. */
+static inline void settle_if_waiting(leash_chan *c)
+{
+    if (unlikely(atomic_load_explicit(&c->nwaiting, memory_order_seq_cst) != 0)) {
+        leash__lock(&c->mu);
+        settle(c);
+        leash__unlock(&c->mu);
+    }
 }
 
 /* Tries to complete a send at once. c->mu held. 1 done, 0 would block. */
 static int try_send(leash_chan *c, const void *elem, int *err)
 {
-    if (c->closed) {
+    if (is_closed(c)) {
         *err = -EPIPE;
         return 1;
     }
-    struct sudog *r = q_claim(&c->recvq);
+    if (c->cap) {
+        settle(c); /* elements already in the ring go first */
+        if (ring_empty(c)) {
+            struct sudog *r = q_claim(c, &c->recvq);
+            if (r) {
+                memcpy(r->elem, elem, c->elem_size);
+                finish(r, 0);
+                *err = 0;
+                return 1;
+            }
+        }
+        int r = ring_put(c, elem);
+        *err = r < 0 ? r : 0;
+        return r != 0;
+    }
+    struct sudog *r = q_claim(c, &c->recvq);
     if (r) {
         memcpy(r->elem, elem, c->elem_size);
         finish(r, 0);
-        *err = 0;
-        return 1;
-    }
-    if (c->count < c->cap) {
-        memcpy(slot(c, c->count), elem, c->elem_size);
-        __atomic_store_n(&c->count, c->count + 1, __ATOMIC_RELAXED);
         *err = 0;
         return 1;
     }
@@ -182,48 +385,62 @@ static int try_send(leash_chan *c, const void *elem, int *err)
 /* Tries to complete a receive at once. c->mu held. 1 done, 0 would block. */
 static int try_recv(leash_chan *c, void *elem, int *err)
 {
-    if (c->count) {
-        memcpy(elem, slot(c, 0), c->elem_size);
-        c->head = (c->head + 1) % c->cap;
-        __atomic_store_n(&c->count, c->count - 1, __ATOMIC_RELAXED);
-        /* a blocked sender's element moves into the freed slot */
-        struct sudog *s = q_claim(&c->sendq);
-        if (s) {
-            memcpy(slot(c, c->count), s->elem, c->elem_size);
-            __atomic_store_n(&c->count, c->count + 1, __ATOMIC_RELAXED);
-            finish(s, 0);
-        }
-        *err = 0;
+    *err = 0;
+    if (c->cap && ring_get_all(c, elem)) {
+        settle(c); /* a waiting sender's element moves into the freed slot */
         return 1;
     }
-    struct sudog *s = q_claim(&c->sendq);
+    /* nothing in the ring, not even being written: a waiting sender's
+       element is the oldest */
+    struct sudog *s = q_claim(c, &c->sendq);
     if (s) {
         memcpy(elem, s->elem, c->elem_size);
         finish(s, 0);
-        *err = 0;
         return 1;
     }
-    if (c->closed) {
+    if (is_closed(c)) {
         *err = -EPIPE;
         return 1;
     }
     return 0;
 }
 
+/* A waiter just queued (c->mu held) looks at the ring once more: an
+   element or room that a lock-free operation made before it saw the
+   waiter. 1 done (the waiter must be dequeued), 0 wait. */
+static int recheck(leash_chan *c, int op, void *elem, int *err)
+{
+    if (!c->cap)
+        return 0;
+    if (op == LEASH_SEND) {
+        int r = ring_put(c, elem);
+        *err = r < 0 ? r : 0;
+        return r != 0;
+    }
+    if (!ring_get(c, elem))
+        return 0;
+    *err = 0;
+    return 1;
+}
+/* (A waiter that rechecked successfully settles the channel once its own
+   cases are off the queues: settled before, they could be claimed.) */
+
 int leash_chan_close(leash_chan *c)
 {
     if (!c)
         return -EINVAL;
     leash__lock(&c->mu);
-    if (c->closed) {
+    if (is_closed(c)) {
         leash__unlock(&c->mu);
         return -EPIPE;
     }
-    c->closed = true;
+    atomic_fetch_or_explicit(&c->enq, 1, memory_order_seq_cst);
     struct sudog *s;
-    while ((s = q_claim(&c->recvq)) != NULL)
-        finish(s, -EPIPE);
-    while ((s = q_claim(&c->sendq)) != NULL)
+    /* a waiting receiver still gets what the ring holds (an element that
+       passed it just before the close) */
+    while ((s = q_claim(c, &c->recvq)) != NULL)
+        finish(s, c->cap && ring_get_all(c, s->elem) ? 0 : -EPIPE);
+    while ((s = q_claim(c, &c->sendq)) != NULL)
         finish(s, -EPIPE);
     leash__unlock(&c->mu);
     return 0;
@@ -349,15 +566,16 @@ int leash_select_at(struct leash_case *cases, size_t n, int64_t timeout_ms, cons
             goto out;
         }
     }
+    size_t  nc = lock_order(cases, n, cs);
+    int64_t until = leash__deadline_after(timeout_ms);
+
+again:
     /* a random order (Fisher-Yates), so no ready case starves another */
     for (size_t i = 0; i < n; i++) {
         size_t j = rnd_below(i + 1);
         perm[i] = perm[j];
         perm[j] = i;
     }
-    size_t  nc = lock_order(cases, n, cs);
-    int64_t until = leash__deadline_after(timeout_ms);
-
     lock_all(cs, nc);
     for (size_t k = 0; k < n; k++) {
         struct leash_case *cs_ = &cases[perm[k]];
@@ -387,29 +605,48 @@ int leash_select_at(struct leash_case *cases, size_t n, int64_t timeout_ms, cons
     for (size_t i = 0; i < n; i++)
         sg[i] = (struct sudog){.w = &w, .idx = (int)i, .elem = cases[i].elem};
     for (size_t k = 0; k < n; k++) {
+        size_t      i = perm[k];
+        leash_chan *c = cases[i].chan;
+        if (c)
+            q_push(c, cases[i].op == LEASH_SEND ? &c->sendq : &c->recvq, &sg[i]);
+    }
+    /* counted in: what lock-free operations did before that is looked at
+       once more (all locks are held, so nothing can claim a case now) */
+    bool rechecked = false;
+    for (size_t k = 0; k < n; k++) {
         size_t i = perm[k];
-        if (cases[i].chan)
-            q_push(cases[i].op == LEASH_SEND ? &cases[i].chan->sendq : &cases[i].chan->recvq,
-                   &sg[i]);
+        int    e;
+        if (cases[i].chan && recheck(cases[i].chan, cases[i].op, cases[i].elem, &e)) {
+            atomic_store_explicit(&w.fired, (int)i, memory_order_relaxed);
+            rechecked = true;
+            sg[i].err = e;
+            break;
+        }
     }
     struct blocked_on b = {LEASH_OP_SELECT, nc ? cs[0]->name : NULL, file, line};
     bool              recorded = false;
-    unlock_all(cs, nc);
-
-    err = wait_done(self, &w, until, &b, &recorded);
-
-    lock_all(cs, nc);
+    if (atomic_load_explicit(&w.fired, memory_order_relaxed) == FIRED_NONE) {
+        unlock_all(cs, nc);
+        err = wait_done(self, &w, until, &b, &recorded);
+        lock_all(cs, nc);
+    }
     int none = FIRED_NONE;
     atomic_compare_exchange_strong(&w.fired, &none, FIRED_GAVE_UP);
-    for (size_t i = 0; i < n; i++)
-        if (cases[i].chan)
-            q_remove(cases[i].op == LEASH_SEND ? &cases[i].chan->sendq : &cases[i].chan->recvq,
-                     &sg[i]);
+    for (size_t i = 0; i < n; i++) {
+        leash_chan *c = cases[i].chan;
+        if (c)
+            q_remove(c, cases[i].op == LEASH_SEND ? &c->sendq : &c->recvq, &sg[i]);
+    }
+    int fired = atomic_load_explicit(&w.fired, memory_order_acquire);
+    if (rechecked)
+        settle(cases[fired].chan); /* a recheck took an element or room */
     unlock_all(cs, nc);
     if (recorded)
         leash__unblocked(self);
-    int fired = atomic_load_explicit(&w.fired, memory_order_acquire);
+    fired = atomic_load_explicit(&w.fired, memory_order_acquire);
     if (fired >= 0) {
+        if (sg[fired].err == RETRY)
+            goto again; /* claimed, then its element or room was gone */
         /* completed, maybe just as we gave up: it counts */
         cases[fired].err = sg[fired].err;
         err = fired;
@@ -423,6 +660,32 @@ out:
     return err;
 }
 
+/* The lock-free path of a buffered channel: while nobody waits, spins (as
+   a waiter would, for the spin budget) until the ring has the element or
+   the room. 1 done (*err set), 0 go the locked way. */
+static int ring_op(leash_chan *c, int op, void *elem, int *err)
+{
+    int spin = -1;
+    for (;;) {
+        if (atomic_load_explicit(&c->nwaiting, memory_order_relaxed) != 0)
+            return 0; /* waiters are served in order, under the lock */
+        int r = op == LEASH_SEND ? ring_put(c, elem) : ring_get(c, elem);
+        if (r) {
+            *err = r < 0 ? r : 0;
+            if (r > 0)
+                settle_if_waiting(c);
+            return 1;
+        }
+        if (op == LEASH_RECV && (atomic_load_explicit(&c->enq, memory_order_relaxed) & 1))
+            return 0; /* closed and drained: the locked way says so */
+        if (spin < 0)
+            spin = leash__spin_budget();
+        if (spin-- == 0)
+            return 0;
+        leash__cpu_relax();
+    }
+}
+
 /* One operation on one channel: the fast path of send and recv, and a
    one-case wait when it has to block. */
 static int chan_op(leash_chan *c, int op, void *elem, const char *file, int line)
@@ -432,40 +695,53 @@ static int chan_op(leash_chan *c, int op, void *elem, const char *file, int line
     leash_task *self = leash__self();
     if (!self)
         return -ENOMEM;
-    int err = leash__scope_err(self, false);
-    if (err)
-        return err;
-    leash__lock(&c->mu);
-    int e;
-    if (op == LEASH_SEND ? try_send(c, elem, &e) : try_recv(c, elem, &e)) {
-        leash__unlock(&c->mu);
-        return e;
-    }
-    if ((err = leash__scope_err(self, true)) != 0) {
-        leash__unlock(&c->mu);
-        return err;
-    }
-    struct wait   w = {.task = self, .fired = FIRED_NONE, .state = W_SPINNING};
-    struct sudog  s = {.w = &w, .idx = 0, .elem = elem};
-    struct queue *q = op == LEASH_SEND ? &c->sendq : &c->recvq;
-    q_push(q, &s);
-    leash__unlock(&c->mu);
-
-    struct blocked_on b = {op == LEASH_SEND ? LEASH_OP_CHAN_SEND : LEASH_OP_CHAN_RECV, c->name,
-                           file, line};
-    bool              recorded = false;
-    err = wait_done(self, &w, INT64_MAX, &b, &recorded);
-    if (err) {
+    for (;;) {
+        int err = leash__scope_err(self, false);
+        if (err)
+            return err;
+        int e;
+        if (c->cap && ring_op(c, op, elem, &e))
+            return e;
         leash__lock(&c->mu);
-        int none = FIRED_NONE;
-        if (!atomic_compare_exchange_strong(&w.fired, &none, FIRED_GAVE_UP))
-            err = 0; /* completed after all: the data moved */
-        q_remove(q, &s);
+        if (op == LEASH_SEND ? try_send(c, elem, &e) : try_recv(c, elem, &e)) {
+            leash__unlock(&c->mu);
+            return e;
+        }
+        if ((err = leash__scope_err(self, true)) != 0) {
+            leash__unlock(&c->mu);
+            return err;
+        }
+        struct wait   w = {.task = self, .fired = FIRED_NONE, .state = W_SPINNING};
+        struct sudog  s = {.w = &w, .idx = 0, .elem = elem};
+        struct queue *q = op == LEASH_SEND ? &c->sendq : &c->recvq;
+        q_push(c, q, &s);
+        if (recheck(c, op, elem, &e)) {
+            q_remove(c, q, &s);
+            settle(c);
+            leash__unlock(&c->mu);
+            return e;
+        }
         leash__unlock(&c->mu);
+
+        struct blocked_on b = {op == LEASH_SEND ? LEASH_OP_CHAN_SEND : LEASH_OP_CHAN_RECV, c->name,
+                               file, line};
+        bool              recorded = false;
+        err = wait_done(self, &w, INT64_MAX, &b, &recorded);
+        if (err) {
+            leash__lock(&c->mu);
+            int none = FIRED_NONE;
+            if (!atomic_compare_exchange_strong(&w.fired, &none, FIRED_GAVE_UP))
+                err = 0; /* completed after all: the data moved */
+            q_remove(c, q, &s);
+            leash__unlock(&c->mu);
+        }
+        if (recorded)
+            leash__unblocked(self);
+        if (err)
+            return err;
+        if (s.err != RETRY)
+            return s.err;
     }
-    if (recorded)
-        leash__unblocked(self);
-    return err ? err : s.err;
 }
 
 int leash_chan_send_at(leash_chan *c, const void *elem, const char *file, int line)

@@ -221,7 +221,10 @@ typedef struct leash_chan leash_chan;
 
 /*
  * Opens a channel of elements of elem_size bytes; capacity 0 makes it a
- * rendezvous. Errors: -EINVAL (c NULL, elem_size 0), -ENOMEM.
+ * rendezvous. A buffered channel holds capacity slots of elem_size bytes
+ * plus an 8-byte sequence word each (rounded up to 8 bytes); while no task
+ * waits on it, its sends and receives take no lock. Errors: -EINVAL (c
+ * NULL, elem_size 0, a buffer too large to size), -ENOMEM.
  * The caller owns *c and frees it with leash_chan_free() once no task uses it.
  */
 LEASH_API int leash_chan_open(leash_chan **c, const char *name, size_t elem_size, size_t capacity);

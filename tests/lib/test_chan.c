@@ -87,6 +87,245 @@ static void many_producers_and_consumers_lose_nothing(void **state)
     assert_nothing_leaked();
 }
 
+/* A buffered stream with several senders and receivers at once, on rings
+   of 1, 2, 3 (not a power of two) and 64 slots, with a 12-byte element:
+   every element arrives exactly once, and each receiver sees each sender's
+   elements in the order they were sent (Go's FIFO rule). While nobody
+   waits, these sends and receives take no lock; parked ones meet them. */
+#define STREAM_SENDERS   3
+#define STREAM_RECEIVERS 3
+#define STREAM_N         20000
+
+struct item {
+    int sender, seq, check;
+};
+
+struct stream {
+    leash_chan     *c;
+    _Atomic int     next_sender;
+    _Atomic uint8_t seen[STREAM_SENDERS][STREAM_N];
+    _Atomic int     disorder, bad;
+};
+
+static int stream_send(void *arg)
+{
+    struct stream *s = arg;
+    int            me = atomic_fetch_add(&s->next_sender, 1);
+    for (int i = 0; i < STREAM_N; i++) {
+        struct item it = {me, i, me ^ i ^ 0x5a5a};
+        int         err = leash_chan_send(s->c, &it);
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+static int stream_recv(void *arg)
+{
+    struct stream *s = arg;
+    int            last[STREAM_SENDERS] = {-1, -1, -1};
+    struct item    it;
+    int            err;
+    while ((err = leash_chan_recv(s->c, &it)) == 0) {
+        if (it.sender < 0 || it.sender >= STREAM_SENDERS || it.seq < 0 || it.seq >= STREAM_N ||
+            it.check != (it.sender ^ it.seq ^ 0x5a5a)) {
+            atomic_fetch_add(&s->bad, 1);
+            continue;
+        }
+        if (it.seq <= last[it.sender])
+            atomic_fetch_add(&s->disorder, 1);
+        last[it.sender] = it.seq;
+        atomic_fetch_add(&s->seen[it.sender][it.seq], 1);
+    }
+    return err == -EPIPE ? 0 : err;
+}
+
+static void buffered_streams_keep_each_senders_order_and_lose_nothing(void **state)
+{
+    (void)state;
+    static const size_t caps[] = {1, 2, 3, 64};
+    for (size_t k = 0; k < sizeof caps / sizeof caps[0]; k++) {
+        struct stream *s = calloc(1, sizeof *s);
+        assert_non_null(s);
+        assert_int_equal(leash_chan_open(&s->c, "stream", sizeof(struct item), caps[k]), 0);
+        leash_group *prod, *cons;
+        assert_int_equal(leash_group_open(&cons, NULL), 0);
+        for (int i = 0; i < STREAM_RECEIVERS; i++)
+            assert_int_equal(leash_go(cons, stream_recv, s), 0);
+        assert_int_equal(leash_group_open(&prod, NULL), 0);
+        for (int i = 0; i < STREAM_SENDERS; i++)
+            assert_int_equal(leash_go(prod, stream_send, s), 0);
+        assert_int_equal(leash_group_wait(prod), 0);
+        assert_int_equal(leash_chan_close(s->c), 0);
+        assert_int_equal(leash_group_wait(cons), 0);
+        assert_int_equal(s->bad, 0);
+        assert_int_equal(s->disorder, 0);
+        int missing = 0, twice = 0;
+        for (int i = 0; i < STREAM_SENDERS; i++)
+            for (int j = 0; j < STREAM_N; j++) {
+                missing += s->seen[i][j] == 0;
+                twice += s->seen[i][j] > 1;
+            }
+        assert_int_equal(missing, 0);
+        assert_int_equal(twice, 0);
+        leash_chan_free(s->c);
+        free(s);
+    }
+    assert_nothing_leaked();
+}
+
+/* A close that races sends and receives on a small ring: what a send was
+   told went in (0) comes out exactly once, and a receiver once told
+   -EPIPE is told -EPIPE again (nothing sent before the close turns up
+   after a receiver saw it closed). Many short rounds, so the close lands
+   at every point of the ring's traffic. */
+struct closing {
+    leash_chan *c;
+    _Atomic int sent, received, resurrected;
+};
+
+static int closing_send(void *arg)
+{
+    struct closing *x = arg;
+    for (int v = 1;; v++) {
+        int err = leash_chan_send(x->c, &v);
+        if (err == -EPIPE)
+            return 0;
+        if (err)
+            return err;
+        atomic_fetch_add(&x->sent, 1);
+    }
+}
+
+static int closing_recv(void *arg)
+{
+    struct closing *x = arg;
+    int             v, err;
+    while ((err = leash_chan_recv(x->c, &v)) == 0)
+        atomic_fetch_add(&x->received, 1);
+    if (err != -EPIPE)
+        return err;
+    for (int i = 0; i < 3; i++)
+        if (leash_chan_recv(x->c, &v) != -EPIPE)
+            atomic_fetch_add(&x->resurrected, 1);
+    return 0;
+}
+
+static int closing_close(void *arg)
+{
+    struct closing *x = arg;
+    /* after some traffic, whatever the machine's speed */
+    while (atomic_load(&x->received) < 50)
+        leash_checkpoint();
+    return leash_chan_close(x->c);
+}
+
+static void close_racing_the_ring_loses_and_resurrects_nothing(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 60; round++) {
+        struct closing x = {0};
+        assert_int_equal(leash_chan_open(&x.c, "closing", sizeof(int), 1 + round % 4), 0);
+        leash_group *g;
+        assert_int_equal(leash_group_open(&g, NULL), 0);
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(leash_go(g, closing_send, &x), 0);
+            assert_int_equal(leash_go(g, closing_recv, &x), 0);
+        }
+        assert_int_equal(leash_go(g, closing_close, &x), 0);
+        assert_int_equal(leash_group_wait(g), 0);
+        assert_int_equal(x.resurrected, 0);
+        assert_int_equal(x.received, x.sent);
+        leash_chan_free(x.c);
+    }
+    assert_nothing_leaked();
+}
+
+/* Selects and plain receives take from the same buffered streams while
+   senders run lock-free: every element is received exactly once. */
+struct mixed {
+    leash_chan  *a, *b;
+    _Atomic long sum;
+    _Atomic int  count;
+};
+
+static int mixed_send_a(void *arg)
+{
+    struct mixed *m = arg;
+    for (int v = 1; v <= 5000; v++)
+        if (leash_chan_send(m->a, &v))
+            return -1;
+    return 0;
+}
+
+static int mixed_send_b(void *arg)
+{
+    struct mixed *m = arg;
+    for (int v = 1; v <= 5000; v++)
+        if (leash_chan_send(m->b, &v))
+            return -1;
+    return 0;
+}
+
+static int mixed_select(void *arg)
+{
+    struct mixed     *m = arg;
+    int               va, vb;
+    struct leash_case cs[2] = {
+        {.chan = m->a, .op = LEASH_RECV, .elem = &va},
+        {.chan = m->b, .op = LEASH_RECV, .elem = &vb},
+    };
+    for (;;) {
+        int r = leash_select(cs, 2, -1);
+        if (r < 0)
+            return r;
+        if (cs[r].err == -EPIPE) {
+            cs[r].chan = NULL; /* that stream is over */
+            if (!cs[1 - r].chan)
+                return 0;
+            continue;
+        }
+        atomic_fetch_add(&m->sum, r == 0 ? va : vb);
+        atomic_fetch_add(&m->count, 1);
+    }
+}
+
+static int mixed_recv_a(void *arg)
+{
+    struct mixed *m = arg;
+    int           v, err;
+    while ((err = leash_chan_recv(m->a, &v)) == 0) {
+        atomic_fetch_add(&m->sum, v);
+        atomic_fetch_add(&m->count, 1);
+    }
+    return err == -EPIPE ? 0 : err;
+}
+
+static void selects_and_receives_share_buffered_streams(void **state)
+{
+    (void)state;
+    struct mixed m = {0};
+    assert_int_equal(leash_chan_open(&m.a, "a", sizeof(int), 4), 0);
+    assert_int_equal(leash_chan_open(&m.b, "b", sizeof(int), 3), 0);
+    leash_group *prod, *cons;
+    assert_int_equal(leash_group_open(&cons, NULL), 0);
+    assert_int_equal(leash_go(cons, mixed_select, &m), 0);
+    assert_int_equal(leash_go(cons, mixed_select, &m), 0);
+    assert_int_equal(leash_go(cons, mixed_recv_a, &m), 0);
+    assert_int_equal(leash_group_open(&prod, NULL), 0);
+    assert_int_equal(leash_go(prod, mixed_send_a, &m), 0);
+    assert_int_equal(leash_go(prod, mixed_send_b, &m), 0);
+    assert_int_equal(leash_group_wait(prod), 0);
+    assert_int_equal(leash_chan_close(m.a), 0);
+    assert_int_equal(leash_chan_close(m.b), 0);
+    assert_int_equal(leash_group_wait(cons), 0);
+    assert_int_equal(m.count, 10000);
+    assert_int_equal(m.sum, 2L * 5000 * 5001 / 2);
+    leash_chan_free(m.a);
+    leash_chan_free(m.b);
+    assert_nothing_leaked();
+}
+
 static int recv_one(void *arg)
 {
     int v;
@@ -374,6 +613,9 @@ int main(void)
         cmocka_unit_test(buffered_channel_is_fifo),
         cmocka_unit_test(rendezvous_hands_every_value_over),
         cmocka_unit_test(many_producers_and_consumers_lose_nothing),
+        cmocka_unit_test(buffered_streams_keep_each_senders_order_and_lose_nothing),
+        cmocka_unit_test(close_racing_the_ring_loses_and_resurrects_nothing),
+        cmocka_unit_test(selects_and_receives_share_buffered_streams),
         cmocka_unit_test(close_wakes_every_waiter_with_epipe),
         cmocka_unit_test(closed_channel_drains_then_says_epipe),
         cmocka_unit_test(send_nobody_receives_ends_at_the_deadline),
