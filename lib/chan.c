@@ -70,12 +70,24 @@ struct wait {
 
 struct sudog {
     struct wait  *w;
-    int           idx;
     void         *elem; /* send: the source; recv: the destination */
-    int           err;  /* 0, -EPIPE (closed) or RETRY */
-    bool          queued;
-    struct sudog *next, *prev;
+    struct sudog *next;
+    struct sudog *prev; /* itself while not queued */
+    int           idx;
+    int           err; /* 0, -EPIPE (closed) or RETRY */
 };
+
+/* A one-case wait: all that the partner touches (an element of up to 8
+   bytes too), in one cache line. The partner takes the line for writing
+   at once and is done with it in a few instructions, so the waiter's
+   polling does not take it back in between. */
+#define INLINE_ELEM 8
+struct one_wait {
+    struct wait  w;
+    struct sudog s;
+    _Alignas(8) unsigned char buf[INLINE_ELEM];
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct one_wait) == 64, "a one-case wait fits one line");
 
 struct queue {
     struct sudog *head, *tail;
@@ -150,6 +162,18 @@ static inline bool is_closed(leash_chan *c)
     return atomic_load_explicit(&c->enq, memory_order_seq_cst) & 1;
 }
 
+/* Copies one element: memcpy with a size the compiler sees for the common
+   sizes, so that it is a move and not a call. */
+static inline void copy_elem(void *dst, const void *src, size_t n)
+{
+    if (n == 8)
+        memcpy(dst, src, 8);
+    else if (n == 4)
+        memcpy(dst, src, 4);
+    else
+        memcpy(dst, src, n);
+}
+
 /* ------------------------------------------------------------ the ring */
 
 static inline size_t ring_idx(const leash_chan *c, size_t pos)
@@ -182,7 +206,7 @@ static int ring_put(leash_chan *c, const void *elem)
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&c->enq, &e, e + 2, memory_order_relaxed,
                                                       memory_order_relaxed)) {
-                memcpy(slot_data(r), elem, c->elem_size);
+                copy_elem(slot_data(r), elem, c->elem_size);
                 atomic_store_explicit(&r->seq, 2 * pos + 1 - 2 * i, memory_order_seq_cst);
                 return 1;
             }
@@ -207,7 +231,7 @@ static int ring_get(leash_chan *c, void *elem)
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&c->deq, &pos, pos + 1, memory_order_relaxed,
                                                       memory_order_relaxed)) {
-                memcpy(elem, slot_data(r), c->elem_size);
+                copy_elem(elem, slot_data(r), c->elem_size);
                 atomic_store_explicit(&r->seq, 2 * (pos + c->cap) - 2 * i, memory_order_seq_cst);
                 return 1;
             }
@@ -245,7 +269,6 @@ static int ring_get_all(leash_chan *c, void *elem)
 
 static void q_push(leash_chan *c, struct queue *q, struct sudog *s)
 {
-    s->queued = true;
     s->next = NULL;
     s->prev = q->tail;
     if (q->tail)
@@ -253,14 +276,14 @@ static void q_push(leash_chan *c, struct queue *q, struct sudog *s)
     else
         q->head = s;
     q->tail = s;
-    atomic_fetch_add_explicit(&c->nwaiting, 1, memory_order_seq_cst);
+    if (c->cap) /* only a ring's lock-free operations look */
+        atomic_fetch_add_explicit(&c->nwaiting, 1, memory_order_seq_cst);
 }
 
 static void q_remove(leash_chan *c, struct queue *q, struct sudog *s)
 {
-    if (!s->queued)
-        return;
-    s->queued = false;
+    if (s->prev == s)
+        return; /* not queued */
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -269,7 +292,9 @@ static void q_remove(leash_chan *c, struct queue *q, struct sudog *s)
         s->next->prev = s->prev;
     else
         q->tail = s->prev;
-    atomic_fetch_sub_explicit(&c->nwaiting, 1, memory_order_relaxed);
+    s->prev = s;
+    if (c->cap)
+        atomic_fetch_sub_explicit(&c->nwaiting, 1, memory_order_relaxed);
 }
 
 /* The first waiter of q that can still be claimed, claimed and dequeued;
@@ -362,7 +387,7 @@ static int try_send(leash_chan *c, const void *elem, int *err)
         if (ring_empty(c)) {
             struct sudog *r = q_claim(c, &c->recvq);
             if (r) {
-                memcpy(r->elem, elem, c->elem_size);
+                copy_elem(r->elem, elem, c->elem_size);
                 finish(r, 0);
                 *err = 0;
                 return 1;
@@ -374,7 +399,7 @@ static int try_send(leash_chan *c, const void *elem, int *err)
     }
     struct sudog *r = q_claim(c, &c->recvq);
     if (r) {
-        memcpy(r->elem, elem, c->elem_size);
+        copy_elem(r->elem, elem, c->elem_size);
         finish(r, 0);
         *err = 0;
         return 1;
@@ -394,7 +419,7 @@ static int try_recv(leash_chan *c, void *elem, int *err)
        element is the oldest */
     struct sudog *s = q_claim(c, &c->sendq);
     if (s) {
-        memcpy(elem, s->elem, c->elem_size);
+        copy_elem(elem, s->elem, c->elem_size);
         finish(s, 0);
         return 1;
     }
@@ -603,7 +628,7 @@ again:
        select too, not only at entry). */
     struct wait w = {.task = self, .fired = FIRED_NONE, .state = W_SPINNING};
     for (size_t i = 0; i < n; i++)
-        sg[i] = (struct sudog){.w = &w, .idx = (int)i, .elem = cases[i].elem};
+        sg[i] = (struct sudog){.w = &w, .idx = (int)i, .elem = cases[i].elem, .prev = &sg[i]};
     for (size_t k = 0; k < n; k++) {
         size_t      i = perm[k];
         leash_chan *c = cases[i].chan;
@@ -711,12 +736,18 @@ static int chan_op(leash_chan *c, int op, void *elem, const char *file, int line
             leash__unlock(&c->mu);
             return err;
         }
-        struct wait   w = {.task = self, .fired = FIRED_NONE, .state = W_SPINNING};
-        struct sudog  s = {.w = &w, .idx = 0, .elem = elem};
+        struct one_wait ow;
+        struct wait    *w = &ow.w;
+        struct sudog   *s = &ow.s;
+        *w = (struct wait){.task = self, .fired = FIRED_NONE, .state = W_SPINNING};
+        bool inl = c->elem_size <= INLINE_ELEM;
+        *s = (struct sudog){.w = w, .idx = 0, .elem = inl ? ow.buf : elem, .prev = s};
+        if (inl && op == LEASH_SEND)
+            copy_elem(ow.buf, elem, c->elem_size);
         struct queue *q = op == LEASH_SEND ? &c->sendq : &c->recvq;
-        q_push(c, q, &s);
+        q_push(c, q, s);
         if (recheck(c, op, elem, &e)) {
-            q_remove(c, q, &s);
+            q_remove(c, q, s);
             settle(c);
             leash__unlock(&c->mu);
             return e;
@@ -726,21 +757,24 @@ static int chan_op(leash_chan *c, int op, void *elem, const char *file, int line
         struct blocked_on b = {op == LEASH_SEND ? LEASH_OP_CHAN_SEND : LEASH_OP_CHAN_RECV, c->name,
                                file, line};
         bool              recorded = false;
-        err = wait_done(self, &w, INT64_MAX, &b, &recorded);
+        err = wait_done(self, w, INT64_MAX, &b, &recorded);
         if (err) {
             leash__lock(&c->mu);
             int none = FIRED_NONE;
-            if (!atomic_compare_exchange_strong(&w.fired, &none, FIRED_GAVE_UP))
+            if (!atomic_compare_exchange_strong(&w->fired, &none, FIRED_GAVE_UP))
                 err = 0; /* completed after all: the data moved */
-            q_remove(c, q, &s);
+            q_remove(c, q, s);
             leash__unlock(&c->mu);
         }
         if (recorded)
             leash__unblocked(self);
         if (err)
             return err;
-        if (s.err != RETRY)
-            return s.err;
+        if (s->err != RETRY) {
+            if (inl && op == LEASH_RECV && s->err == 0)
+                copy_elem(elem, ow.buf, c->elem_size);
+            return s->err;
+        }
     }
 }
 
