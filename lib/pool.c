@@ -23,7 +23,8 @@
 #include <signal.h>
 #include <stdlib.h>
 
-#define RETIRE_NS (10LL * 1000000000)
+#define RETIRE_NS      (10LL * 1000000000)
+#define STEAL_DELAY_NS 3000 /* see worker_main */
 
 struct worker {
     _Atomic uint32_t word; /* 0 parked, 1 woken */
@@ -266,9 +267,27 @@ static void *worker_main(void *arg)
         if (spin_max &&
             atomic_fetch_add_explicit(&pool.spinning, 1, memory_order_relaxed) + rd(&pool.running) <
                 (unsigned)leash__ncpu() - 1) {
+            /* A queue no longer than the CPUs is likely its spawner's: a
+               spawner that waits for its group runs the children itself,
+               on its own CPU and with no wake-up to pay, unless a spinner
+               takes them first. So a spinner leaves a short queue alone
+               for STEAL_DELAY_NS (Go's thieves wait 3 us before taking a
+               P's next goroutine, runtime.runqgrab), and takes a long one
+               at once. */
+            int64_t seen = 0;
             for (int i = 0; i < spin_max; i++) {
-                if (rd(&pool.qlen))
+                unsigned q = rd(&pool.qlen);
+                if (q > (unsigned)leash__ncpu())
                     break;
+                if (!q) {
+                    seen = 0;
+                } else {
+                    int64_t now = leash__now_ns();
+                    if (!seen)
+                        seen = now;
+                    else if (now - seen >= STEAL_DELAY_NS)
+                        break;
+                }
                 leash__cpu_relax();
             }
         }
