@@ -11,7 +11,10 @@
  * hand-off between two running threads costs at least), and a futex wake
  * to the woken thread running (what a hand-off to a sleeping thread costs).
  *
- * Usage: bench [--quick] [NAME...]   (no NAME: every figure)
+ * Usage: bench [--quick] [--reps N] [NAME...]   (no NAME: every figure)
+ *   --reps N  N repetitions per figure (1-15), each printed on stderr: to
+ *             compare two builds, alternate their processes and compare
+ *             the medians, so that a slow minute moves both
  */
 #define _GNU_SOURCE
 #include <leash.h>
@@ -29,8 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static int quick;
-#define REPS (quick ? 1 : 3)
+static int quick, reps_asked;
+#define REPS (reps_asked ? reps_asked : quick ? 1 : 3)
 
 static int64_t now_ns(void)
 {
@@ -91,8 +94,11 @@ static void measure(const char *name, double (*fn)(long), long n, const char *un
         return;
     double v[16];
     fn(n / 10 + 1); /* warm up: threads, caches, pools */
-    for (int i = 0; i < REPS; i++)
+    for (int i = 0; i < REPS; i++) {
         v[i] = fn(n);
+        if (reps_asked)
+            fprintf(stderr, "%s %.1f\n", name, v[i]);
+    }
     result(name, median(v, REPS), unit);
 }
 
@@ -371,15 +377,42 @@ static double leash_mutex_contended(long n)
     return (double)(now_ns() - t0) / (double)n;
 }
 
+static pthread_mutex_t *locker_mutex = &pm;
+
 static void *pthread_locker(void *arg)
 {
     long n = (long)(intptr_t)arg;
     for (long i = 0; i < n; i++) {
-        pthread_mutex_lock(&pm);
+        pthread_mutex_lock(locker_mutex);
         counter++;
-        pthread_mutex_unlock(&pm);
+        pthread_mutex_unlock(locker_mutex);
     }
     return NULL;
+}
+
+/* glibc's adaptive mutex (spins a bounded number of tries, then sleeps),
+   the policy leash's mutex follows; the default one sleeps at once */
+static pthread_mutex_t pam;
+
+static double pthread_adaptive_contended(long n)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&pam, &a);
+    pthread_mutexattr_destroy(&a);
+    pthread_mutex_t *saved = locker_mutex;
+    locker_mutex = &pam;
+    pthread_t x, y;
+    int64_t   t0 = now_ns();
+    pthread_create(&x, NULL, pthread_locker, (void *)(intptr_t)(n / 2));
+    pthread_create(&y, NULL, pthread_locker, (void *)(intptr_t)(n / 2));
+    pthread_join(x, NULL);
+    pthread_join(y, NULL);
+    double r = (double)(now_ns() - t0) / (double)n;
+    locker_mutex = saved;
+    pthread_mutex_destroy(&pam);
+    return r;
 }
 
 static double pthread_mutex_contended(long n)
@@ -441,9 +474,18 @@ static void cancellation_latency(void)
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--quick"))
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) {
             quick = 1;
+        } else if (!strcmp(argv[i], "--reps")) {
+            reps_asked = i + 1 < argc ? atoi(argv[i + 1]) : 0;
+            if (reps_asked < 1 || reps_asked > 15) {
+                fprintf(stderr, "usage: bench [--quick] [--reps 1-15] [NAME...]\n");
+                return 2;
+            }
+            argv[++i] = "-"; /* not a NAME */
+        }
+    }
     g_argc = argc;
     g_argv = argv;
     long k = quick ? 10 : 1;
@@ -460,6 +502,7 @@ int main(int argc, char **argv)
     measure("mutex_uncontended_pthread", pthread_mutex_uncontended, 10000000 / k, "ns/op");
     measure("mutex_contended_leash", leash_mutex_contended, 4000000 / k, "ns/op");
     measure("mutex_contended_pthread", pthread_mutex_contended, 4000000 / k, "ns/op");
+    measure("mutex_contended_adaptive", pthread_adaptive_contended, 4000000 / k, "ns/op");
     if (wanted("cancel_latency"))
         cancellation_latency();
     return 0;
