@@ -10,6 +10,8 @@
  * library does: a token passed by spinning on one cache line (what a
  * hand-off between two running threads costs at least), and a futex wake
  * to the woken thread running (what a hand-off to a sleeping thread costs).
+ * A third is what a rendezvous channel of leash's design costs with nothing
+ * else in it (floor_lock).
  *
  * Usage: bench [--quick] [--reps N] [NAME...]   (no NAME: every figure)
  *   --reps N  N repetitions per figure (1-15), each printed on stderr: to
@@ -230,6 +232,104 @@ static double floor_futex(long n)
         fx_wait(1, (uint32_t)i);
     }
     double r = (double)(now_ns() - t0) / (double)(2 * n);
+    pthread_join(th, NULL);
+    return r;
+}
+
+/* The least a rendezvous channel built as leash's is (a lock, a queue of
+   waiters, a waiter spinning on its own record) costs: two such channels
+   with nothing else, ping and pong, and the hand-offs made by spinning.
+   Each hand-off moves the channel's line and the waiter's record's line
+   between the CPUs, where the spin floor moves one line. */
+struct bare_waiter {
+    _Atomic int         done;
+    int                 val;
+    struct bare_waiter *next;
+} __attribute__((aligned(64)));
+
+struct bare_chan {
+    _Atomic int         lock;
+    struct bare_waiter *recvq, *sendq;
+} __attribute__((aligned(64)));
+
+static struct bare_chan bare_ping, bare_pong;
+static long             bare_n;
+
+static void bare_lock(struct bare_chan *c)
+{
+    int z = 0;
+    while (!atomic_compare_exchange_weak_explicit(&c->lock, &z, 1, memory_order_acquire,
+                                                  memory_order_relaxed)) {
+        z = 0;
+        relax();
+    }
+}
+
+static void bare_unlock(struct bare_chan *c)
+{
+    atomic_store_explicit(&c->lock, 0, memory_order_release);
+}
+
+static void bare_wait(struct bare_waiter *w)
+{
+    while (!atomic_load_explicit(&w->done, memory_order_acquire))
+        relax();
+}
+
+static void bare_send(struct bare_chan *c, int v)
+{
+    bare_lock(c);
+    struct bare_waiter *r = c->recvq;
+    if (r) {
+        c->recvq = r->next;
+        r->val = v;
+        atomic_store_explicit(&r->done, 1, memory_order_release);
+        bare_unlock(c);
+        return;
+    }
+    struct bare_waiter me = {.val = v};
+    c->sendq = &me;
+    bare_unlock(c);
+    bare_wait(&me);
+}
+
+static int bare_recv(struct bare_chan *c)
+{
+    bare_lock(c);
+    struct bare_waiter *s = c->sendq;
+    if (s) {
+        c->sendq = s->next;
+        int v = s->val;
+        atomic_store_explicit(&s->done, 1, memory_order_release);
+        bare_unlock(c);
+        return v;
+    }
+    struct bare_waiter me = {0};
+    c->recvq = &me;
+    bare_unlock(c);
+    bare_wait(&me);
+    return me.val;
+}
+
+static void *bare_partner(void *arg)
+{
+    (void)arg;
+    for (long i = 0; i < bare_n; i++)
+        bare_send(&bare_pong, bare_recv(&bare_ping));
+    return NULL;
+}
+
+static double floor_lock(long n)
+{
+    pthread_t th;
+    bare_n = n;
+    pthread_create(&th, NULL, bare_partner, NULL);
+    int64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        bare_send(&bare_ping, 1);
+        bare_recv(&bare_pong);
+    }
+    double r = (double)(now_ns() - t0) / (double)n;
     pthread_join(th, NULL);
     return r;
 }
@@ -492,6 +592,7 @@ int main(int argc, char **argv)
     leash_mutex_init(&lm, "bench");
     measure("floor_spin_roundtrip", floor_spin, 2000000 / k, "ns/roundtrip");
     measure("floor_futex_wake", floor_futex, 100000 / k, "ns/wake");
+    measure("floor_lock_roundtrip", floor_lock, 200000 / k, "ns/roundtrip");
     measure("spawn_join_leash", leash_spawn, 200000 / k, "ns/task");
     measure("spawn_lone_leash", leash_spawn_lone, 200000 / k, "ns/group");
     measure("spawn_join_pthread", pthread_spawn, 20000 / k, "ns/task");
