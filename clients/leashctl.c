@@ -266,15 +266,17 @@ static int resolve_cb(void *arg, const Leash__Control__Response *r)
 }
 
 /* The pids that arg names: a pid as it is, a name as every process of that
-   name (leashd asked), NULL as every process. 0, or 1 when none is found
-   or leashd could not be asked (said why). Free out->v. */
+   name (leashd asked), NULL as every process. 0; 1 when none is found or
+   leashd could not be asked; 2 when arg is a number no process can have,
+   which no state of the machine makes right (bad usage). Says why. Free
+   out->v. */
 static int resolve(struct ctl *c, const char *arg, struct pids *out)
 {
     out->v = NULL;
     out->n = 0;
     int32_t pid;
     if (arg && not_a_pid(arg))
-        return 1;
+        return 2;
     if (arg && !parse_pid(arg, &pid)) {
         out->v = malloc(sizeof *out->v);
         if (!out->v)
@@ -304,9 +306,9 @@ static int resolve_one(struct ctl *c, const char *arg, int32_t *pid, char **name
     int32_t given;
     *name = parse_pid(arg, &given) ? (char *)arg : (char *)"";
     struct pids p;
-    if (resolve(c, arg, &p))
-        return 1;
-    int rc = 0;
+    int         rc = resolve(c, arg, &p);
+    if (rc)
+        return rc;
     if (p.n == 1) {
         *pid = p.v[0];
     } else {
@@ -366,7 +368,7 @@ static int ps_cb(void *arg, const Leash__Control__Response *r)
 static int cmd_ps(struct ctl *c)
 {
     if (c->npos && not_a_pid(c->pos[0]))
-        return 1;
+        return 2; /* bad usage: see resolve */
     Leash__Control__Request   req = LEASH__CONTROL__REQUEST__INIT;
     Leash__Control__PsRequest ps = LEASH__CONTROL__PS_REQUEST__INIT;
     req.req_case = LEASH__CONTROL__REQUEST__REQ_PS;
@@ -390,8 +392,9 @@ static int tree_cb(void *arg, const Leash__Control__Response *r)
 static int tree_each(struct ctl *c, bool dump)
 {
     struct pids p;
-    if (resolve(c, c->all ? NULL : c->pos[0], &p))
-        return 1;
+    int         rc = resolve(c, c->all ? NULL : c->pos[0], &p);
+    if (rc)
+        return rc;
     if (c->fmt == FMT_PPROF && p.n > 1) {
         fprintf(stderr,
                 "leashctl: '%s' names %zu processes; a pprof profile holds one: name it "
@@ -402,7 +405,6 @@ static int tree_each(struct ctl *c, bool dump)
     }
     if (!p.n && c->fmt == FMT_TEXT)
         printf("(no leashed processes)\n");
-    int rc = 0;
     for (size_t i = 0; i < p.n; i++) {
         Leash__Control__Request      req = LEASH__CONTROL__REQUEST__INIT;
         Leash__Control__DumpRequest  dp = LEASH__CONTROL__DUMP_REQUEST__INIT;
@@ -509,8 +511,9 @@ static int cmd_cancel(struct ctl *c)
     cn.group = strtoull(c->pos[1], &end, 10);
     if (errno || *end || !cn.group || c->pos[1][0] == '-')
         return usage(c->cmd, "GROUP must be a group id (leashctl tasks PID shows them)");
-    if (resolve_one(c, c->pos[0], &cn.pid, &cn.name))
-        return 1;
+    int rc = resolve_one(c, c->pos[0], &cn.pid, &cn.name);
+    if (rc)
+        return rc;
     req.req_case = LEASH__CONTROL__REQUEST__REQ_CANCEL;
     req.cancel = &cn;
     return conn_call(c->socket, &req, NULL, NULL, 0);
@@ -520,8 +523,9 @@ static int cmd_kill(struct ctl *c)
 {
     Leash__Control__Request     req = LEASH__CONTROL__REQUEST__INIT;
     Leash__Control__KillRequest kl = LEASH__CONTROL__KILL_REQUEST__INIT;
-    if (resolve_one(c, c->pos[0], &kl.pid, &kl.name))
-        return 1;
+    int                         rc = resolve_one(c, c->pos[0], &kl.pid, &kl.name);
+    if (rc)
+        return rc;
     req.req_case = LEASH__CONTROL__REQUEST__REQ_KILL;
     req.kill = &kl;
     return conn_call(c->socket, &req, NULL, NULL, 0);

@@ -161,12 +161,13 @@ static void processes_are_named_by_pid_or_by_name(void **state)
     assert_string_equal(out, "leashctl: no leashed process named 'gamma'\n");
     assert_int_equal(ctl(&d, out, "ps", "gamma", "--json"), 1);
     assert_non_null(strstr(out, "[]\n"));
-    /* a number no process can have is not taken for a name */
-    assert_int_equal(ctl(&d, out, "ps", "0"), 1);
+    /* a number no process can have is not taken for a name, and is bad
+       usage (exit 2), as no state of the machine would make it right */
+    assert_int_equal(ctl(&d, out, "ps", "0"), 2);
     assert_non_null(strstr(out, "'0' is not a pid"));
-    assert_int_equal(ctl(&d, out, "kill", "0"), 1);
+    assert_int_equal(ctl(&d, out, "kill", "0"), 2);
     assert_non_null(strstr(out, "'0' is not a pid"));
-    assert_int_equal(ctl(&d, out, "cancel", "--", "-1", "7"), 1);
+    assert_int_equal(ctl(&d, out, "cancel", "--", "-1", "7"), 2);
     assert_non_null(strstr(out, "'-1' is not a pid"));
     /* rows in pid order, whatever order leashd keeps them in */
     assert_int_equal(ctl(&d, out, "ps", "--json"), 0);
