@@ -538,9 +538,10 @@ static const Leash__Agent__Group *find_group(const Leash__Agent__Snapshot *s, ui
 }
 
 /* The frames of one task, leaf first: what it blocks on, its function,
-   its groups up to the root, the process. */
+   its groups up to the root, the process ("NAME-PID" when with_pid, as
+   stackcollapse-perf.pl --pid writes it). */
 static size_t frames(const Leash__Control__TaskTree *t, const Leash__Agent__Task *x, char **out,
-                     size_t max)
+                     size_t max, bool with_pid)
 {
     size_t n = 0;
     char  *f;
@@ -558,7 +559,8 @@ static size_t frames(const Leash__Control__TaskTree *t, const Leash__Agent__Task
             out[n++] = f;
         g = g->parent ? find_group(t->snapshot, g->parent) : NULL;
     }
-    if (n < max && (f = strdup(t->name)) != NULL)
+    if (n < max && (with_pid ? asprintf(&f, "%s-%d", t->name, (int)t->pid) >= 0
+                             : (f = strdup(t->name)) != NULL))
         out[n++] = f;
     return n;
 }
@@ -568,7 +570,7 @@ static int cmp_line(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static void print_folded(const Leash__Control__TaskTree *t)
+static void print_folded(const Leash__Control__TaskTree *t, bool with_pid)
 {
     const Leash__Agent__Snapshot *s = t->snapshot;
     /* identical stacks add up: print sorted, counting runs */
@@ -577,7 +579,7 @@ static void print_folded(const Leash__Control__TaskTree *t)
     size_t nl = 0;
     for (size_t i = 0; lines && i < nt; i++) {
         char  *fr[80];
-        size_t n = frames(t, s->tasks[i], fr, 80);
+        size_t n = frames(t, s->tasks[i], fr, 80, with_pid);
         char  *line = NULL;
         size_t len = 0;
         FILE  *m = open_memstream(&line, &len);
@@ -665,7 +667,7 @@ static int print_pprof(const Leash__Control__TaskTree *t)
     for (size_t i = 0; i < nt; i++) {
         const Leash__Agent__Task *x = s->tasks[i];
         char                     *fr[80];
-        size_t                    n = frames(t, x, fr, 80);
+        size_t                    n = frames(t, x, fr, 80, false);
         sm[i] = (Perftools__Profiles__Sample)PERFTOOLS__PROFILES__SAMPLE__INIT;
         sm[i].location_id = &ids[nids];
         vals[i] = 1;
@@ -808,7 +810,7 @@ static int print_pprof(const Leash__Control__TaskTree *t)
     return rc;
 }
 
-int print_tree(Leash__Control__TaskTree *t, enum fmt f)
+int print_tree(Leash__Control__TaskTree *t, enum fmt f, bool several)
 {
     if (t->snapshot)
         sort_tree(t->snapshot);
@@ -817,7 +819,7 @@ int print_tree(Leash__Control__TaskTree *t, enum fmt f)
         print_json_tree(stdout, t);
         printf("\n");
         return 0;
-    case FMT_FOLDED: print_folded(t); return 0;
+    case FMT_FOLDED: print_folded(t, several); return 0;
     case FMT_PPROF: return print_pprof(t);
     default: print_text_tree(t); return 0;
     }
@@ -905,7 +907,7 @@ int print_incident(const Leash__Control__Incident *i, enum fmt f)
         sort_tree(i->tree->snapshot);
     if (f == FMT_FOLDED) {
         if (i->tree)
-            print_folded(i->tree);
+            print_folded(i->tree, false);
         return 0;
     }
     char when[40];

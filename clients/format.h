@@ -24,8 +24,11 @@ bool ps_match(const Leash__Control__Process *p, const char *only);
    JSON. */
 void print_ps(FILE *f, const Leash__Control__Ps *ps, bool json, bool headers, const char *only);
 
-/* Sorts t's snapshot, then prints it. -1 when it could not be written. */
-int print_tree(Leash__Control__TaskTree *t, enum fmt f);
+/* Sorts t's snapshot, then prints it. -1 when it could not be written.
+   several: the output holds more than one process's tree (--all, or a
+   NAME several processes have): folded stacks then name the process
+   NAME-PID in their root frame. */
+int print_tree(Leash__Control__TaskTree *t, enum fmt f, bool several);
 /* The last `last` incidents of l (SIZE_MAX: all). */
 void print_incidents(FILE *f, const Leash__Control__Incidents *l, bool json, bool follow,
                      bool headers, size_t last);

@@ -42,6 +42,7 @@ struct ctl {
     enum fmt              fmt;
     bool                  json; /* fmt is FMT_JSON */
     bool                  headers, all, follow;
+    bool                  several; /* a dump of more than one process (tree_each) */
     const char           *since;
     size_t                last; /* incidents -n; SIZE_MAX: all */
     char                **pos;  /* the arguments after the command */
@@ -381,7 +382,7 @@ static int tree_cb(void *arg, const Leash__Control__Response *r)
     struct ctl *c = arg;
     if (r->resp_case != LEASH__CONTROL__RESPONSE__RESP_TASKS)
         return 1;
-    if (print_tree(r->tasks, c->fmt)) {
+    if (print_tree(r->tasks, c->fmt, c->several)) {
         fprintf(stderr, "leashctl: cannot write the dump\n");
         return 1;
     }
@@ -405,6 +406,7 @@ static int tree_each(struct ctl *c, bool dump)
     }
     if (!p.n && c->fmt == FMT_TEXT)
         printf("(no leashed processes)\n");
+    c->several = c->all || p.n > 1;
     for (size_t i = 0; i < p.n; i++) {
         Leash__Control__Request      req = LEASH__CONTROL__REQUEST__INIT;
         Leash__Control__DumpRequest  dp = LEASH__CONTROL__DUMP_REQUEST__INIT;

@@ -194,6 +194,21 @@ static void processes_are_named_by_pid_or_by_name(void **state)
     assert_int_equal(count(out, "\"name\":\"beta\",\"groups\""), 1);
     assert_int_equal(ctl(&d, out, "dump", "-a"), 0);
     assert_int_equal(count(out, " 5 tasks, "), 3);
+    /* folded stacks of several processes say whose each one is, in the root
+       frame (NAME-PID); one process's keep its name alone */
+    char root[48];
+    assert_int_equal(ctl(&d, out, "dump", "alpha", "--format=folded"), 0);
+    assert_null(strstr(out, "\nalpha;"));
+    snprintf(root, sizeof root, "alpha-%d;group parked;recv_forever;", (int)a1.pid);
+    assert_non_null(strstr(out, root));
+    snprintf(root, sizeof root, "alpha-%d;group parked;recv_forever;", (int)a2.pid);
+    assert_non_null(strstr(out, root));
+    assert_int_equal(ctl(&d, out, "dump", "--all", "--format=folded"), 0);
+    snprintf(root, sizeof root, "beta-%d;group parked;", (int)b.pid);
+    assert_non_null(strstr(out, root));
+    assert_int_equal(ctl(&d, out, "dump", "beta", "--format=folded"), 0);
+    assert_non_null(strstr(out, "beta;group parked;recv_forever;"));
+    assert_null(strstr(out, "beta-"));
     assert_int_equal(ctl(&d, out, "tasks", "beta", "--json"), 0);
     assert_non_null(strstr(out, "\"name\":\"beta\""));
     /* tasks by a shared name: one object per line too, as documented */
