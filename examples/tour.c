@@ -52,7 +52,7 @@ static int recv_within(leash_chan *c, int *v, int64_t ms)
 /* Reports go to the service's own log rather than to stderr. */
 static void to_log(const struct leash_report *r, void *log)
 {
-    fprintf(log, "[leash] %s\n", r->text);
+    fprintf(log, "[leash] %s: %s\n", r->kind, r->detail);
 }
 
 int main(void)

@@ -435,11 +435,13 @@ LEASH_API uint64_t leash_task_id(void);
 
 /* What the library saw (a "report"), as leash_on_report hands it over. */
 struct leash_report {
-    const char *kind;  /* "lock_abandoned", "self_deadlock", "lock_cycle", "unwaited_group",
+    const char *kind;   /* "lock_abandoned", "self_deadlock", "lock_cycle", "unwaited_group",
                           "unclosed_scope", "restart_limit", ... */
-    const char *text;  /* the one-line report as stderr would show it, no newline */
-    uint64_t    task;  /* the task it is about (0: none) */
-    uint64_t    group; /* the group or scope it is about, else that task's group (0: none) */
+    const char *text;   /* the one-line report as stderr would show it, no newline */
+    uint64_t    task;   /* the task it is about (0: none) */
+    uint64_t    group;  /* the group or scope it is about, else that task's group (0: none) */
+    const char *detail; /* text without its "leash[PID]: KIND: " prefix, for a logger
+                           that adds its own (since 0.2) */
 };
 
 /*

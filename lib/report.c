@@ -70,6 +70,7 @@ void leash__report(const char *kind, leash_task *t, struct leash_group *g, const
     leash_text_clean(detail, sizeof detail, detail, SIZE_MAX);
     atomic_fetch_add_explicit(&leash__reports, 1, memory_order_relaxed);
     char line[700];
+    int  pre = snprintf(line, sizeof line, "leash[%d]: %s: ", (int)getpid(), kind);
     int  n = snprintf(line, sizeof line, "leash[%d]: %s: %s\n", (int)getpid(), kind, detail);
     if (n > (int)sizeof line - 1) {
         n = sizeof line - 1;
@@ -83,6 +84,7 @@ void leash__report(const char *kind, leash_task *t, struct leash_group *g, const
             .text = line,
             .task = t ? t->id : 0,
             .group = g ? g->id : 0,
+            .detail = pre >= 0 && pre < n ? line + pre : line + n - 1,
         };
         hook_fn(&r, hook_ctx);
     } else if (!quiet()) {

@@ -118,6 +118,7 @@ static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct seen {
     char     kind[32];
     char     text[700];
+    char     detail[700];
     uint64_t task, group;
     void    *ctx;
 } seen[8];
@@ -130,6 +131,7 @@ static void hook(const struct leash_report *r, void *ctx)
         struct seen *x = &seen[nseen++];
         snprintf(x->kind, sizeof x->kind, "%s", r->kind);
         snprintf(x->text, sizeof x->text, "%s", r->text);
+        snprintf(x->detail, sizeof x->detail, "%s", r->detail);
         x->task = r->task;
         x->group = r->group;
         x->ctx = ctx;
@@ -210,6 +212,12 @@ static void on_report_routes_reports_with_their_task_and_group(void **state)
     assert_ptr_equal(seen[0].ctx, &ctx);
     assert_non_null(strstr(seen[0].text, "self_deadlock"));
     assert_null(strchr(seen[0].text, '\n'));
+    /* the detail is the text without its prefix, for a logger with its own */
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "leash[%d]: self_deadlock: ", (int)getpid());
+    assert_int_equal(strncmp(seen[0].text, prefix, strlen(prefix)), 0);
+    assert_string_equal(seen[0].detail, seen[0].text + strlen(prefix));
+    assert_non_null(strstr(seen[0].detail, "that it already holds"));
 
     /* a task that returns with a group and a scope open: each report
        names the real group (or scope) and the task */
