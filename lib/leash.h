@@ -441,7 +441,7 @@ struct leash_report {
     uint64_t    task;   /* the task it is about (0: none) */
     uint64_t    group;  /* the group or scope it is about, else that task's group (0: none) */
     const char *detail; /* text without its "leash[PID]: KIND: " prefix, for a logger
-                           that adds its own (since 0.2) */
+                           that adds its own (added last: older callers never read it) */
 };
 
 /*
