@@ -293,8 +293,8 @@ static void q_remove(leash_chan *c, struct queue *q, struct sudog *s)
     else
         q->tail = s->prev;
     s->prev = s;
-    if (c->cap)
-        atomic_fetch_sub_explicit(&c->nwaiting, 1, memory_order_relaxed);
+    if (c->cap) /* seq_cst as the increment: the count is read Dekker-fashion */
+        atomic_fetch_sub_explicit(&c->nwaiting, 1, memory_order_seq_cst);
 }
 
 /* The first waiter of q that can still be claimed, claimed and dequeued;
@@ -670,8 +670,13 @@ again:
         leash__unblocked(self);
     fired = atomic_load_explicit(&w.fired, memory_order_acquire);
     if (fired >= 0) {
-        if (sg[fired].err == RETRY)
-            goto again; /* claimed, then its element or room was gone */
+        if (sg[fired].err == RETRY) {
+            /* claimed, then its element or room was gone: from the top,
+               where a cancelled scope fails even a ready case */
+            if ((err = leash__scope_err(self, false)) != 0)
+                goto out;
+            goto again;
+        }
         /* completed, maybe just as we gave up: it counts */
         cases[fired].err = sg[fired].err;
         err = fired;
