@@ -507,6 +507,19 @@ static void *pthread_locker(void *arg)
     return NULL;
 }
 
+/* Two threads taking m n/2 times each: ns per lock+unlock. */
+static double two_lockers(pthread_mutex_t *m, long n)
+{
+    locker_mutex = m;
+    pthread_t a, b;
+    int64_t   t0 = now_ns();
+    pthread_create(&a, NULL, pthread_locker, (void *)(intptr_t)(n / 2));
+    pthread_create(&b, NULL, pthread_locker, (void *)(intptr_t)(n / 2));
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    return (double)(now_ns() - t0) / (double)n;
+}
+
 /* glibc's adaptive mutex (spins a bounded number of tries, then sleeps),
    the policy leash's mutex follows; the default one sleeps at once */
 static pthread_mutex_t pam;
@@ -518,29 +531,14 @@ static double pthread_adaptive_contended(long n)
     pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
     pthread_mutex_init(&pam, &a);
     pthread_mutexattr_destroy(&a);
-    pthread_mutex_t *saved = locker_mutex;
-    locker_mutex = &pam;
-    pthread_t x, y;
-    int64_t   t0 = now_ns();
-    pthread_create(&x, NULL, pthread_locker, (void *)(intptr_t)(n / 2));
-    pthread_create(&y, NULL, pthread_locker, (void *)(intptr_t)(n / 2));
-    pthread_join(x, NULL);
-    pthread_join(y, NULL);
-    double r = (double)(now_ns() - t0) / (double)n;
-    locker_mutex = saved;
+    double r = two_lockers(&pam, n);
     pthread_mutex_destroy(&pam);
     return r;
 }
 
 static double pthread_mutex_contended(long n)
 {
-    pthread_t a, b;
-    int64_t   t0 = now_ns();
-    pthread_create(&a, NULL, pthread_locker, (void *)(intptr_t)(n / 2));
-    pthread_create(&b, NULL, pthread_locker, (void *)(intptr_t)(n / 2));
-    pthread_join(a, NULL);
-    pthread_join(b, NULL);
-    return (double)(now_ns() - t0) / (double)n;
+    return two_lockers(&pm, n);
 }
 
 /* --------------------------------------------------------- cancellation */

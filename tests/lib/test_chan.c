@@ -249,24 +249,6 @@ struct mixed {
     _Atomic int  count;
 };
 
-static int mixed_send_a(void *arg)
-{
-    struct mixed *m = arg;
-    for (int v = 1; v <= 5000; v++)
-        if (leash_chan_send(m->a, &v))
-            return -1;
-    return 0;
-}
-
-static int mixed_send_b(void *arg)
-{
-    struct mixed *m = arg;
-    for (int v = 1; v <= 5000; v++)
-        if (leash_chan_send(m->b, &v))
-            return -1;
-    return 0;
-}
-
 static int mixed_select(void *arg)
 {
     struct mixed     *m = arg;
@@ -312,9 +294,10 @@ static void selects_and_receives_share_buffered_streams(void **state)
     assert_int_equal(leash_go(cons, mixed_select, &m), 0);
     assert_int_equal(leash_go(cons, mixed_select, &m), 0);
     assert_int_equal(leash_go(cons, mixed_recv_a, &m), 0);
+    struct pair pa = {.c = m.a, .n = 5000}, pb = {.c = m.b, .n = 5000};
     assert_int_equal(leash_group_open(&prod, NULL), 0);
-    assert_int_equal(leash_go(prod, mixed_send_a, &m), 0);
-    assert_int_equal(leash_go(prod, mixed_send_b, &m), 0);
+    assert_int_equal(leash_go(prod, producer, &pa), 0);
+    assert_int_equal(leash_go(prod, producer, &pb), 0);
     assert_int_equal(leash_group_wait(prod), 0);
     assert_int_equal(leash_chan_close(m.a), 0);
     assert_int_equal(leash_chan_close(m.b), 0);
