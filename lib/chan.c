@@ -78,9 +78,9 @@ struct sudog {
 };
 
 /* A one-case wait: all that the partner touches (an element of up to 8
-   bytes too), in one cache line. The partner takes the line for writing
-   at once and is done with it in a few instructions, so the waiter's
-   polling does not take it back in between. */
+   bytes too), in one cache line. The partner is done with that line in a
+   few instructions, with no miss on another line in between for the
+   waiter's polling to take it back in. */
 #define INLINE_ELEM 8
 struct one_wait {
     struct wait  w;
@@ -382,29 +382,23 @@ static int try_send(leash_chan *c, const void *elem, int *err)
         *err = -EPIPE;
         return 1;
     }
-    if (c->cap) {
+    if (c->cap)
         settle(c); /* elements already in the ring go first */
-        if (ring_empty(c)) {
-            struct sudog *r = q_claim(c, &c->recvq);
-            if (r) {
-                copy_elem(r->elem, elem, c->elem_size);
-                finish(r, 0);
-                *err = 0;
-                return 1;
-            }
+    /* straight to a waiting receiver, unless the ring holds an element */
+    if (!c->cap || ring_empty(c)) {
+        struct sudog *r = q_claim(c, &c->recvq);
+        if (r) {
+            copy_elem(r->elem, elem, c->elem_size);
+            finish(r, 0);
+            *err = 0;
+            return 1;
         }
-        int r = ring_put(c, elem);
-        *err = r < 0 ? r : 0;
-        return r != 0;
     }
-    struct sudog *r = q_claim(c, &c->recvq);
-    if (r) {
-        copy_elem(r->elem, elem, c->elem_size);
-        finish(r, 0);
-        *err = 0;
-        return 1;
-    }
-    return 0;
+    if (!c->cap)
+        return 0;
+    int r = ring_put(c, elem);
+    *err = r < 0 ? r : 0;
+    return r != 0;
 }
 
 /* Tries to complete a receive at once. c->mu held. 1 done, 0 would block. */
@@ -432,7 +426,8 @@ static int try_recv(leash_chan *c, void *elem, int *err)
 
 /* A waiter just queued (c->mu held) looks at the ring once more: an
    element or room that a lock-free operation made before it saw the
-   waiter. 1 done (the waiter must be dequeued), 0 wait. */
+   waiter. 1 done: the waiter must be dequeued, and then settle the
+   channel (settled before, its own entries could be claimed). 0 wait. */
 static int recheck(leash_chan *c, int op, void *elem, int *err)
 {
     if (!c->cap)
@@ -447,8 +442,6 @@ static int recheck(leash_chan *c, int op, void *elem, int *err)
     *err = 0;
     return 1;
 }
-/* (A waiter that rechecked successfully settles the channel once its own
-   cases are off the queues: settled before, they could be claimed.) */
 
 int leash_chan_close(leash_chan *c)
 {
@@ -662,13 +655,13 @@ again:
         if (c)
             q_remove(c, cases[i].op == LEASH_SEND ? &c->sendq : &c->recvq, &sg[i]);
     }
+    /* final: every case is off its queue, under every lock */
     int fired = atomic_load_explicit(&w.fired, memory_order_acquire);
     if (rechecked)
         settle(cases[fired].chan); /* a recheck took an element or room */
     unlock_all(cs, nc);
     if (recorded)
         leash__unblocked(self);
-    fired = atomic_load_explicit(&w.fired, memory_order_acquire);
     if (fired >= 0) {
         if (sg[fired].err == RETRY) {
             /* claimed, then its element or room was gone: from the top,

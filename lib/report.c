@@ -70,8 +70,9 @@ void leash__report(const char *kind, leash_task *t, struct leash_group *g, const
     leash_text_clean(detail, sizeof detail, detail, SIZE_MAX);
     atomic_fetch_add_explicit(&leash__reports, 1, memory_order_relaxed);
     char line[700];
-    int  pre = snprintf(line, sizeof line, "leash[%d]: %s: ", (int)getpid(), kind);
-    int  n = snprintf(line, sizeof line, "leash[%d]: %s: %s\n", (int)getpid(), kind, detail);
+    /* the prefix fits: kinds are the library's own short words */
+    int pre = snprintf(line, sizeof line, "leash[%d]: %s: ", (int)getpid(), kind);
+    int n = pre + snprintf(line + pre, sizeof line - (size_t)pre, "%s\n", detail);
     if (n > (int)sizeof line - 1) {
         n = sizeof line - 1;
         line[n - 1] = '\n';
@@ -84,7 +85,7 @@ void leash__report(const char *kind, leash_task *t, struct leash_group *g, const
             .text = line,
             .task = t ? t->id : 0,
             .group = g ? g->id : 0,
-            .detail = pre >= 0 && pre < n ? line + pre : line + n - 1,
+            .detail = line + pre,
         };
         hook_fn(&r, hook_ctx);
     } else if (!quiet()) {
