@@ -287,14 +287,18 @@ static void a_report_cut_to_its_size_ends_on_a_whole_character(void **state)
     assert_int_equal(leash_group_wait(g), 0);
     leash_on_report(NULL, NULL);
     assert_int_equal(seen_count(), 3);
-    assert_non_null(strstr(seen[2].text, "/home/jos?/worker.c"));
+    /* the three tasks run at once: their reports come in any order */
+    int latin1 = 0;
     for (int i = 0; i < 3; i++) {
         assert_string_equal(seen[i].kind, "unwaited_group");
-        if (i < 2)
+        if (strstr(seen[i].text, "/home/jos?/worker.c"))
+            latin1++;
+        else
             assert_true(strlen(seen[i].text) > 500); /* it was cut */
         if (!leash_text_is_clean(seen[i].text))
             fail_msg("report %d is not whole UTF-8: %s", i, seen[i].text);
     }
+    assert_int_equal(latin1, 1);
     assert_nothing_leaked();
 }
 
