@@ -190,7 +190,9 @@ int leash_snapshot_take(struct leash_snapshot *s)
         for (leash_task *t = g->tasks; t && !err; t = t->gnext)
             err = snap_task(s, t, now);
         leash__unlock(&g->mu);
-        for (leash_task *t = leash__pool_queue_locked(); t && !err; t = t->qnext)
+        void *cursor = NULL;
+        for (leash_task *t = leash__pool_queued_next(NULL, &cursor); t && !err;
+             t = leash__pool_queued_next(t, &cursor))
             if (t->group == g)
                 err = snap_task(s, t, now);
         leash__pool_unlock();

@@ -289,8 +289,10 @@ struct leash_group {
     int64_t             deadline_ns;    /* effective: min of own and parent's */
     struct leash_group *deadline_owner; /* whose deadline that is */
 
-    leash__lock_t mu;    /* guards what follows */
-    leash_task   *tasks; /* children alive (queued or running) */
+    /* on a line of its own with the list: the workers that list and unlist
+       children write it, while a spawner reads what is above */
+    _Alignas(64) leash__lock_t mu; /* guards what follows */
+    leash_task *tasks;             /* children alive (queued or running) */
     /* children counted in (by spawners) and out (by workers, under mu), on
        cache lines of their own: a spawner and the worker running the
        children do not trade one line for every child. Alive: spawned - ended. */
@@ -419,12 +421,13 @@ bool leash__pool_can_run_here(bool interrupt);
 bool leash__pool_run_one_of(struct leash_group *g, leash_task *self);
 void leash__pool_park_begin(leash_task *t);
 void leash__pool_park_end(leash_task *t);
-/* The queue's lock, and its first task (lock held; chained by qnext): a
-   dump walks a group's list and the queue under it, so that a task moving
-   from one to the other is seen once. */
+/* The locks of the queue and of every worker's batch, and the tasks queued
+   in either (lock held; start with NULL and a cursor set to NULL): a dump
+   walks a group's list and the queued tasks under them, so that a task
+   moving from one to the other is seen once. */
 void        leash__pool_lock(void);
 void        leash__pool_unlock(void);
-leash_task *leash__pool_queue_locked(void);
+leash_task *leash__pool_queued_next(leash_task *t, void **cursor);
 /* How often the timer thread checks that queued tasks move. */
 #define LEASH__MONITOR_NS (5LL * 1000 * 1000)
 /* The timer thread's check; returns when it wants to run again. */

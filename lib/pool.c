@@ -7,6 +7,18 @@
  * fewer workers run tasks than there are CPUs. So a burst of spawns is
  * drained by the workers already running, with no syscall per task.
  *
+ * A worker takes the whole queue at once when it finds more than one task
+ * there: the first to run, the rest as its batch. Taking one task at a time,
+ * a worker that keeps pace with a spawning loop met the spawner on the
+ * queue's lock for every task, and the loop ran at a sixth of its speed. A
+ * batch is the worker's, under its own lock; it is still queued, and a dump
+ * (which takes every batch's lock with the queue's) finds it there. Its tasks
+ * go on their groups' lists one by one as the worker runs them. An idle
+ * worker takes the older half of another's batch (Go's runqsteal), and a
+ * batch goes back to the queue when the task running ahead of it parks
+ * inside leash, or when the monitor finds its worker has started no task
+ * for MONITOR_NS.
+ *
  * A queued task must never wait for ever behind tasks that block, so:
  * - a task that parks inside leash (leash__park) stops counting as running,
  *   and wakes a worker if the queue needs one;
@@ -25,18 +37,32 @@
 
 #define RETIRE_NS      (10LL * 1000000000)
 #define STEAL_DELAY_NS 3000 /* see worker_main */
+#define TAKE_NOW       32   /* a queue this long is taken at once */
+#define POLL_EVERY     32   /* pauses between a spinner's looks at the queue */
 
 struct worker {
     _Atomic uint32_t word; /* 0 parked, 1 woken */
     struct worker   *next; /* parked stack */
     struct worker   *prev;
     struct worker   *anext, *aprev; /* every worker (pool.all) */
+    /* its batch: queued tasks, chained by qnext; under bmu (batch is read
+       unlocked only by its own worker, to skip the lock when empty) */
+    leash__lock_t       bmu;
+    leash_task *_Atomic batch;
+    leash_task         *btail;
+    unsigned            nbatch;
+    _Atomic uint64_t    began;     /* tasks started from worker_main */
+    uint64_t            mon_began; /* the monitor's last look (under pool.mu) */
+    int64_t             mon_since;
 };
+
+static _Thread_local struct worker *me; /* this thread's, if it is a worker */
 
 static struct {
     leash__lock_t    mu;
     leash_task      *head, *tail;
     _Atomic unsigned qlen;    /* read unlocked by spinning workers and the monitor */
+    _Atomic unsigned batched; /* workers with a batch */
     _Atomic unsigned awake;   /* idle workers not parked (written under mu) */
     _Atomic unsigned running; /* workers running a task that is not parked in leash */
     _Atomic unsigned spinning;
@@ -68,6 +94,111 @@ static leash_task *pop_locked(void)
         add(&pool.qlen, -1);
         atomic_fetch_add_explicit(&pool.pops, 1, memory_order_relaxed);
     }
+    return t;
+}
+
+/* Sets w's batch (w->bmu held; it had none). */
+static void batch_set(struct worker *w, leash_task *first, leash_task *last, unsigned n)
+{
+    last->qnext = NULL;
+    atomic_store_explicit(&w->batch, first, memory_order_relaxed);
+    w->btail = last;
+    w->nbatch = n;
+    /* seq_cst: pairs with the monitor's clearing `monitoring`, then
+       reading this */
+    atomic_fetch_add_explicit(&pool.batched, 1, memory_order_seq_cst);
+}
+
+/* Takes w's whole batch back to the head of the queue: its tasks are the
+   oldest there (mu held). */
+static bool batch_give_back_locked(struct worker *w)
+{
+    leash__lock(&w->bmu);
+    leash_task *first = atomic_load_explicit(&w->batch, memory_order_relaxed);
+    if (first) {
+        w->btail->qnext = pool.head;
+        if (!pool.head)
+            pool.tail = w->btail;
+        pool.head = first;
+        atomic_fetch_add_explicit(&pool.qlen, w->nbatch, memory_order_seq_cst);
+        atomic_store_explicit(&w->batch, NULL, memory_order_relaxed);
+        w->nbatch = 0;
+        add(&pool.batched, -1);
+    }
+    leash__unlock(&w->bmu);
+    return first != NULL;
+}
+
+/* For an idle worker w: the older half of another worker's batch, the first
+   of it to run now, the rest as w's batch (mu held). */
+static leash_task *steal_locked(struct worker *w)
+{
+    for (struct worker *v = pool.all; v; v = v->anext) {
+        if (v == w || !atomic_load_explicit(&v->batch, memory_order_relaxed))
+            continue;
+        leash__lock(&v->bmu);
+        leash_task *first = atomic_load_explicit(&v->batch, memory_order_relaxed), *last = first;
+        unsigned    m = (v->nbatch + 1) / 2;
+        if (first) {
+            for (unsigned i = 1; i < m; i++)
+                last = last->qnext;
+            atomic_store_explicit(&v->batch, last->qnext, memory_order_relaxed);
+            v->nbatch -= m;
+            if (!v->nbatch)
+                add(&pool.batched, -1);
+        }
+        leash__unlock(&v->bmu);
+        if (!first)
+            continue;
+        /* in neither batch for now: a dump holds mu, as this does */
+        leash_task *rest = first->qnext;
+        first->qnext = NULL;
+        if (m > 1) {
+            leash__lock(&w->bmu);
+            batch_set(w, rest, last, m - 1);
+            leash__unlock(&w->bmu);
+        }
+        atomic_fetch_add_explicit(&pool.pops, 1, memory_order_relaxed);
+        leash__task_begin(first); /* on its list before mu lets go */
+        return first;
+    }
+    return NULL;
+}
+
+/* A worker's next task (mu held): the queue's first, with the rest of the
+   queue as its batch; else half of another's batch. */
+static leash_task *take_locked(struct worker *w)
+{
+    leash_task *t = pop_locked();
+    if (!t)
+        return rd(&pool.batched) ? steal_locked(w) : NULL;
+    leash__task_begin(t); /* on its list before the queue lets go */
+    if (pool.head) {
+        unsigned n = rd(&pool.qlen);
+        leash__lock(&w->bmu);
+        batch_set(w, pool.head, pool.tail, n);
+        leash__unlock(&w->bmu);
+        pool.head = pool.tail = NULL;
+        add(&pool.qlen, -(int)n);
+        atomic_fetch_add_explicit(&pool.pops, n, memory_order_relaxed);
+    }
+    return t;
+}
+
+/* The next task of this worker's batch, on its group's list. */
+static leash_task *batch_pop(struct worker *w)
+{
+    if (!atomic_load_explicit(&w->batch, memory_order_relaxed))
+        return NULL;
+    leash__lock(&w->bmu);
+    leash_task *t = atomic_load_explicit(&w->batch, memory_order_relaxed);
+    if (t) {
+        atomic_store_explicit(&w->batch, t->qnext, memory_order_relaxed);
+        if (!--w->nbatch)
+            add(&pool.batched, -1);
+        leash__task_begin(t); /* on its list before the batch lets go */
+    }
+    leash__unlock(&w->bmu);
     return t;
 }
 
@@ -237,6 +368,7 @@ bool leash__pool_run_one_of(struct leash_group *g, leash_task *self)
 static void *worker_main(void *arg)
 {
     struct worker *w = arg; /* heap, not stack: a waker may touch it after we park */
+    me = w;
     leash__lock(&pool.mu);
     w->aprev = NULL;
     w->anext = pool.all;
@@ -244,19 +376,27 @@ static void *worker_main(void *arg)
         pool.all->aprev = w;
     pool.all = w;
     for (;;) {
-        leash_task *t = pop_locked();
+        leash_task *t = take_locked(w);
         if (t) {
-            leash__task_begin(t); /* on its list before the queue lets go */
             add(&pool.awake, -1);
             add(&pool.running, 1);
             leash__unlock(&pool.mu);
-            run(t);
+            /* a batch waits behind t: the monitor must watch it */
+            if (atomic_load_explicit(&w->batch, memory_order_relaxed) &&
+                !atomic_load_explicit(&pool.monitoring, memory_order_seq_cst))
+                leash__monitor_kick();
+            do {
+                atomic_fetch_add_explicit(&w->began, 1, memory_order_relaxed);
+                run(t);
+            } while ((t = batch_pop(w)));
             /* from running to awake in one step under mu: a spawn in
                between must not see neither and make a thread */
             leash__lock(&pool.mu);
             add(&pool.running, -1);
             add(&pool.awake, 1);
-            continue;
+            if (rd(&pool.qlen) >= TAKE_NOW)
+                continue;
+            /* a short queue waits to grow, as below */
         }
         leash__unlock(&pool.mu);
 
@@ -267,17 +407,21 @@ static void *worker_main(void *arg)
         if (spin_max &&
             atomic_fetch_add_explicit(&pool.spinning, 1, memory_order_relaxed) + rd(&pool.running) <
                 (unsigned)leash__ncpu() - 1) {
-            /* A queue no longer than the CPUs is likely its spawner's: a
-               spawner that waits for its group runs the children itself,
-               on its own CPU and with no wake-up to pay, unless a spinner
-               takes them first. So a spinner leaves a short queue alone
-               for STEAL_DELAY_NS (Go's thieves wait 3 us before taking a
-               P's next goroutine, runtime.runqgrab), and takes a long one
-               at once. */
+            /* A short queue is likely its spawner's, still spawning or
+               about to wait: a spawner that waits for its group runs the
+               children itself, on its own CPU and with no wake-up to pay,
+               unless a spinner takes them first; one still spawning has a
+               batch for the spinner a little later, rather than meeting it
+               on the queue's lock for every task. So a spinner leaves a
+               queue shorter than TAKE_NOW alone for STEAL_DELAY_NS (Go's
+               thieves wait 3 us before taking a P's next goroutine,
+               runtime.runqgrab), and takes a long one at once. It looks
+               every POLL_EVERY pauses: each look pulls the line the
+               spawner writes. */
             int64_t seen = 0;
-            for (int i = 0; i < spin_max; i++) {
+            for (int i = 0; i < spin_max; i += POLL_EVERY) {
                 unsigned q = rd(&pool.qlen);
-                if (q > (unsigned)leash__ncpu())
+                if (q >= TAKE_NOW || rd(&pool.batched))
                     break;
                 if (!q) {
                     seen = 0;
@@ -288,14 +432,15 @@ static void *worker_main(void *arg)
                     else if (now - seen >= STEAL_DELAY_NS)
                         break;
                 }
-                leash__cpu_relax();
+                for (int j = 0; j < POLL_EVERY; j++)
+                    leash__cpu_relax();
             }
         }
         if (spin_max)
             add(&pool.spinning, -1);
 
         leash__lock(&pool.mu);
-        if (pool.head)
+        if (pool.head || rd(&pool.batched))
             continue;
         add(&pool.awake, -1);
         atomic_store_explicit(&w->word, 0, memory_order_relaxed);
@@ -340,7 +485,8 @@ static void *worker_main(void *arg)
    the caller itself keeps busy: a root thread spawning uses one. */
 static bool short_handed(unsigned busy)
 {
-    return pool.head && rd(&pool.awake) == 0 && rd(&pool.running) + busy < (unsigned)leash__ncpu();
+    return (pool.head || rd(&pool.batched)) && rd(&pool.awake) == 0 &&
+           rd(&pool.running) + busy < (unsigned)leash__ncpu();
 }
 
 int leash__pool_submit(leash_task *t, bool caller_root)
@@ -370,11 +516,15 @@ void leash__pool_park_begin(leash_task *t)
     if (t->root)
         return;
     add(&pool.running, -1);
-    if (!rd(&pool.qlen))
+    bool batch = me && atomic_load_explicit(&me->batch, memory_order_relaxed);
+    if (!batch && !rd(&pool.qlen))
         return;
     /* this worker's CPU is free now: if tasks wait and nobody is awake to
-       take them, wake somebody */
+       take them, wake somebody. Its batch must not wait for t: back to the
+       queue it goes. */
     leash__lock(&pool.mu);
+    if (batch)
+        batch_give_back_locked(me);
     if (short_handed(0))
         add_worker_unlock();
     else
@@ -387,14 +537,44 @@ void leash__pool_park_end(leash_task *t)
         add(&pool.running, 1);
 }
 
+/* Gives back to the queue the batch of a worker that has started no task
+   for MONITOR_NS (it runs a task that spins, or blocks outside leash);
+   whether a batch is left to watch. */
+static bool watch_batches(int64_t now)
+{
+    if (!atomic_load_explicit(&pool.batched, memory_order_seq_cst))
+        return false;
+    bool watching = false, moved = false;
+    leash__lock(&pool.mu);
+    for (struct worker *w = pool.all; w; w = w->anext) {
+        if (!atomic_load_explicit(&w->batch, memory_order_relaxed))
+            continue;
+        uint64_t began = atomic_load_explicit(&w->began, memory_order_relaxed);
+        if (began != w->mon_began || !w->mon_since) {
+            w->mon_began = began;
+            w->mon_since = now;
+            watching = true;
+        } else if (now - w->mon_since < LEASH__MONITOR_NS) {
+            watching = true;
+        } else {
+            moved |= batch_give_back_locked(w);
+        }
+    }
+    if (moved)
+        add_worker_unlock(); /* its worker is stuck: one more runs the batch */
+    else
+        leash__unlock(&pool.mu);
+    return watching;
+}
+
 int64_t leash__pool_monitor(int64_t now)
 {
     static uint64_t last_pops;
     static int64_t  last_change;
     uint64_t        pops = atomic_load_explicit(&pool.pops, memory_order_relaxed);
-    if (!atomic_load_explicit(&pool.qlen, memory_order_seq_cst)) {
+    if (!watch_batches(now) && !atomic_load_explicit(&pool.qlen, memory_order_seq_cst)) {
         atomic_store_explicit(&pool.monitoring, 0, memory_order_seq_cst);
-        if (!atomic_load_explicit(&pool.qlen, memory_order_seq_cst)) {
+        if (!watch_batches(now) && !atomic_load_explicit(&pool.qlen, memory_order_seq_cst)) {
             last_pops = pops;
             last_change = now;
             return INT64_MAX;
@@ -417,19 +597,42 @@ int64_t leash__pool_monitor(int64_t now)
     return last_change + LEASH__MONITOR_NS;
 }
 
+/* The queue's lock and every batch's: what is queued stays where it is. */
 void leash__pool_lock(void)
 {
     leash__lock(&pool.mu);
+    for (struct worker *w = pool.all; w; w = w->anext)
+        leash__lock(&w->bmu);
 }
 
 void leash__pool_unlock(void)
 {
+    for (struct worker *w = pool.all; w; w = w->anext)
+        leash__unlock(&w->bmu);
     leash__unlock(&pool.mu);
 }
 
-leash_task *leash__pool_queue_locked(void)
+/* The queue, then each worker's batch. */
+leash_task *leash__pool_queued_next(leash_task *t, void **cursor)
 {
-    return pool.head;
+    struct worker *w = *cursor;
+    if (t && t->qnext)
+        return t->qnext;
+    if (!t) {
+        w = NULL;
+        if (pool.head) {
+            *cursor = NULL;
+            return pool.head;
+        }
+    }
+    for (w = w ? w->anext : pool.all; w; w = w->anext) {
+        leash_task *b = atomic_load_explicit(&w->batch, memory_order_relaxed);
+        if (b) {
+            *cursor = w;
+            return b;
+        }
+    }
+    return NULL;
 }
 
 void leash__pool_atfork(int phase)
@@ -448,6 +651,13 @@ void leash__pool_atfork(int phase)
         pool.mu = (leash__lock_t)LEASH__LOCK_INIT;
         pool.head = pool.tail = NULL;
         pool.parked = NULL;
+        /* the parent's batches are the parent's, as its queue is */
+        for (struct worker *w = pool.all; w; w = w->anext) {
+            w->bmu = (leash__lock_t)LEASH__LOCK_INIT;
+            atomic_store(&w->batch, NULL);
+            w->nbatch = 0;
+        }
+        atomic_store(&pool.batched, 0);
         /* pool.all stays: the parent's workers in it are never woken, and
            a forking worker that retires here unlinks itself from it */
         atomic_store(&pool.qlen, 0);

@@ -403,6 +403,58 @@ static void dumps_racing_groups_that_are_waited_and_freed_read_nothing_freed(voi
     pthread_join(t, NULL);
 }
 
+struct stuck_readers {
+    int         fd;
+    _Atomic int entered;
+};
+
+static int read_until_told(void *arg)
+{
+    struct stuck_readers *r = arg;
+    char                  c;
+    atomic_fetch_add(&r->entered, 1);
+    return read(r->fd, &c, 1) == 1 ? 0 : -EIO; /* blocked outside leash */
+}
+
+/* A task waiting for a thread is in the pool's queue or in a worker's batch,
+   and moves from one to the other (a stuck worker's batch goes back to the
+   queue) and then to its group's list: each dump shows it once, wherever it
+   is. Every task here blocks outside leash, so the workers that take them
+   get stuck with batches behind them. */
+static void a_dump_shows_each_waiting_task_once_wherever_it_waits(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, NULL), 0);
+    struct stuck_readers r = {.fd = p[0]};
+    enum { N = 40 };
+    for (int i = 0; i < N; i++)
+        assert_int_equal(leash_go(g, read_until_told, &r), 0);
+    int64_t until = mono_ms() + TEST_WAIT_MS;
+    int     dumps = 0;
+    do {
+        char *d = dump_json();
+        assert_non_null(d);
+        int n = 0;
+        for (const char *q = d; (q = strstr(q, "\"fn\":\"read_until_told\"")) != NULL; q++)
+            n++;
+        free(d);
+        if (n != N)
+            fail_msg("dump %d showed %d of the %d tasks", dumps, n, N);
+        if (mono_ms() > until)
+            fail_msg("only %d of %d tasks started", atomic_load(&r.entered), N);
+        dumps++;
+    } while (atomic_load(&r.entered) < N);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(write(p[1], "x", 1), 1);
+    assert_int_equal(leash_group_wait(g), 0);
+    close(p[0]);
+    close(p[1]);
+    assert_nothing_leaked();
+}
+
 /* Sites are the compiler's file names, which may hold quotes and
    backslashes (a #line directive, a generated file): the JSON dump stays
    JSON. park_at_an_odd_site is at the end of this file, under such a #line. */
@@ -440,6 +492,7 @@ int main(void)
         cmocka_unit_test(a_dump_copies_the_name_of_a_channel_freed_as_its_call_returns),
         cmocka_unit_test(a_dump_copies_the_name_of_a_group_freed_as_its_wait_returns),
         cmocka_unit_test(dumps_racing_groups_that_are_waited_and_freed_read_nothing_freed),
+        cmocka_unit_test(a_dump_shows_each_waiting_task_once_wherever_it_waits),
         cmocka_unit_test(json_dump_escapes_a_site_with_quotes_and_backslashes),
     };
     /* the report test reads LEASH_REPORT itself, before any report is made */

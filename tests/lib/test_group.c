@@ -646,6 +646,81 @@ static void queued_task_runs_while_every_worker_is_blocked_outside_leash(void **
     assert_nothing_leaked();
 }
 
+/* Every task blocks in a foreign call until all have started. A worker that
+   takes a task from a long queue takes a batch with it; the batch must not
+   wait behind a task that never returns to leash. */
+static void a_batch_never_waits_behind_a_task_blocked_outside_leash(void **state)
+{
+    (void)state;
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, NULL), 0);
+    struct foreign_readers r = {.fd = p[0]};
+    enum { N = 40 }; /* a queue long enough that workers take batches of it */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(leash_go(g, read_pipe, &r), 0);
+    wait_count(&r.entered, N);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(write(p[1], "x", 1), 1);
+    assert_int_equal(leash_group_wait(g), 0);
+    close(p[0]);
+    close(p[1]);
+    assert_nothing_leaked();
+}
+
+/* Spawners and workers trade tasks in every way the pool has: a worker
+   takes the queue whole, idle workers take halves of its batch, a task that
+   sleeps gives its worker's batch back to the queue. Each task runs once. */
+enum { TRADERS = 3, TRADE_GROUPS = 30, TRADE_TASKS = 150 };
+
+static _Atomic int trade_runs[TRADERS][TRADE_TASKS * TRADE_GROUPS];
+
+static int trade_one(void *arg)
+{
+    _Atomic int *slot = arg;
+    if (atomic_fetch_add(slot, 1) == 0 && (slot - &trade_runs[0][0]) % 16 == 0)
+        leash_sleep(1); /* parks: its worker's batch goes back */
+    return 0;
+}
+
+static void *trader(void *arg)
+{
+    _Atomic int *runs = arg;
+    for (int k = 0; k < TRADE_GROUPS; k++) {
+        leash_group *g;
+        if (leash_group_open(&g, NULL) != 0)
+            return (void *)1;
+        for (int i = 0; i < TRADE_TASKS; i++)
+            if (leash_go(g, trade_one, &runs[k * TRADE_TASKS + i]) != 0)
+                return (void *)1;
+        if (leash_group_wait(g) != 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void every_task_runs_once_while_workers_trade_batches(void **state)
+{
+    (void)state;
+    memset(trade_runs, 0, sizeof trade_runs);
+    pthread_t th[TRADERS];
+    for (int i = 0; i < TRADERS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, trader, trade_runs[i]), 0);
+    for (int i = 0; i < TRADERS; i++) {
+        void *rc;
+        assert_int_equal(pthread_join(th[i], &rc), 0);
+        assert_null(rc);
+    }
+    for (int i = 0; i < TRADERS; i++)
+        for (int j = 0; j < TRADE_TASKS * TRADE_GROUPS; j++)
+            if (atomic_load(&trade_runs[i][j]) != 1)
+                fail_msg("task %d of spawner %d ran %d times", j, i,
+                         atomic_load(&trade_runs[i][j]));
+    wait_tasks_ended();
+    assert_nothing_leaked();
+}
+
 #define SPAWNS 2000
 
 static pid_t tids[SPAWNS];
@@ -926,6 +1001,8 @@ int main(void)
         cmocka_unit_test(bad_arguments_are_refused),
         cmocka_unit_test(wait_is_never_cut_short),
         cmocka_unit_test(queued_task_runs_while_every_worker_is_blocked_outside_leash),
+        cmocka_unit_test(a_batch_never_waits_behind_a_task_blocked_outside_leash),
+        cmocka_unit_test(every_task_runs_once_while_workers_trade_batches),
         cmocka_unit_test(steady_state_spawns_make_no_threads),
     };
     return cmocka_run_group_tests_name("group", tests, quiet_setup, NULL);
