@@ -330,11 +330,17 @@ static void leakcheck_fails_a_process_that_exits_with_a_live_task(void **state)
     st = run_child("clean", "LEASH_LEAKCHECK=1", err, sizeof err);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
-    /* in a forked child too: the task that forked is not counted there */
+#if !defined(__SANITIZE_ADDRESS__)
+    /* in a forked child too: the task that forked is not counted there.
+       Not under ASan: its allocator in this toolchain (GCC 12's
+       libsanitizer) takes no lock around fork, so the forked child hung in
+       malloc once in about 180 runs, when another thread allocated at the
+       fork (as in test_fork). */
     st = run_child("forkleak", "LEASH_LEAKCHECK=1", err, sizeof err);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     assert_non_null(strstr(err, "LEASH_LEAKCHECK: 1 task(s) still alive"));
+#endif
     /* a task that calls exit() itself is not a task left behind */
     st = run_child("exit", "LEASH_LEAKCHECK=1", err, sizeof err);
     assert_true(WIFEXITED(st));
