@@ -135,6 +135,21 @@ static inline void wait_task(const char *fn)
     }
 }
 
+/* Tasks that count themselves in, then block in read(2) on fd until a
+   byte comes: a foreign call, which leash cannot see. */
+struct foreign_readers {
+    int         fd;
+    _Atomic int entered;
+};
+
+static inline int read_pipe(void *arg)
+{
+    struct foreign_readers *r = arg;
+    char                    c;
+    atomic_fetch_add(&r->entered, 1);
+    return read(r->fd, &c, 1) == 1 ? 0 : -EIO;
+}
+
 /* Waits until *counter reaches n (a task counts itself in when it gets
    where the test needs it). */
 static inline void wait_count(_Atomic int *counter, int n)

@@ -403,19 +403,6 @@ static void dumps_racing_groups_that_are_waited_and_freed_read_nothing_freed(voi
     pthread_join(t, NULL);
 }
 
-struct stuck_readers {
-    int         fd;
-    _Atomic int entered;
-};
-
-static int read_until_told(void *arg)
-{
-    struct stuck_readers *r = arg;
-    char                  c;
-    atomic_fetch_add(&r->entered, 1);
-    return read(r->fd, &c, 1) == 1 ? 0 : -EIO; /* blocked outside leash */
-}
-
 /* A task waiting for a thread is in the pool's queue or in a worker's batch,
    and moves from one to the other (a stuck worker's batch goes back to the
    queue) and then to its group's list: each dump shows it once, wherever it
@@ -428,17 +415,17 @@ static void a_dump_shows_each_waiting_task_once_wherever_it_waits(void **state)
     assert_int_equal(pipe(p), 0);
     leash_group *g;
     assert_int_equal(leash_group_open(&g, NULL), 0);
-    struct stuck_readers r = {.fd = p[0]};
+    struct foreign_readers r = {.fd = p[0]};
     enum { N = 40 };
     for (int i = 0; i < N; i++)
-        assert_int_equal(leash_go(g, read_until_told, &r), 0);
+        assert_int_equal(leash_go(g, read_pipe, &r), 0);
     int64_t until = mono_ms() + TEST_WAIT_MS;
     int     dumps = 0;
     do {
         char *d = dump_json();
         assert_non_null(d);
         int n = 0;
-        for (const char *q = d; (q = strstr(q, "\"fn\":\"read_until_told\"")) != NULL; q++)
+        for (const char *q = d; (q = strstr(q, "\"fn\":\"read_pipe\"")) != NULL; q++)
             n++;
         free(d);
         if (n != N)

@@ -597,20 +597,6 @@ static void wait_is_never_cut_short(void **state)
     deadline_test(cut_round, NULL);
 }
 
-struct foreign_readers {
-    int         fd;
-    _Atomic int entered;
-};
-
-static int read_pipe(void *arg)
-{
-    struct foreign_readers *r = arg;
-    char                    c;
-    atomic_fetch_add(&r->entered, 1);
-    /* a foreign call: leash cannot see that this task is blocked */
-    return read(r->fd, &c, 1) == 1 ? 0 : -EIO;
-}
-
 static int say_hello(void *arg)
 {
     int v = 42;
