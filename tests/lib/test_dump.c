@@ -407,7 +407,9 @@ static void dumps_racing_groups_that_are_waited_and_freed_read_nothing_freed(voi
    and moves from one to the other (a stuck worker's batch goes back to the
    queue) and then to its group's list: each dump shows it once, wherever it
    is. Every task here blocks outside leash, so the workers that take them
-   get stuck with batches behind them. */
+   get stuck with batches behind them; the monitor gives those back (without
+   it, the tasks never all start, and so does queued_task_runs_while_every_
+   worker_is_blocked_outside_leash in test_group). */
 static void a_dump_shows_each_waiting_task_once_wherever_it_waits(void **state)
 {
     (void)state;

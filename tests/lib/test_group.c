@@ -632,29 +632,6 @@ static void queued_task_runs_while_every_worker_is_blocked_outside_leash(void **
     assert_nothing_leaked();
 }
 
-/* Every task blocks in a foreign call until all have started. A worker that
-   takes a task from a long queue takes a batch with it; the batch must not
-   wait behind a task that never returns to leash. */
-static void a_batch_never_waits_behind_a_task_blocked_outside_leash(void **state)
-{
-    (void)state;
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    leash_group *g;
-    assert_int_equal(leash_group_open(&g, NULL), 0);
-    struct foreign_readers r = {.fd = p[0]};
-    enum { N = 40 }; /* a queue long enough that workers take batches of it */
-    for (int i = 0; i < N; i++)
-        assert_int_equal(leash_go(g, read_pipe, &r), 0);
-    wait_count(&r.entered, N);
-    for (int i = 0; i < N; i++)
-        assert_int_equal(write(p[1], "x", 1), 1);
-    assert_int_equal(leash_group_wait(g), 0);
-    close(p[0]);
-    close(p[1]);
-    assert_nothing_leaked();
-}
-
 /* Spawners and workers trade tasks in every way the pool has: a worker
    takes the queue whole, idle workers take halves of its batch, a task that
    sleeps gives its worker's batch back to the queue. Each task runs once. */
@@ -987,7 +964,6 @@ int main(void)
         cmocka_unit_test(bad_arguments_are_refused),
         cmocka_unit_test(wait_is_never_cut_short),
         cmocka_unit_test(queued_task_runs_while_every_worker_is_blocked_outside_leash),
-        cmocka_unit_test(a_batch_never_waits_behind_a_task_blocked_outside_leash),
         cmocka_unit_test(every_task_runs_once_while_workers_trade_batches),
         cmocka_unit_test(steady_state_spawns_make_no_threads),
     };
