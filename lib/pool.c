@@ -97,6 +97,14 @@ static leash_task *pop_locked(void)
     return t;
 }
 
+/* A worker's batch is empty now (its bmu held). seq_cst: a batch given back
+   to the queue adds to qlen first, and the monitor, which reads `batched`
+   then qlen, must not see the batch gone and the queue still empty. */
+static void batch_ended(void)
+{
+    atomic_fetch_sub_explicit(&pool.batched, 1, memory_order_seq_cst);
+}
+
 /* Sets w's batch (w->bmu held; it had none). */
 static void batch_set(struct worker *w, leash_task *first, leash_task *last, unsigned n)
 {
@@ -123,7 +131,7 @@ static bool batch_give_back_locked(struct worker *w)
         atomic_fetch_add_explicit(&pool.qlen, w->nbatch, memory_order_seq_cst);
         atomic_store_explicit(&w->batch, NULL, memory_order_relaxed);
         w->nbatch = 0;
-        add(&pool.batched, -1);
+        batch_ended();
     }
     leash__unlock(&w->bmu);
     return first != NULL;
@@ -145,7 +153,7 @@ static leash_task *steal_locked(struct worker *w)
             atomic_store_explicit(&v->batch, last->qnext, memory_order_relaxed);
             v->nbatch -= m;
             if (!v->nbatch)
-                add(&pool.batched, -1);
+                batch_ended();
         }
         leash__unlock(&v->bmu);
         if (!first)
@@ -195,7 +203,7 @@ static leash_task *batch_pop(struct worker *w)
     if (t) {
         atomic_store_explicit(&w->batch, t->qnext, memory_order_relaxed);
         if (!--w->nbatch)
-            add(&pool.batched, -1);
+            batch_ended();
         leash__task_begin(t); /* on its list before the batch lets go */
     }
     leash__unlock(&w->bmu);
