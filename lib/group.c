@@ -2,10 +2,12 @@
  * group.c: groups, spawning, joining, cancellation and the cancellation
  * points that are not about channels or locks.
  *
- * Lock order: leash__groups_mu, then the pool's queue lock, then a parent
- * group's mu, then its kids' mu (cancellation walks down the tree holding
- * each level). The timer and the interrupt registry take group locks after
- * their own; a worker takes a task's group lock under the queue lock.
+ * Lock order: leash__groups_mu, then the pool's queue lock, then a
+ * worker's batch lock, then a parent group's mu, then its kids' mu
+ * (cancellation walks down the tree holding each level). The timer and the
+ * interrupt registry take group locks after their own; a worker takes a
+ * task's group lock under the queue lock, or under its batch lock for a
+ * task of its batch (pool.c).
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -487,9 +489,10 @@ int leash_try_go_at(leash_group *g, int (*fn)(void *), void *arg, const char *fn
     return leash__go(g, fn, arg, fn_name, file, line, true);
 }
 
-/* The worker puts t on its group's list while it holds the pool's queue
-   lock, having just taken t off the queue: a dump, which holds that lock
-   while it walks both, finds t in one or the other, never in neither. */
+/* The worker puts t on its group's list while it holds the lock of where t
+   waited (the pool's queue, or the worker's batch), having just taken t
+   from there: a dump, which holds those locks while it walks the list and
+   the queued tasks, finds t in one or the other, never in neither. */
 void (*leash__begin_hook)(void *arg);
 
 void leash__task_begin(leash_task *t)

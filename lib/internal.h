@@ -401,7 +401,10 @@ extern _Atomic uint64_t    leash__tasks_ended;
 /* A worker puts t on its group's list as it takes it off the queue. */
 void leash__task_begin(leash_task *t);
 /* For the tests: called with the task's argument as a worker takes it,
-   before it goes on its group's list (a window a test holds open). */
+   before it goes on its group's list (a window a test holds open). It runs
+   under the queue's lock or the worker's batch lock: a hook that waits for
+   the timer thread holds a task that is alone in the queue, since the
+   monitor takes both locks while batches exist. */
 LEASH__HIDDEN extern void (*leash__begin_hook)(void *arg);
 /* leash_go and leash_try_go (try: -EAGAIN rather than waiting for a slot). */
 int leash__go(struct leash_group *g, int (*fn)(void *), void *arg, const char *fn_name,

@@ -112,6 +112,7 @@ static void batch_set(struct worker *w, leash_task *first, leash_task *last, uns
     atomic_store_explicit(&w->batch, first, memory_order_relaxed);
     w->btail = last;
     w->nbatch = n;
+    w->mon_since = 0; /* a new batch: the monitor's watch starts over (mu held) */
     /* seq_cst: pairs with the monitor's clearing `monitoring`, then
        reading this */
     atomic_fetch_add_explicit(&pool.batched, 1, memory_order_seq_cst);
