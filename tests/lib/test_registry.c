@@ -334,7 +334,7 @@ static void leakcheck_fails_a_process_that_exits_with_a_live_task(void **state)
     /* in a forked child too: the task that forked is not counted there.
        Not under ASan: its allocator in this toolchain (GCC 12's
        libsanitizer) takes no lock around fork, so the forked child hung in
-       malloc once in about 180 runs, when another thread allocated at the
+       malloc once in 132 runs, when another thread allocated at the
        fork (as in test_fork). */
     st = run_child("forkleak", "LEASH_LEAKCHECK=1", err, sizeof err);
     assert_true(WIFEXITED(st));
