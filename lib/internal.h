@@ -289,10 +289,8 @@ struct leash_group {
     int64_t             deadline_ns;    /* effective: min of own and parent's */
     struct leash_group *deadline_owner; /* whose deadline that is */
 
-    /* on a line of its own with the list: the workers that list and unlist
-       children write it, while a spawner reads what is above */
-    _Alignas(64) leash__lock_t mu; /* guards what follows */
-    leash_task *tasks;             /* children alive (queued or running) */
+    leash__lock_t mu;    /* guards what follows */
+    leash_task   *tasks; /* children alive (queued or running) */
     /* children counted in (by spawners) and out (by workers, under mu), on
        cache lines of their own: a spawner and the worker running the
        children do not trade one line for every child. Alive: spawned - ended. */
