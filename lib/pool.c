@@ -624,16 +624,14 @@ void leash__pool_unlock(void)
 /* The queue, then each worker's batch. */
 leash_task *leash__pool_queued_next(leash_task *t, void **cursor)
 {
-    struct worker *w = *cursor;
     if (t && t->qnext)
         return t->qnext;
-    if (!t) {
-        w = NULL;
-        if (pool.head) {
-            *cursor = NULL;
-            return pool.head;
-        }
+    if (!t && pool.head) {
+        *cursor = NULL;
+        return pool.head;
     }
+    /* past the queue, or past the batch of the worker *cursor names */
+    struct worker *w = t ? *cursor : NULL;
     for (w = w ? w->anext : pool.all; w; w = w->anext) {
         leash_task *b = atomic_load_explicit(&w->batch, memory_order_relaxed);
         if (b) {
