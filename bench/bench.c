@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -470,9 +471,41 @@ static double pthread_mutex_uncontended(long n)
     return (double)(now_ns() - t0) / (double)n;
 }
 
+/* Contention needs both lockers running: each waits at this start line
+   until the other is there, and the clock starts when the second arrives.
+   Without it a locker could run its share before the other had started,
+   and the figure would be of no contention at all (seen as a second mode
+   at the uncontended cost). The end is when the last one is joined. */
+static _Atomic int     lockers_ready;
+static _Atomic int64_t lockers_t0;
+
+static void start_line(void)
+{
+    if (atomic_fetch_add(&lockers_ready, 1) + 1 == 2) {
+        atomic_store(&lockers_t0, now_ns());
+        return;
+    }
+    for (long i = 0; atomic_load_explicit(&lockers_ready, memory_order_acquire) < 2; i++) {
+        relax();
+        if (i % 1024 == 1023)
+            sched_yield(); /* the other one may need this CPU to start */
+    }
+}
+
+static void start_line_reset(void)
+{
+    atomic_store(&lockers_ready, 0);
+}
+
+static double since_start_line(long n)
+{
+    return (double)(now_ns() - atomic_load(&lockers_t0)) / (double)n;
+}
+
 static int leash_locker(void *arg)
 {
     long n = (long)(intptr_t)arg;
+    start_line();
     for (long i = 0; i < n; i++) {
         leash_mutex_lock(&lm);
         counter++;
@@ -485,11 +518,11 @@ static double leash_mutex_contended(long n)
 {
     leash_group *g;
     leash_group_open(&g, NULL);
-    int64_t t0 = now_ns();
+    start_line_reset();
     leash_go(g, leash_locker, (void *)(intptr_t)(n / 2));
     leash_go(g, leash_locker, (void *)(intptr_t)(n / 2));
     leash_group_wait(g);
-    return (double)(now_ns() - t0) / (double)n;
+    return since_start_line(n);
 }
 
 static pthread_mutex_t *locker_mutex = &pm;
@@ -497,6 +530,7 @@ static pthread_mutex_t *locker_mutex = &pm;
 static void *pthread_locker(void *arg)
 {
     long n = (long)(intptr_t)arg;
+    start_line();
     for (long i = 0; i < n; i++) {
         pthread_mutex_lock(locker_mutex);
         counter++;
@@ -505,17 +539,17 @@ static void *pthread_locker(void *arg)
     return NULL;
 }
 
-/* Two threads taking m n/2 times each: ns per lock+unlock. */
+/* Two threads taking m n/2 times each, both running: ns per lock+unlock. */
 static double two_lockers(pthread_mutex_t *m, long n)
 {
     locker_mutex = m;
     pthread_t a, b;
-    int64_t   t0 = now_ns();
+    start_line_reset();
     pthread_create(&a, NULL, pthread_locker, (void *)(intptr_t)(n / 2));
     pthread_create(&b, NULL, pthread_locker, (void *)(intptr_t)(n / 2));
     pthread_join(a, NULL);
     pthread_join(b, NULL);
-    return (double)(now_ns() - t0) / (double)n;
+    return since_start_line(n);
 }
 
 /* glibc's adaptive mutex (spins a bounded number of tries, then sleeps),

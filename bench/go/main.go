@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -146,12 +147,22 @@ func mutexUncontended(n int) float64 {
 	return perOp(t0, n)
 }
 
+// Both goroutines wait at a start line until the other is there, and the
+// clock starts when the second arrives, as in leash_bench: contention needs
+// both running.
 func mutexContended(n int) float64 {
 	var wg sync.WaitGroup
-	t0 := time.Now()
+	var ready int32
+	var t0 time.Time
 	for k := 0; k < 2; k++ {
 		wg.Add(1)
 		go func() {
+			if atomic.AddInt32(&ready, 1) == 2 {
+				t0 = time.Now() // read after wg.Wait
+			}
+			for atomic.LoadInt32(&ready) < 2 {
+				runtime.Gosched()
+			}
 			for i := 0; i < n/2; i++ {
 				mu.Lock()
 				counter++
