@@ -683,12 +683,45 @@ out:
     return err;
 }
 
+/*
+ * A sender that finds the ring full waits, while it spins, until the
+ * receivers are a quarter of the ring (at most RING_SLACK slots) ahead,
+ * not one slot. Refilling each slot the moment it is freed puts the two
+ * sides on the same line of slots, and that line then crosses CPUs for
+ * every element (most repetitions of `leash_bench --quick --reps 7
+ * chan_buffered_leash` took 130-190 ns an element); with the slack they
+ * work on lines a quarter of the ring apart, and took 30-80 ns in the
+ * same minutes (Go's 55-85). Only a sender that would wait anyway waits
+ * for it: a receiver never delays an element it can take. Between looks
+ * either side backs off, 1, 2, 4 ... RING_BACKOFF pauses, for the same
+ * reason: each look takes the line from the side that writes it.
+ */
+#define RING_SLACK   256
+#define RING_BACKOFF 16
+
+static inline size_t ring_slack(const leash_chan *c)
+{
+    size_t h = c->cap / 4;
+    return h < RING_SLACK ? h : RING_SLACK;
+}
+
+/* Whether the slot `ahead` positions past the senders' end is free for
+   its send (or the channel closed): a look, taking nothing. */
+static bool ring_free_ahead(leash_chan *c, size_t ahead)
+{
+    size_t e = atomic_load_explicit(&c->enq, memory_order_relaxed);
+    if (e & 1)
+        return true;
+    size_t pos = (e >> 1) + ahead, i = ring_idx(c, pos);
+    return atomic_load_explicit(&ring_slot(c, i)->seq, memory_order_relaxed) + 2 * i == 2 * pos;
+}
+
 /* The lock-free path of a buffered channel: while nobody waits, spins (as
-   a waiter would, for the spin budget) until the ring has the element or
-   the room. 1 done (*err set), 0 go the locked way. */
+   a waiter would, for the spin budget, in pauses) until the ring has the
+   element or the room. 1 done (*err set), 0 go the locked way. */
 static int ring_op(leash_chan *c, int op, void *elem, int *err)
 {
-    int spin = -1;
+    int spin = -1, pause = 1;
     for (;;) {
         if (atomic_load_explicit(&c->nwaiting, memory_order_relaxed) != 0)
             return 0; /* waiters are served in order, under the lock */
@@ -703,9 +736,16 @@ static int ring_op(leash_chan *c, int op, void *elem, int *err)
             return 0; /* closed and drained: the locked way says so */
         if (spin < 0)
             spin = leash__spin_budget();
-        if (spin-- == 0)
+        if (spin <= 0)
             return 0;
-        leash__cpu_relax();
+        size_t slack = op == LEASH_SEND ? ring_slack(c) : 0;
+        do {
+            for (int k = 0; k < pause; k++)
+                leash__cpu_relax();
+            spin -= pause;
+            if (pause < RING_BACKOFF)
+                pause <<= 1;
+        } while (slack && spin > 0 && !ring_free_ahead(c, slack));
     }
 }
 
