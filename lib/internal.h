@@ -112,12 +112,21 @@ struct leash_group;
 /* A task: a function run by leash_go on a pooled thread, or a thread that
    called leash (a root task). Task records are recycled, never freed, so a
    pointer read from a lock's owner field always points at a task record. */
+/*
+ * A spawner writes only the first two cache lines of a recycled record;
+ * the rest is reset by whoever frees it (leash__task_free), on the CPU that
+ * ran the task and holds those lines already. A record moves between a
+ * spawner's CPU and a worker's for every task, so each line the spawner
+ * writes is a line that crosses.
+ */
 typedef struct leash_task {
-    uint64_t    id;
-    const char *fn_name; /* #fn of leash_go, or thread_name */
-    char        thread_name[16];
-    const char *spawn_file; /* NULL for root tasks */
-    int         spawn_line;
+    _Alignas(64) uint64_t id;
+    const char            *fn_name;    /* #fn of leash_go, or thread_name */
+    struct leash_reg_task *reg;        /* its registry slot for life; NULL: none was left */
+    void                  *altstack;   /* root tasks: the signal stack leash gave the thread */
+    const char            *spawn_file; /* NULL for root tasks */
+    int                    spawn_line;
+    int                    batch_n; /* a free record heading a batch: records in it */
     int (*fn)(void *);
     void               *arg;
     struct leash_group *group;        /* the group it runs in; NULL: root */
@@ -131,14 +140,13 @@ typedef struct leash_task {
     _Atomic bool       started; /* picked up by a worker: `thread` is set */
     _Atomic bool       stop;    /* cancelled on its own (a supervisor stopping one child) */
     int64_t            start_ns;
+    /* ^ what the spawner writes, in two lines */
 
+    char             thread_name[16];
     _Atomic uint32_t wake;     /* bumped by every wake-up; parks on it */
     _Atomic uint32_t sleeping; /* in futex_wait on wake */
     _Atomic uint32_t in_poll;  /* in poll() on wake_fd: wake writes it */
     int              wake_fd;  /* eventfd, made on first fdwait; kept */
-
-    struct leash_reg_task *reg;      /* its registry slot for life; NULL: none was left */
-    void                  *altstack; /* root tasks: the signal stack leash gave the thread */
 
     /* what it is blocked on, for dumps: a few relaxed stores per blocking call */
     _Atomic int op;
@@ -163,6 +171,8 @@ typedef struct leash_task {
     _Atomic(void *) waiting_for;
     int             waiting_kind;
 } leash_task;
+_Static_assert(offsetof(leash_task, start_ns) + sizeof(int64_t) <= 128,
+               "what a spawner writes fits the first two lines");
 
 extern _Thread_local leash_task *leash__self_tls;
 leash_task                      *leash__self_slow(void);
@@ -289,8 +299,10 @@ struct leash_group {
     int64_t             deadline_ns;    /* effective: min of own and parent's */
     struct leash_group *deadline_owner; /* whose deadline that is */
 
-    leash__lock_t mu;    /* guards what follows */
-    leash_task   *tasks; /* children alive (queued or running) */
+    /* on a line of its own with the list: the workers that list and unlist
+       children write it, while a spawner reads what is above */
+    _Alignas(64) leash__lock_t mu; /* guards what follows */
+    leash_task *tasks;             /* children alive (queued or running) */
     /* children counted in (by spawners) and out (by workers, under mu), on
        cache lines of their own: a spawner and the worker running the
        children do not trade one line for every child. Alive: spawned - ended. */

@@ -47,8 +47,9 @@ static leash_task *take_batch(void)
     return b;
 }
 
-static void give_batch(leash_task *b)
+static void give_batch(leash_task *b, int n)
 {
+    b->batch_n = n;
     leash__lock(&free_mu);
     b->gprev = free_batches;
     free_batches = b;
@@ -58,18 +59,20 @@ static void give_batch(leash_task *b)
 leash_task *leash__task_alloc(void)
 {
     leash_task *t = cache;
-    if (!t && (t = cache = take_batch()) != NULL) {
-        ncache = 0;
-        for (leash_task *x = t; x; x = x->qnext)
-            ncache++;
-    }
+    /* (the batch's count is in its head: walking the list to count it
+       took a cache miss per record, as a worker's CPU freed each) */
+    if (!t && (t = cache = take_batch()) != NULL)
+        ncache = t->batch_n;
     if (t) {
         cache = t->qnext;
         ncache--;
+        if (cache) /* in while the caller fills this one in */
+            __builtin_prefetch(cache, 1);
     } else {
-        t = calloc(1, sizeof *t);
+        t = aligned_alloc(64, sizeof *t); /* two lines for the spawner's fields */
         if (!t)
             return NULL;
+        memset(t, 0, sizeof *t);
         t->wake_fd = -1;
         leash__reg_task_slot(t);
         leash__lock(&free_mu);
@@ -77,9 +80,11 @@ leash_task *leash__task_alloc(void)
         all_records = t;
         leash__unlock(&free_mu);
     }
+    /* the first two lines only: leash__task_free reset the rest (and
+       a new record was zeroed) */
     t->id = leash__next_id();
     t->fn_name = NULL;
-    t->thread_name[0] = '\0';
+    t->altstack = NULL;
     t->spawn_file = NULL;
     t->spawn_line = 0;
     t->fn = NULL;
@@ -89,20 +94,9 @@ leash_task *leash__task_alloc(void)
     t->root = false;
     atomic_store_explicit(&t->tid, 0, memory_order_relaxed);
     t->first_on_thread = false;
-    t->altstack = NULL;
     atomic_store_explicit(&t->stop, false, memory_order_relaxed);
     atomic_store_explicit(&t->started, false, memory_order_relaxed);
     t->start_ns = leash__coarse_ns();
-    atomic_store_explicit(&t->op, LEASH_OP_NONE, memory_order_relaxed);
-    t->opened = NULL;
-    t->scope = NULL;
-    t->fork_scope = NULL;
-    atomic_store_explicit(&t->shield_level, 0, memory_order_relaxed);
-    t->holds = NULL;
-    t->hold_free = NULL;
-    t->hold_cache_used = 0; /* the cache's nodes are handed out as needed: a
-                               task that takes no lock never touches them */
-    atomic_store_explicit(&t->waiting_for, NULL, memory_order_relaxed);
     return t;
 }
 
@@ -115,7 +109,18 @@ void leash__task_free(leash_task *t)
             h >= t->hold_cache + sizeof t->hold_cache / sizeof t->hold_cache[0])
             free(h);
     }
+    /* what leash__task_alloc does not write, as a new record has it */
+    t->thread_name[0] = '\0';
+    atomic_store_explicit(&t->op, LEASH_OP_NONE, memory_order_relaxed);
+    t->opened = NULL;
+    t->scope = NULL;
+    t->fork_scope = NULL;
+    atomic_store_explicit(&t->shield_level, 0, memory_order_relaxed);
+    t->holds = NULL;
     t->hold_free = NULL;
+    t->hold_cache_used = 0; /* the cache's nodes are handed out as needed: a
+                               task that takes no lock never touches them */
+    atomic_store_explicit(&t->waiting_for, NULL, memory_order_relaxed);
     t->qnext = cache;
     cache = t;
     if (++ncache == 2 * BATCH) {
@@ -125,7 +130,7 @@ void leash__task_free(leash_task *t)
             b = b->qnext;
         leash_task *rest = b->qnext;
         b->qnext = NULL;
-        give_batch(rest);
+        give_batch(rest, BATCH);
         ncache = BATCH;
     }
 }
@@ -133,7 +138,7 @@ void leash__task_free(leash_task *t)
 void leash__task_cache_flush(void)
 {
     if (cache)
-        give_batch(cache);
+        give_batch(cache, ncache);
     cache = NULL;
     ncache = 0;
 }
