@@ -389,6 +389,33 @@ static double leash_roundtrip(long n)
     return r;
 }
 
+/* A request into a buffered channel kept full (capacity 8), then its
+   reply on an unbuffered one: each send waits for the one slot that the
+   partner frees before it waits for the reply. A sender that waited for
+   more room than that would wait in vain. */
+static double leash_full_reply(long n)
+{
+    struct pingpong p = {.n = n};
+    leash_chan_open(&p.ping, "requests", sizeof(int), 8);
+    leash_chan_open(&p.pong, "replies", sizeof(int), 0);
+    int v = 1;
+    for (int i = 0; i < 8; i++)
+        leash_chan_send(p.ping, &v);
+    leash_group *g;
+    leash_group_open(&g, NULL);
+    leash_go(g, ponger, &p);
+    int64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        leash_chan_send(p.ping, &v);
+        leash_chan_recv(p.pong, &v);
+    }
+    double r = (double)(now_ns() - t0) / (double)n;
+    leash_group_wait(g);
+    leash_chan_free(p.ping);
+    leash_chan_free(p.pong);
+    return r;
+}
+
 struct stream {
     leash_chan *c;
     long        n;
@@ -646,6 +673,7 @@ int main(int argc, char **argv)
     measure("spawn_join_pthread", pthread_spawn, 20000 / k, "ns/task");
     measure("chan_roundtrip_leash", leash_roundtrip, 200000 / k, "ns/roundtrip");
     measure("chan_buffered_leash", leash_buffered, 2000000 / k, "ns/elem");
+    measure("chan_full_reply_leash", leash_full_reply, 200000 / k, "ns/roundtrip");
     measure("select2_leash", leash_select2, 400000 / k, "ns/op");
     measure("mutex_uncontended_leash", leash_mutex_uncontended, 10000000 / k, "ns/op");
     measure("mutex_uncontended_pthread", pthread_mutex_uncontended, 10000000 / k, "ns/op");

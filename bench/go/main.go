@@ -98,6 +98,26 @@ func roundtrip(n int) float64 {
 	return perOp(t0, n)
 }
 
+// A request into a buffered channel kept full (capacity 8), then its reply
+// on an unbuffered one, as leash_bench's chan_full_reply_leash.
+func fullReply(n int) float64 {
+	req, rep := make(chan int, 8), make(chan int)
+	for i := 0; i < 8; i++ {
+		req <- i
+	}
+	go func() {
+		for i := 0; i < n; i++ {
+			rep <- <-req
+		}
+	}()
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		req <- i
+		<-rep
+	}
+	return perOp(t0, n)
+}
+
 func buffered(n int) float64 {
 	c := make(chan int, 1024)
 	t0 := time.Now()
@@ -248,6 +268,7 @@ func main() {
 	if wanted("chan") {
 		measure("chan_roundtrip_go", roundtrip, 200000/k, "ns/roundtrip")
 		measure("chan_buffered_go", buffered, 2000000/k, "ns/elem")
+		measure("chan_full_reply_go", fullReply, 200000/k, "ns/roundtrip")
 	}
 	if wanted("select") {
 		measure("select2_go", select2, 400000/k, "ns/op")
