@@ -568,8 +568,10 @@ void               leash__reg_group_open(struct leash_group *g); /* under leash_
 void               leash__reg_group_end(struct leash_group *g);  /* under leash__groups_mu */
 static inline void leash__reg_group_cancelled(struct leash_group *g, int cause)
 {
-    if (g->reg)
-        __atomic_store_n(&g->reg->cancelled, (uint32_t)cause, __ATOMIC_RELAXED);
+    /* after cancel_cause was set (seq_cst): see leash__reg_group_open */
+    struct leash_reg_group *r = __atomic_load_n(&g->reg, __ATOMIC_SEQ_CST);
+    if (r)
+        __atomic_store_n(&r->cancelled, (uint32_t)cause, __ATOMIC_RELAXED);
 }
 /* Async-signal-safe: the fatal signal sig hit task t (NULL: none) on tid. */
 void leash__reg_crash(int sig, int code, const void *addr, leash_task *t, int tid, int64_t now);

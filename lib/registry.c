@@ -353,9 +353,14 @@ void leash__reg_blocked(struct leash_reg_task *r, uint64_t id, int op, const cha
 
 /* --------------------------------------------------------------- groups */
 
+/* A cancel of the parent can reach g as soon as g is on its parent's
+   kids, before g has its slot: g->reg is read and written atomically, and
+   each side looks at the other's word after writing its own (the cancel
+   sets cancel_cause, then reads g->reg; this publishes g->reg, then reads
+   cancel_cause), so the slot says cancelled whichever came first. */
 void leash__reg_group_open(struct leash_group *g)
 {
-    g->reg = NULL;
+    __atomic_store_n(&g->reg, NULL, __ATOMIC_RELAXED);
     if (!leash__reg)
         return;
     if (!ngfree) {
@@ -378,12 +383,15 @@ void leash__reg_group_open(struct leash_group *g)
     memcpy(r->name, g->name, sizeof r->name);
     r->live = 1;
     SEQ_END(r);
-    g->reg = r;
+    __atomic_store_n(&g->reg, r, __ATOMIC_SEQ_CST);
+    uint32_t cause = (uint32_t)atomic_load_explicit(&g->cancel_cause, memory_order_seq_cst);
+    if (cause)
+        __atomic_store_n(&r->cancelled, cause, __ATOMIC_RELAXED);
 }
 
 void leash__reg_group_end(struct leash_group *g)
 {
-    struct leash_reg_group *r = g->reg;
+    struct leash_reg_group *r = __atomic_load_n(&g->reg, __ATOMIC_RELAXED);
     if (!leash__reg)
         return;
     if (!r) {

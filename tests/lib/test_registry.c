@@ -280,6 +280,48 @@ static void registry_lists_every_task_again_after_a_burst_beyond_its_slots(void 
     assert_nothing_leaked();
 }
 
+/* A group opened while its parent is being cancelled: the cancel can reach
+   it before it has its registry slot. Whichever comes first, its slot says
+   cancelled once the group is (what a post-mortem reads), and under TSan
+   the two sides do not race on the group's slot pointer. */
+static _Atomic int opening;
+
+static int open_as_parent_is_cancelled(void *arg)
+{
+    (void)arg;
+    atomic_store(&opening, 1);
+    leash_group *g;
+    if (leash_group_open(&g, &(leash_group_opts){.name = "racing"}) != 0)
+        return 1;
+    while (leash_checkpoint() == 0) /* until the parent's cancel reaches g */
+        ;
+    struct leash_reg_group *r = __atomic_load_n(&g->reg, __ATOMIC_ACQUIRE);
+    uint32_t                cancelled = 0;
+    if (r)
+        copy_in(&cancelled, &r->cancelled, sizeof cancelled);
+    leash_group_wait(g);
+    return r && !cancelled ? 2 : 0;
+}
+
+static void a_group_opened_as_its_parent_is_cancelled_has_its_slot_say_so(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 300; round++) {
+        leash_group *p;
+        assert_int_equal(leash_group_open(&p, &(leash_group_opts){.flags = LEASH_COLLECT}), 0);
+        atomic_store(&opening, 0);
+        assert_int_equal(leash_go(p, open_as_parent_is_cancelled, NULL), 0);
+        while (!atomic_load(&opening))
+            leash_checkpoint(); /* (a worker may have to start it) */
+        leash_group_cancel(p);
+        int rc = leash_group_wait(p);
+        if (rc == 2)
+            fail_msg("round %d: a cancelled group's registry slot says it is not", round);
+        assert_int_equal(rc, -ECANCELED);
+    }
+    assert_nothing_leaked();
+}
+
 /* ------------------------------------------------- in a child process */
 
 static char self_exe[4096];
@@ -544,6 +586,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(a_fault_the_program_recovers_from_is_taken_back),
         cmocka_unit_test(registry_off_makes_none),
         cmocka_unit_test(registry_lists_every_task_again_after_a_burst_beyond_its_slots),
+        cmocka_unit_test(a_group_opened_as_its_parent_is_cancelled_has_its_slot_say_so),
     };
     return cmocka_run_group_tests(tests, quiet_setup, NULL);
 }
