@@ -368,25 +368,33 @@ static int ponger(void *arg)
     return 0;
 }
 
-static double leash_roundtrip(long n)
+/* The caller's task sends on p->ping and waits for p->pong, n times, while
+   a ponger answers: ns per round trip. Frees both channels. */
+static double pingpong_time(struct pingpong *p, long n)
 {
-    struct pingpong p = {.n = n};
-    leash_chan_open(&p.ping, "ping", sizeof(int), 0);
-    leash_chan_open(&p.pong, "pong", sizeof(int), 0);
+    p->n = n;
     leash_group *g;
     leash_group_open(&g, NULL);
-    leash_go(g, ponger, &p);
+    leash_go(g, ponger, p);
     int     v = 1;
     int64_t t0 = now_ns();
     for (long i = 0; i < n; i++) {
-        leash_chan_send(p.ping, &v);
-        leash_chan_recv(p.pong, &v);
+        leash_chan_send(p->ping, &v);
+        leash_chan_recv(p->pong, &v);
     }
     double r = (double)(now_ns() - t0) / (double)n;
     leash_group_wait(g);
-    leash_chan_free(p.ping);
-    leash_chan_free(p.pong);
+    leash_chan_free(p->ping);
+    leash_chan_free(p->pong);
     return r;
+}
+
+static double leash_roundtrip(long n)
+{
+    struct pingpong p;
+    leash_chan_open(&p.ping, "ping", sizeof(int), 0);
+    leash_chan_open(&p.pong, "pong", sizeof(int), 0);
+    return pingpong_time(&p, n);
 }
 
 /* A request into a buffered channel kept full (capacity 8), then its
@@ -395,25 +403,13 @@ static double leash_roundtrip(long n)
    more room than that would wait in vain. */
 static double leash_full_reply(long n)
 {
-    struct pingpong p = {.n = n};
+    struct pingpong p;
     leash_chan_open(&p.ping, "requests", sizeof(int), 8);
     leash_chan_open(&p.pong, "replies", sizeof(int), 0);
     int v = 1;
     for (int i = 0; i < 8; i++)
         leash_chan_send(p.ping, &v);
-    leash_group *g;
-    leash_group_open(&g, NULL);
-    leash_go(g, ponger, &p);
-    int64_t t0 = now_ns();
-    for (long i = 0; i < n; i++) {
-        leash_chan_send(p.ping, &v);
-        leash_chan_recv(p.pong, &v);
-    }
-    double r = (double)(now_ns() - t0) / (double)n;
-    leash_group_wait(g);
-    leash_chan_free(p.ping);
-    leash_chan_free(p.pong);
-    return r;
+    return pingpong_time(&p, n);
 }
 
 struct stream {
