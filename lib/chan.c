@@ -724,7 +724,8 @@ static bool ring_free_ahead(leash_chan *c, size_t ahead)
    element or the room. 1 done (*err set), 0 go the locked way. */
 static int ring_op(leash_chan *c, int op, void *elem, int *err)
 {
-    int spin = -1, pause = 1;
+    int  spin = 0, pause = 1;
+    bool budget = false; /* read on the first miss only */
     for (;;) {
         if (atomic_load_explicit(&c->nwaiting, memory_order_relaxed) != 0)
             return 0; /* waiters are served in order, under the lock */
@@ -737,8 +738,10 @@ static int ring_op(leash_chan *c, int op, void *elem, int *err)
         }
         if (op == LEASH_RECV && (atomic_load_explicit(&c->enq, memory_order_relaxed) & 1))
             return 0; /* closed and drained: the locked way says so */
-        if (spin < 0)
+        if (!budget) {
             spin = leash__spin_budget();
+            budget = true;
+        }
         if (spin <= 0)
             return 0;
         size_t slack = op == LEASH_SEND ? ring_slack(c) : 0, seen = 0;
