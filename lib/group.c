@@ -230,6 +230,13 @@ void leash__node_unlink(struct leash_group *g)
             g->knext->kprev = g->kprev;
         leash__unlock(&p->mu);
     }
+    /* A cancel marks g's registry slot under g->mu: once g lets go of the
+       slot here, no cancel writes it, and the group that takes the slot
+       next is not shown cancelled by a cancel of g. */
+    leash__lock(&g->mu);
+    struct leash_reg_group *slot = __atomic_load_n(&g->reg, __ATOMIC_RELAXED);
+    __atomic_store_n(&g->reg, NULL, __ATOMIC_RELAXED);
+    leash__unlock(&g->mu);
     leash__lock(&leash__groups_mu);
     if (g->rprev)
         g->rprev->rnext = g->rnext;
@@ -237,7 +244,7 @@ void leash__node_unlink(struct leash_group *g)
         leash__groups = g->rnext;
     if (g->rnext)
         g->rnext->rprev = g->rprev;
-    leash__reg_group_end(g);
+    leash__reg_group_end(slot);
     leash__unlock(&leash__groups_mu);
     /* after leaving the registry: leashd's interrupt finds groups there */
     leash__intr_unregister(g);

@@ -563,9 +563,11 @@ static inline void leash__reg_spawn(leash_task *t, uint64_t group)
     atomic_signal_fence(memory_order_seq_cst);
     __atomic_store_n(&r->seq, ((uint32_t)t->id << 1) + 2, __ATOMIC_RELEASE);
 }
-void               leash__reg_task_dead(leash_task *t);
-void               leash__reg_group_open(struct leash_group *g); /* under leash__groups_mu */
-void               leash__reg_group_end(struct leash_group *g);  /* under leash__groups_mu */
+void leash__reg_task_dead(leash_task *t);
+void leash__reg_group_open(struct leash_group *g); /* under leash__groups_mu */
+/* Frees a group's slot (NULL: it had none), which its group has let go of
+   under its mu. Under leash__groups_mu. */
+void               leash__reg_group_end(struct leash_reg_group *r);
 static inline void leash__reg_group_cancelled(struct leash_group *g, int cause)
 {
     /* after cancel_cause was set (seq_cst): see leash__reg_group_open */

@@ -389,9 +389,8 @@ void leash__reg_group_open(struct leash_group *g)
         __atomic_store_n(&r->cancelled, cause, __ATOMIC_RELAXED);
 }
 
-void leash__reg_group_end(struct leash_group *g)
+void leash__reg_group_end(struct leash_reg_group *r)
 {
-    struct leash_reg_group *r = __atomic_load_n(&g->reg, __ATOMIC_RELAXED);
     if (!leash__reg)
         return;
     if (!r) {
