@@ -111,14 +111,12 @@ struct leash_group;
 
 /* A task: a function run by leash_go on a pooled thread, or a thread that
    called leash (a root task). Task records are recycled, never freed, so a
-   pointer read from a lock's owner field always points at a task record. */
-/*
- * A spawner writes only the first two cache lines of a recycled record;
- * the rest is reset by whoever frees it (leash__task_free), on the CPU that
- * ran the task and holds those lines already. A record moves between a
- * spawner's CPU and a worker's for every task, so each line the spawner
- * writes is a line that crosses.
- */
+   pointer read from a lock's owner field always points at a task record.
+   A spawner writes only the first two cache lines of a recycled record;
+   the rest is reset by whoever frees it (leash__task_free), on the CPU that
+   ran the task and holds those lines already. A record moves between a
+   spawner's CPU and a worker's for every task, so each line the spawner
+   writes is a line that crosses. */
 typedef struct leash_task {
     _Alignas(64) uint64_t id;
     const char            *fn_name;    /* #fn of leash_go, or thread_name */
@@ -564,14 +562,14 @@ static inline void leash__reg_spawn(leash_task *t, uint64_t group)
     __atomic_store_n(&r->seq, ((uint32_t)t->id << 1) + 2, __ATOMIC_RELEASE);
 }
 void leash__reg_task_dead(leash_task *t);
-void leash__reg_group_open(struct leash_group *g); /* under leash__groups_mu */
+void leash__reg_group_open(struct leash_group *g); /* under leash__groups_mu; takes g->mu */
 /* Frees a group's slot (NULL: it had none), which its group has let go of
    under its mu. Under leash__groups_mu. */
 void               leash__reg_group_end(struct leash_reg_group *r);
 static inline void leash__reg_group_cancelled(struct leash_group *g, int cause)
 {
-    /* after cancel_cause was set (seq_cst): see leash__reg_group_open */
-    struct leash_reg_group *r = __atomic_load_n(&g->reg, __ATOMIC_SEQ_CST);
+    /* g->mu held, as where g->reg is set and cleared (leash__reg_group_open) */
+    struct leash_reg_group *r = __atomic_load_n(&g->reg, __ATOMIC_RELAXED);
     if (r)
         __atomic_store_n(&r->cancelled, (uint32_t)cause, __ATOMIC_RELAXED);
 }

@@ -354,10 +354,9 @@ void leash__reg_blocked(struct leash_reg_task *r, uint64_t id, int op, const cha
 /* --------------------------------------------------------------- groups */
 
 /* A cancel of the parent can reach g as soon as g is on its parent's
-   kids, before g has its slot: g->reg is read and written atomically, and
-   each side looks at the other's word after writing its own (the cancel
-   sets cancel_cause, then reads g->reg; this publishes g->reg, then reads
-   cancel_cause), so the slot says cancelled whichever came first. */
+   kids, before g has its slot. g->reg is set and cleared under g->mu, under
+   which a cancel sets the cause and marks the slot, so the slot says
+   cancelled whichever came first. */
 void leash__reg_group_open(struct leash_group *g)
 {
     __atomic_store_n(&g->reg, NULL, __ATOMIC_RELAXED);
@@ -383,10 +382,12 @@ void leash__reg_group_open(struct leash_group *g)
     memcpy(r->name, g->name, sizeof r->name);
     r->live = 1;
     SEQ_END(r);
-    __atomic_store_n(&g->reg, r, __ATOMIC_SEQ_CST);
-    uint32_t cause = (uint32_t)atomic_load_explicit(&g->cancel_cause, memory_order_seq_cst);
-    if (cause)
+    leash__lock(&g->mu);
+    __atomic_store_n(&g->reg, r, __ATOMIC_RELAXED);
+    uint32_t cause = (uint32_t)atomic_load_explicit(&g->cancel_cause, memory_order_relaxed);
+    if (cause) /* a cancel that found no slot yet */
         __atomic_store_n(&r->cancelled, cause, __ATOMIC_RELAXED);
+    leash__unlock(&g->mu);
 }
 
 void leash__reg_group_end(struct leash_reg_group *r)
