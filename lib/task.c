@@ -188,7 +188,6 @@ leash_task *leash__self_slow(void)
 {
     pthread_once(&root_once, root_key_init);
     leash__reg_init();
-    leash__agent_init();
     leash_task *t = leash__task_alloc();
     if (!t)
         return NULL;
@@ -211,6 +210,9 @@ leash_task *leash__self_slow(void)
     leash__agent_roots_changed();
     pthread_setspecific(root_key, t);
     leash__self_tls = t;
+    /* after the root is listed: the agent's first snapshot (its Hello)
+       shows the thread that started it, and needs no Resync for it */
+    leash__agent_init();
     return t;
 }
 
