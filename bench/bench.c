@@ -642,6 +642,31 @@ static void cancellation_latency(void)
     free(v);
 }
 
+/* The agent's state, which no public call shows: set once its session
+   with leashd has begun (leash_bench links the static library). */
+extern _Atomic int leash__agent_on;
+
+/*
+ * With LEASH_SOCKET naming a socket, the figures are of a process that
+ * leashd follows: the agent connects in the background once the first group
+ * opens, so without this wait a run would measure some repetitions before
+ * it did and some after (with --quick, one repetition that it connected in
+ * the middle of).
+ */
+static void wait_for_leashd(void)
+{
+    const char *s = getenv("LEASH_SOCKET");
+    if (!s || !*s || !strcmp(s, "off"))
+        return;
+    leash_group *g;
+    if (leash_group_open(&g, NULL) == 0)
+        leash_group_wait(g);
+    for (int i = 0; i < 5000 && !atomic_load(&leash__agent_on); i++)
+        usleep(1000);
+    if (!atomic_load(&leash__agent_on))
+        fprintf(stderr, "bench: the agent did not connect to %s within 5 s\n", s);
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -659,6 +684,7 @@ int main(int argc, char **argv)
     g_argc = argc;
     g_argv = argv;
     long k = quick ? 10 : 1;
+    wait_for_leashd();
     leash_mutex_init(&lm, "bench");
     measure("floor_spin_roundtrip", floor_spin, 2000000 / k, "ns/roundtrip");
     measure("floor_futex_wake", floor_futex, 100000 / k, "ns/wake");
