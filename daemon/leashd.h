@@ -183,6 +183,8 @@ extern struct proc *procs;
 extern bool         leashd_stopping; /* connections ending now are not incidents */
 extern uint64_t     stat_events, stat_frames_rejected, stat_bad_messages;
 extern uint64_t     stat_restarts; /* restarts seen, every process */
+/* tasks the agents folded out of their batches (agent.proto's Events.folded) */
+extern uint64_t stat_tasks_folded;
 
 /* While on, model_now() is one clock reading (taken by model_clock) for a
    whole batch of messages; off, it reads the clock. */

@@ -42,6 +42,9 @@ static void serve(struct evhttp_request *req, void *arg)
         "# TYPE leashd_stuck_tasks gauge\nleashd_stuck_tasks %llu\n"
         "# HELP leashd_events_total Lifecycle events received.\n"
         "# TYPE leashd_events_total counter\nleashd_events_total %llu\n"
+        "# HELP leashd_tasks_folded_total Tasks that started and ended between two batches of "
+        "their agent, whose events it left out.\n"
+        "# TYPE leashd_tasks_folded_total counter\nleashd_tasks_folded_total %llu\n"
         "# HELP leashd_agent_events_dropped Events agents dropped (queue full).\n"
         "# TYPE leashd_agent_events_dropped gauge\nleashd_agent_events_dropped %llu\n"
         "# HELP leashd_frames_rejected_total Oversized frames refused.\n"
@@ -55,7 +58,8 @@ static void serve(struct evhttp_request *req, void *arg)
         "# HELP leashd_incidents_total Incidents recorded, by kind.\n"
         "# TYPE leashd_incidents_total counter\n",
         (unsigned long long)nproc, (unsigned long long)groups, (unsigned long long)tasks,
-        (unsigned long long)stuck, (unsigned long long)stat_events, (unsigned long long)dropped,
+        (unsigned long long)stuck, (unsigned long long)stat_events,
+        (unsigned long long)stat_tasks_folded, (unsigned long long)dropped,
         (unsigned long long)stat_frames_rejected, (unsigned long long)stat_bad_messages,
         (long long)((wall_ms() - started_wall) / 1000));
     for (int i = 0; incident_kinds[i]; i++)

@@ -18,6 +18,7 @@ struct proc *procs;
 bool         leashd_stopping;
 uint64_t     stat_events, stat_frames_rejected, stat_bad_messages;
 uint64_t     stat_restarts;
+uint64_t     stat_tasks_folded;
 
 /* ------------------------------------------------------------------ map */
 
@@ -747,6 +748,9 @@ static void check_batch(struct proc *p, uint64_t seq, uint64_t dropped)
 void model_events(struct proc *p, const Leash__Agent__Events *e)
 {
     check_batch(p, e->seq, e->dropped);
+    /* a count, trusted for nothing but itself: saturates, never wraps */
+    stat_tasks_folded =
+        e->folded > UINT64_MAX - stat_tasks_folded ? UINT64_MAX : stat_tasks_folded + e->folded;
     for (size_t i = 0; i < e->n_events; i++)
         model_event(p, e->events[i]);
 }

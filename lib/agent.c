@@ -450,10 +450,12 @@ struct session {
     int           fd;
     int64_t       heartbeat_ms, stuck_after_ms;
     uint64_t      hb_seq;
-    uint64_t      seq;          /* of the last Events or Resync sent */
-    uint64_t      snap_dropped; /* the drop count the last snapshot covers */
-    bool          want_resync;  /* leashd asked for one */
-    struct shown *shown;        /* sorted by id */
+    uint64_t      seq;           /* of the last Events or Resync sent */
+    uint64_t      snap_dropped;  /* the drop count the last snapshot covers */
+    bool          want_resync;   /* leashd asked for one */
+    uint64_t      folded;        /* tasks folded out of batches, not told yet */
+    uint64_t      snap_max_task; /* the highest task id the last Hello or Resync showed */
+    struct shown *shown;         /* sorted by id */
     size_t        nshown;
     uint8_t      *in;
     size_t        inlen, incap;
@@ -471,6 +473,10 @@ static void shown_from(struct session *s, const struct pbsnap *p)
     free(s->shown);
     s->nshown = 0;
     s->shown = malloc((p->s.ntasks + 1) * sizeof *s->shown);
+    s->snap_max_task = 0;
+    for (size_t i = 0; i < p->s.ntasks; i++)
+        if (p->s.tasks[i].id > s->snap_max_task)
+            s->snap_max_task = p->s.tasks[i].id;
     for (size_t i = 0; s->shown && i < p->s.ntasks; i++) {
         const struct leash_snap_task *t = &p->s.tasks[i];
         if (t->op)
@@ -618,6 +624,88 @@ static size_t states(struct session *s, const struct pbsnap *p, Leash__Agent__Ev
     return k;
 }
 
+/*
+ * Folding: a task whose TASK_START and TASK_END are both in one batch is
+ * left out of it, both events. leashd would add the task and take it out
+ * again within one message, so its model ends the batch the same; what it
+ * never sees is a task that lived less than a batch (at most FLUSH_MS,
+ * unless the ring filled first), which no deadline, dump or incident of
+ * its could have been about. A task another event of the batch names (a
+ * group it opened, say) is sent as it is. The batch says how many tasks it
+ * folded, so leashd's counts of tasks still add up.
+ *
+ * Nor is a task folded that leashd may hold already: the Hello or Resync
+ * snapshot before the batch can show a task whose TASK_START comes after
+ * it in the ring (the task is in the registry before its start is queued),
+ * and leashd must then see its TASK_END. Task ids only grow, so a task
+ * above the highest id that snapshot showed is one it did not show.
+ */
+#define FOLD_SLOTS (2 * BATCH_MAX) /* a power of two: the table is at most half full */
+
+struct fold_slot {
+    uint64_t task;
+    uint32_t gen;   /* the batch this slot was filled in: older is empty */
+    uint32_t start; /* the index of its TASK_START, or NO_START */
+    bool     named; /* by an event other than its TASK_START and TASK_END */
+};
+#define NO_START UINT32_MAX
+
+static struct fold_slot *fold_find(struct fold_slot *tab, uint32_t gen, uint64_t task)
+{
+    size_t h = (size_t)((task * 0x9e3779b97f4a7c15ull) >> 40) & (FOLD_SLOTS - 1);
+    while (tab[h].gen == gen && tab[h].task != task)
+        h = (h + 1) & (FOLD_SLOTS - 1);
+    if (tab[h].gen != gen)
+        tab[h] = (struct fold_slot){.task = task, .gen = gen, .start = NO_START};
+    return &tab[h];
+}
+
+/* Drops folded pairs from evs[0..n) in place, keeping the order of the
+   rest; returns how many are left and adds the tasks folded to *folded.
+   Tasks up to id shown (the last snapshot's highest) are not folded. n at
+   most BATCH_MAX. The agent thread's alone. */
+size_t leash__agent_fold(struct leash__aevent *evs, size_t n, uint64_t shown, uint64_t *folded)
+{
+    static struct fold_slot tab[FOLD_SLOTS];
+    static uint32_t         gen;
+    if (n > BATCH_MAX)
+        return n;
+    if (++gen == 0) { /* wrapped: an old slot's gen could match again */
+        memset(tab, 0, sizeof tab);
+        gen = 1;
+    }
+    /* which tasks start here, and which are named by anything else */
+    for (size_t i = 0; i < n; i++) {
+        if (!evs[i].task)
+            continue;
+        struct fold_slot *f = fold_find(tab, gen, evs[i].task);
+        if (evs[i].kind == LEASH_EV_TASK_START && f->start == NO_START)
+            f->start = (uint32_t)i;
+        else if (evs[i].kind != LEASH_EV_TASK_END)
+            f->named = true;
+    }
+    /* an end after its start, of a task nothing else names: both go */
+    size_t k = 0, nf = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (evs[i].kind != LEASH_EV_TASK_END || evs[i].task <= shown)
+            continue;
+        struct fold_slot *f = fold_find(tab, gen, evs[i].task);
+        if (f->start != NO_START && f->start < i && !f->named) {
+            evs[f->start].kind = LEASH_EV_FOLDED;
+            evs[i].kind = LEASH_EV_FOLDED;
+            f->start = NO_START;
+            nf++;
+        }
+    }
+    if (!nf)
+        return n;
+    *folded += nf;
+    for (size_t i = 0; i < n; i++)
+        if (evs[i].kind != LEASH_EV_FOLDED)
+            evs[k++] = evs[i];
+    return k;
+}
+
 /* Sends queued events, reports and (when scan) what changed in the tasks'
    states; a Resync instead when events were dropped. */
 static int flush(struct session *s, bool scan)
@@ -635,6 +723,8 @@ static int flush(struct session *s, bool scan)
         size_t n = 0;
         while (n < BATCH_MAX && ring_pop(&evs[n]))
             n++;
+        size_t popped = n;
+        n = leash__agent_fold(evs, n, s->snap_max_task, &s->folded);
         pthread_mutex_lock(&report_mu);
         int nr = reports_n;
         memcpy(rep, reports_q, (size_t)nr * sizeof rep[0]);
@@ -673,12 +763,14 @@ static int flush(struct session *s, bool scan)
             e.n_events = k;
             e.events = pp;
             e.dropped = atomic_load_explicit(&dropped, memory_order_relaxed);
+            e.folded = s->folded;
             Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
             m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_EVENTS;
             m.events = &e;
             if (k) {
                 e.seq = ++s->seq;
                 err = send_msg(s->fd, &m);
+                s->folded = 0;
             }
         } else {
             err = -ENOMEM;
@@ -690,7 +782,7 @@ static int flush(struct session *s, bool scan)
             pbsnap_free(&p);
             scan = false;
         }
-        if (err || n < BATCH_MAX)
+        if (err || popped < BATCH_MAX)
             return err;
     }
 }

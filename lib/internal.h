@@ -480,6 +480,7 @@ enum {
     LEASH_EV_TASK_START = 2,
     LEASH_EV_TASK_END = 3,
     LEASH_EV_RESTART = 7,
+    LEASH_EV_FOLDED = 100, /* the agent's: left out of a batch (agent.c) */
 };
 struct leash__aevent {
     int         kind;
@@ -496,8 +497,9 @@ struct leash__aevent {
 extern _Atomic int leash__agent_on; /* connected: events are wanted */
 void               leash__agent_init(void);
 void               leash__agent_push(const struct leash__aevent *ev);
-void leash__agent_report(const char *kind, uint64_t task, uint64_t group_id, const char *group,
-                         const char *detail);
+size_t leash__agent_fold(struct leash__aevent *evs, size_t n, uint64_t shown, uint64_t *folded);
+void   leash__agent_report(const char *kind, uint64_t task, uint64_t group_id, const char *group,
+                           const char *detail);
 /* A root task came or went: the next heartbeat resyncs leashd's view. */
 void               leash__agent_roots_changed(void);
 static inline bool leash__agent_wants(void)

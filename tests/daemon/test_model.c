@@ -109,6 +109,36 @@ static void library_reports_become_incidents(void **state)
     gone(p);
 }
 
+static void tasks_an_agent_folded_are_counted_and_the_count_never_wraps(void **state)
+{
+    (void)state;
+    struct proc         *p = hello("svc");
+    uint64_t             seen = stat_tasks_folded;
+    Leash__Agent__Events es = LEASH__AGENT__EVENTS__INIT;
+    Leash__Agent__Event  e = LEASH__AGENT__EVENT__INIT, *ep = &e;
+    e.kind = LEASH__AGENT__EVENT__KIND__TASK_START;
+    e.group = 1;
+    e.task = 40;
+    es.events = &ep;
+    es.n_events = 1;
+    es.seq = 1;
+    es.folded = 1000;
+    model_events(p, &es);
+    assert_int_equal(stat_tasks_folded - seen, 1000);
+    assert_int_equal(p->tasks.n, 1); /* the batch's events count as ever */
+    es.seq = 2;
+    es.n_events = 0;
+    es.folded = UINT64_MAX; /* a hostile count: the total stops at the top */
+    model_events(p, &es);
+    assert_true(stat_tasks_folded == UINT64_MAX);
+    es.seq = 3;
+    es.folded = 5;
+    model_events(p, &es);
+    assert_true(stat_tasks_folded == UINT64_MAX);
+    stat_tasks_folded = seen;
+    gone(p);
+}
+
 static void supervisor_restarts_are_kept_per_group_and_process(void **state)
 {
     (void)state;
@@ -305,6 +335,7 @@ int main(void)
         cmocka_unit_test(events_build_and_unbuild_the_tree),
         cmocka_unit_test(stuck_without_deadline_is_an_incident_once),
         cmocka_unit_test(library_reports_become_incidents),
+        cmocka_unit_test(tasks_an_agent_folded_are_counted_and_the_count_never_wraps),
         cmocka_unit_test(supervisor_restarts_are_kept_per_group_and_process),
         cmocka_unit_test(a_hello_brings_the_restarts_of_live_supervisors),
         cmocka_unit_test(overrun_escalates_step_by_step),
