@@ -105,6 +105,9 @@ struct rslot {
     /* elem_size bytes follow */
 };
 
+/* One line for what a hand-off writes (the lock, the queues), apart from
+   what it only reads (set at open): the line that crosses CPUs at a
+   rendezvous is one line, not two. */
 struct leash_chan {
     /* the senders' end: (next position << 1) | closed */
     _Alignas(64) _Atomic size_t enq;
@@ -112,12 +115,13 @@ struct leash_chan {
     _Alignas(64) _Atomic size_t deq;
     _Alignas(64) leash__lock_t mu;
     _Atomic unsigned nwaiting; /* sudogs in sendq and recvq (written under mu) */
-    size_t           elem_size, cap;
-    size_t           stride; /* bytes a slot takes */
-    size_t           mask;   /* cap - 1 when cap is a power of two, else 0 */
     struct queue     sendq, recvq;
-    char            *slots;
-    char             name[48];
+    _Alignas(64) size_t elem_size;
+    size_t cap;
+    size_t stride; /* bytes a slot takes */
+    size_t mask;   /* cap - 1 when cap is a power of two, else 0 */
+    char  *slots;
+    char   name[48];
 };
 
 int leash_chan_open(leash_chan **cp, const char *name, size_t elem_size, size_t capacity)
