@@ -236,7 +236,8 @@ static int self_deadlock(leash_task *self, void *lock, int kind, struct leash_ho
 
 /* Waits on a lock's list until woken or the scope ends (wlock held on entry
    and on return). */
-static int lock_park(void *lockobj, void **waiters, leash_task *self, int kind, uint32_t *state)
+static int lock_park(void *lockobj, void **waiters, leash_task *self, int kind, uint32_t *state,
+                     bool spin_first)
 {
     struct lwaiter w = {.task = self, .kind = kind};
     int            err = leash__scope_err(self, false);
@@ -256,7 +257,7 @@ static int lock_park(void *lockobj, void **waiters, leash_task *self, int kind, 
     wq_push(waiters, &w);
     uint32_t seq = atomic_load_explicit(&self->wake, memory_order_seq_cst);
     leash__unlock((leash__lock_t *)((char *)lockobj));
-    int spin = leash__spin_budget() / 4;
+    int spin = spin_first ? leash__spin_budget() / 4 : 0;
     for (int i = 0; i < spin; i++) {
         if (atomic_load_explicit(&self->wake, memory_order_relaxed) != seq)
             break;
@@ -351,6 +352,38 @@ static bool mutex_spin(leash_mutex *m)
     }
 }
 
+/*
+ * A saturated mutex: one that lockers find held all the time, so that a
+ * spinner only moves it between CPUs, from a holder about to take it again
+ * on its own, once a lock. Then a waiter parks at once, as the default
+ * pthread mutex's does, and the holder runs on alone while the wake-up
+ * travels. It is saturated once HOT_COUNT lockers have found it held within
+ * one window of 2^HOT_WINDOW_SHIFT ns (131 us): half a million a second.
+ * A short contention, which spinning saves a wake-up, comes nowhere near.
+ * The count and its window live in bits 2-15 of flags_ (the magic is in
+ * 16-31, F_ABANDONED in 0), written only here, on the contended path.
+ */
+#define HOT_WINDOW_SHIFT 17
+#define HOT_COUNT        63 /* the count's 6 bits full */
+#define HOT_CNT_SHIFT    2
+#define HOT_WIN_SHIFT    8
+#define HOT_BITS         0xfffcu
+
+static bool mutex_hot(leash_mutex *m)
+{
+    uint32_t win = (uint32_t)(leash__now_ns() >> HOT_WINDOW_SHIFT) & 0xffu;
+    uint32_t f = LD(&m->flags_);
+    for (;;) {
+        uint32_t cnt = ((f >> HOT_WIN_SHIFT) & 0xffu) == win ? (f >> HOT_CNT_SHIFT) & 0x3fu : 0;
+        if (cnt == HOT_COUNT)
+            return true; /* no write while it stays hot */
+        uint32_t nf = (f & ~HOT_BITS) | win << HOT_WIN_SHIFT | (cnt + 1) << HOT_CNT_SHIFT;
+        if (__atomic_compare_exchange_n(&m->flags_, &f, nf, true, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+            return cnt + 1 == HOT_COUNT;
+    }
+}
+
 /* Out of line: the fast path then needs no saved registers. */
 __attribute__((noinline)) static int mutex_lock_slow(leash_mutex *m, leash_task *self,
                                                      const char *file, int line)
@@ -358,7 +391,8 @@ __attribute__((noinline)) static int mutex_lock_slow(leash_mutex *m, leash_task 
     /* the holder is likely running and about to release: no check sits on
        this path, each is made before parking (a mutex abandoned, or held by
        the caller itself, never comes free, so the spin ends) */
-    if (mutex_spin(m))
+    bool hot = mutex_hot(m);
+    if (!hot && mutex_spin(m))
         return mutex_took(m, self, file, line);
     if (LD(&m->flags_) & F_ABANDONED)
         return -EOWNERDEAD;
@@ -379,7 +413,8 @@ __attribute__((noinline)) static int mutex_lock_slow(leash_mutex *m, leash_task 
         }
         if (__atomic_exchange_n(&m->state_, 2, __ATOMIC_ACQUIRE) == 0)
             break; /* taken, with state 2: our unlock wakes whoever is queued */
-        if ((err = lock_park(&m->wlock_, &m->waiters_, self, LEASH_HOLD_MUTEX, &m->state_)) != 0)
+        if ((err = lock_park(&m->wlock_, &m->waiters_, self, LEASH_HOLD_MUTEX, &m->state_, !hot)) !=
+            0)
             break;
     }
     if (err)
@@ -532,7 +567,7 @@ static int rw_lock(leash_rwlock *l, int kind, const char *file, int line)
             l->wwait_++;
             counted = true;
         }
-        if ((err = lock_park(&l->wlock_, &l->waiters_, self, kind, NULL)) != 0)
+        if ((err = lock_park(&l->wlock_, &l->waiters_, self, kind, NULL, true)) != 0)
             break;
     }
     if (counted) {

@@ -117,6 +117,45 @@ static void mutex_whose_holder_exited_fails_fast_with_eownerdead(void **state)
     assert_nothing_leaked();
 }
 
+static int add_more(void *arg)
+{
+    struct counter *c = arg;
+    for (int i = 0; i < 200000; i++) {
+        int err = leash_mutex_lock(&c->m);
+        if (err)
+            return err;
+        c->n++;
+        if ((err = leash_mutex_unlock(&c->m)) != 0)
+            return err;
+    }
+    return 0;
+}
+
+/* A mutex locked back to back from two tasks is saturated: its waiters park
+   at once instead of spinning, and the count of lockers that found it held
+   shares a word with its magic and its abandoned flag. Each must still
+   work: exclusion, the wake-ups, and the report of a holder that exited. */
+static void a_saturated_mutex_still_excludes_and_still_knows_its_holder(void **state)
+{
+    (void)state;
+    struct counter c = {0};
+    assert_int_equal(leash_mutex_init(&c.m, "hot"), 0);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, NULL), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(leash_go(g, add_more, &c), 0);
+    assert_int_equal(leash_group_wait(g), 0);
+    assert_int_equal(c.n, 2 * 200000);
+    assert_int_equal(leash_mutex_lock(&c.m), 0);
+    assert_int_equal(leash_mutex_unlock(&c.m), 0);
+    assert_int_equal(leash_group_open(&g, NULL), 0);
+    assert_int_equal(leash_go(g, lock_and_return, &c.m), 0);
+    assert_int_equal(leash_group_wait(g), 0);
+    assert_int_equal(leash_mutex_lock(&c.m), -EOWNERDEAD);
+    leash_mutex_destroy(&c.m);
+    assert_nothing_leaked();
+}
+
 static void waiters_are_told_when_the_holder_exits(void **state)
 {
     (void)state;
@@ -270,6 +309,7 @@ int main(void)
         cmocka_unit_test(relocking_a_held_mutex_is_edeadlk),
         cmocka_unit_test(unlock_by_a_non_holder_is_eperm),
         cmocka_unit_test(mutex_whose_holder_exited_fails_fast_with_eownerdead),
+        cmocka_unit_test(a_saturated_mutex_still_excludes_and_still_knows_its_holder),
         cmocka_unit_test(waiters_are_told_when_the_holder_exits),
         cmocka_unit_test(lock_cycle_is_edeadlk_not_a_hang),
         cmocka_unit_test(waiting_for_a_mutex_ends_at_the_deadline),
