@@ -107,6 +107,8 @@ static void kick(void)
     (void)r; /* EAGAIN: the counter is full, so a wake-up is pending anyway */
 }
 
+void (*leash__agent_push_hook)(void);
+
 void leash__agent_push(const struct leash__aevent *ev)
 {
     size_t       pos = atomic_load_explicit(&enq_pos, memory_order_relaxed);
@@ -129,6 +131,8 @@ void leash__agent_push(const struct leash__aevent *ev)
             pos = atomic_load_explicit(&enq_pos, memory_order_relaxed);
         }
     }
+    if (unlikely(leash__agent_push_hook != NULL))
+        leash__agent_push_hook();
     c->ev = *ev;
     atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
     if (unlikely(atomic_load_explicit(&agent_asleep, memory_order_seq_cst)) &&
@@ -141,6 +145,15 @@ void leash__agent_push(const struct leash__aevent *ev)
 static bool ring_pending(void)
 {
     return atomic_load_explicit(&enq_pos, memory_order_seq_cst) != deq_pos;
+}
+
+/* Whether the next event is written, ready to pop: a producer takes its
+   cell and then writes it, and one preempted in between leaves the cell
+   pending but not ready for as long as it is off its CPU. */
+static bool ring_ready(void)
+{
+    return atomic_load_explicit(&ring[deq_pos & (RING_SIZE - 1)].seq, memory_order_acquire) ==
+           deq_pos + 1;
 }
 
 static bool ring_pop(struct leash__aevent *ev)
@@ -454,7 +467,7 @@ struct session {
     uint64_t      snap_dropped;  /* the drop count the last snapshot covers */
     bool          want_resync;   /* leashd asked for one */
     uint64_t      folded;        /* tasks folded out of batches, not told yet */
-    uint64_t      snap_max_task; /* the highest task id the last Hello or Resync showed */
+    uint64_t      snap_max_task; /* the highest task id a snapshot of this session showed */
     struct shown *shown;         /* sorted by id */
     size_t        nshown;
     uint8_t      *in;
@@ -467,16 +480,23 @@ static int cmp_shown(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+/* The highest task id a snapshot shows (0: none). */
+static uint64_t snap_max_id(const struct pbsnap *p)
+{
+    uint64_t top = 0;
+    for (size_t i = 0; i < p->s.ntasks; i++)
+        if (p->s.tasks[i].id > top)
+            top = p->s.tasks[i].id;
+    return top;
+}
+
 /* Every task the snapshot shows blocked is what leashd now believes. */
 static void shown_from(struct session *s, const struct pbsnap *p)
 {
     free(s->shown);
     s->nshown = 0;
     s->shown = malloc((p->s.ntasks + 1) * sizeof *s->shown);
-    s->snap_max_task = 0;
-    for (size_t i = 0; i < p->s.ntasks; i++)
-        if (p->s.tasks[i].id > s->snap_max_task)
-            s->snap_max_task = p->s.tasks[i].id;
+    s->snap_max_task = snap_max_id(p);
     for (size_t i = 0; s->shown && i < p->s.ntasks; i++) {
         const struct leash_snap_task *t = &p->s.tasks[i];
         if (t->op)
@@ -628,17 +648,21 @@ static size_t states(struct session *s, const struct pbsnap *p, Leash__Agent__Ev
  * Folding: a task whose TASK_START and TASK_END are both in one batch is
  * left out of it, both events. leashd would add the task and take it out
  * again within one message, so its model ends the batch the same; what it
- * never sees is a task that lived less than a batch (at most FLUSH_MS,
- * unless the ring filled first), which no deadline, dump or incident of
- * its could have been about. A task another event of the batch names (a
- * group it opened, say) is sent as it is. The batch says how many tasks it
- * folded, so leashd's counts of tasks still add up.
+ * never lists is a task that lived less than a batch (at most FLUSH_MS,
+ * unless the ring filled first), too short for a deadline or a stuck scan
+ * of leashd's to be about (a report about it, a lock it abandoned say,
+ * still reaches leashd, naming its id). A task another event of the batch
+ * names (a group it opened, say) is sent as it is. The batch says how many
+ * tasks it folded, so leashd's counts of tasks still add up.
  *
- * Nor is a task folded that leashd may hold already: the Hello or Resync
- * snapshot before the batch can show a task whose TASK_START comes after
- * it in the ring (the task is in the registry before its start is queued),
- * and leashd must then see its TASK_END. Task ids only grow, so a task
- * above the highest id that snapshot showed is one it did not show.
+ * Nor is a task folded that leashd may hold already. A Hello or Resync
+ * snapshot can show a task whose TASK_START comes after it in the ring
+ * (the task is in the registry before its start is queued), and a STUCK
+ * made from a heartbeat's snapshot makes leashd list a task it never saw
+ * start (its start may still be behind a producer that was preempted
+ * between taking its cell and writing it); leashd must then see the task
+ * end. Task ids only grow, so a task above the highest id any snapshot of
+ * the session showed is one that no snapshot showed.
  */
 #define FOLD_SLOTS (2 * BATCH_MAX) /* a power of two: the table is at most half full */
 
@@ -737,7 +761,10 @@ static int flush(struct session *s, bool scan)
         if (total == 0) {
             if (scan)
                 pbsnap_free(&p);
-            return 0;
+            if (popped < BATCH_MAX)
+                return 0;
+            scan = false;
+            continue; /* a whole batch folded away: more may be queued */
         }
         Leash__Agent__Event  *pe = calloc(total, sizeof *pe);
         Leash__Agent__Event **pp = calloc(total, sizeof *pp);
@@ -755,8 +782,14 @@ static int flush(struct session *s, bool scan)
                 pe[k].report_kind = rep[i].kind;
                 pe[k].detail = rep[i].detail;
             }
-            if (have_p)
+            if (have_p) {
                 k += states(s, &p, &pe[k]);
+                /* a STUCK makes leashd list a task it never saw start:
+                   one this snapshot shows must be seen to end */
+                uint64_t top = snap_max_id(&p);
+                if (top > s->snap_max_task)
+                    s->snap_max_task = top;
+            }
             for (size_t i = 0; i < k; i++)
                 pp[i] = &pe[i];
             Leash__Agent__Events e = LEASH__AGENT__EVENTS__INIT;
@@ -947,8 +980,10 @@ static int agent_sleep(int fd, int64_t until)
     pthread_mutex_lock(&report_mu);
     bool busy = reports_n > 0;
     pthread_mutex_unlock(&report_mu);
-    busy = busy || ring_pending() || flush_asked();
-    int64_t wait = busy ? 0 : until - mono_ms();
+    busy = busy || ring_ready() || flush_asked();
+    /* a cell taken and not written yet: look again soon, not at once, so
+       as not to take a CPU from the producer that is to write it */
+    int64_t wait = busy ? 0 : ring_pending() ? 1 : until - mono_ms();
     if (wait < 0)
         wait = 0;
     int n = poll(p, 2, (int)(wait > INT32_MAX ? INT32_MAX : wait));

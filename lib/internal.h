@@ -497,6 +497,9 @@ struct leash__aevent {
 extern _Atomic int leash__agent_on; /* connected: events are wanted */
 void               leash__agent_init(void);
 void               leash__agent_push(const struct leash__aevent *ev);
+/* For the tests: called by a producer between taking its cell of the ring
+   and writing it (a producer preempted there, which a test holds open). */
+LEASH__HIDDEN extern void (*leash__agent_push_hook)(void);
 size_t leash__agent_fold(struct leash__aevent *evs, size_t n, uint64_t shown, uint64_t *folded);
 void   leash__agent_report(const char *kind, uint64_t task, uint64_t group_id, const char *group,
                            const char *detail);

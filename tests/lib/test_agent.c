@@ -14,6 +14,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -129,6 +130,7 @@ static void a_full_batch_folds_every_pair_in_it(void **state)
 static struct {
     pthread_mutex_t mu;
     uint64_t        starts, ends, folded, batches, resyncs;
+    uint64_t        stuck_task, stuck_seen_end, marker_end; /* the stuck test's */
     _Atomic bool    hello; /* the Hello is in: events queued from now are sent */
     bool            half;  /* an end whose start was never seen */
     char            dir[64], path[96];
@@ -175,6 +177,9 @@ static void *fake_leashd(void *arg)
         if (!said_hello && m->msg_case == LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO) {
             Leash__Agent__HelloReply hr = LEASH__AGENT__HELLO_REPLY__INIT;
             hr.ok = true;
+            /* a heartbeat scan every 100 ms, and a task blocked 50 ms stuck */
+            hr.heartbeat_ms = 100;
+            hr.stuck_after_ms = 50;
             Leash__Agent__DaemonMessage d = LEASH__AGENT__DAEMON_MESSAGE__INIT;
             d.msg_case = LEASH__AGENT__DAEMON_MESSAGE__MSG_HELLO;
             d.hello = &hr;
@@ -198,6 +203,12 @@ static void *fake_leashd(void *arg)
             fake.folded += m->events->folded;
             for (size_t i = 0; i < m->events->n_events; i++) {
                 Leash__Agent__Event *e = m->events->events[i];
+                if (e->kind == LEASH__AGENT__EVENT__KIND__STUCK && !fake.stuck_task)
+                    fake.stuck_task = e->task;
+                if (e->kind == LEASH__AGENT__EVENT__KIND__TASK_END && e->task == fake.stuck_task)
+                    fake.stuck_seen_end = 1;
+                if (e->kind == LEASH__AGENT__EVENT__KIND__GROUP_END && e->group == fake.marker_end)
+                    fake.marker_end = 0;
                 if (e->task >= SEEN_MAX)
                     continue;
                 if (e->kind == LEASH__AGENT__EVENT__KIND__TASK_START) {
@@ -265,11 +276,116 @@ static void every_task_that_ran_is_sent_whole_or_counted_folded(void **state)
     assert_int_equal(ends + folded - before, GROUPS * PER);
 }
 
+/* ---------------------------------- a STUCK ahead of its task's start */
+
+static _Thread_local bool hold_here;
+static sem_t              hold_sem, leave_sem;
+static _Atomic bool       holding;
+
+static void hold_push(void)
+{
+    if (hold_here) {
+        atomic_store(&holding, true);
+        while (sem_wait(&hold_sem) != 0)
+            ;
+    }
+}
+
+/* A thread whose first push stops between taking its cell and writing it,
+   as if preempted there: every event after it waits behind that cell. */
+static void *held_pusher(void *arg)
+{
+    (void)arg;
+    leash_group *g;
+    hold_here = true;
+    int err = leash_group_open(&g, &(leash_group_opts){.name = "held"});
+    hold_here = false;
+    if (err == 0)
+        leash_group_wait(g);
+    /* stays until the test has looked: a root task that leaves makes the
+       next heartbeat send a Resync, which would drop what is queued */
+    while (sem_wait(&leave_sem) != 0)
+        ;
+    return NULL;
+}
+
+static int sleeper(void *arg)
+{
+    (void)arg;
+    return leash_sleep(300);
+}
+
+static uint64_t resyncs_of(void)
+{
+    pthread_mutex_lock(&fake.mu);
+    uint64_t r = fake.resyncs;
+    pthread_mutex_unlock(&fake.mu);
+    return r;
+}
+
+static uint64_t stuck_of(void)
+{
+    pthread_mutex_lock(&fake.mu);
+    uint64_t t = fake.stuck_task;
+    pthread_mutex_unlock(&fake.mu);
+    return t;
+}
+
+static bool marker_seen(void)
+{
+    pthread_mutex_lock(&fake.mu);
+    bool seen = fake.marker_end == 0;
+    pthread_mutex_unlock(&fake.mu);
+    return seen;
+}
+
+/*
+ * A heartbeat's scan reports a task stuck while that task's start still
+ * waits in the ring behind a producer's unwritten cell: leashd lists the
+ * task from the STUCK alone. Its start and end then reach the agent in one
+ * batch, and folding them would leave leashd a stuck task that never ends.
+ */
+static void a_task_reported_stuck_before_its_start_is_seen_to_end(void **state)
+{
+    (void)state;
+    WAIT_FOR(atomic_load(&fake.hello));
+    uint64_t resyncs = resyncs_of();
+    leash__agent_push_hook = hold_push;
+    pthread_t q;
+    assert_int_equal(pthread_create(&q, NULL, held_pusher, NULL), 0);
+    WAIT_FOR(atomic_load(&holding));
+    /* the new thread is a root task, which the next heartbeat's Resync
+       shows: then comes the task, which no snapshot but a scan will show */
+    WAIT_FOR(resyncs_of() > resyncs);
+    leash_group *g;
+    assert_int_equal(leash_group_open(&g, NULL), 0);
+    assert_int_equal(leash_go(g, sleeper, NULL), 0); /* blocked 300 ms: stuck at 50 */
+    WAIT_FOR(stuck_of() != 0);
+    assert_int_equal(leash_group_wait(g), 0); /* ended: its end queued too */
+    /* the cell is written: the start, the end and a marker group follow */
+    assert_int_equal(leash_group_open(&g, NULL), 0);
+    pthread_mutex_lock(&fake.mu);
+    fake.marker_end = g->id;
+    pthread_mutex_unlock(&fake.mu);
+    sem_post(&hold_sem);
+    assert_int_equal(leash_group_wait(g), 0);
+    WAIT_FOR(marker_seen());
+    pthread_mutex_lock(&fake.mu);
+    bool ended = fake.stuck_seen_end;
+    pthread_mutex_unlock(&fake.mu);
+    assert_true(ended);
+    leash__agent_push_hook = NULL;
+    sem_post(&leave_sem);
+    pthread_join(q, NULL);
+}
+
 static int fake_setup(void **state)
 {
     (void)state;
     setenv("LEASH_REPORT", "quiet", 1);
     started = calloc(SEEN_MAX, 1);
+    sem_init(&hold_sem, 0, 0);
+    sem_init(&leave_sem, 0, 0);
     snprintf(fake.dir, sizeof fake.dir, "/tmp/leash-agent-test-XXXXXX");
     if (!started || !mkdtemp(fake.dir))
         return -1;
@@ -306,6 +422,7 @@ int main(void)
         cmocka_unit_test(a_task_the_last_snapshot_may_have_shown_is_sent_whole),
         cmocka_unit_test(a_full_batch_folds_every_pair_in_it),
         cmocka_unit_test(every_task_that_ran_is_sent_whole_or_counted_folded),
+        cmocka_unit_test(a_task_reported_stuck_before_its_start_is_seen_to_end),
     };
     return cmocka_run_group_tests(tests, fake_setup, fake_teardown);
 }
