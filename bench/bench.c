@@ -271,12 +271,17 @@ struct bare_chan {
 static struct bare_chan bare_ping, bare_pong;
 static long             bare_n;
 
+/* Reads before it tries, as leash's lock does: a compare-and-swap retried
+   blind takes the line from the holder each time. (In 10 alternated
+   processes, this floor went from 3.95x the spin floor to 3.63x, medians.) */
 static void bare_lock(struct bare_chan *c)
 {
-    int z = 0;
-    while (!atomic_compare_exchange_weak_explicit(&c->lock, &z, 1, memory_order_acquire,
-                                                  memory_order_relaxed)) {
-        z = 0;
+    for (;;) {
+        int z = 0;
+        if (atomic_load_explicit(&c->lock, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(&c->lock, &z, 1, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return;
         relax();
     }
 }
