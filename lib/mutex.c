@@ -645,7 +645,7 @@ void leash__abandon_holds(leash_task *t)
         if (h->kind == LEASH_HOLD_MUTEX) {
             leash_mutex *m = h->lock;
             WLOCK(m);
-            first = !(m->flags_ & F_ABANDONED);
+            first = !(LD(&m->flags_) & F_ABANDONED);
             __atomic_or_fetch(&m->flags_, F_ABANDONED, __ATOMIC_RELEASE);
             wq_wake_all(&m->waiters_);
             WUNLOCK(m);
