@@ -158,10 +158,9 @@ static bool ring_ready(void)
 
 static bool ring_pop(struct leash__aevent *ev)
 {
-    struct cell *c = &ring[deq_pos & (RING_SIZE - 1)];
-    size_t       seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-    if (seq != deq_pos + 1)
+    if (!ring_ready())
         return false;
+    struct cell *c = &ring[deq_pos & (RING_SIZE - 1)];
     *ev = c->ev;
     atomic_store_explicit(&c->seq, deq_pos + RING_SIZE, memory_order_release);
     deq_pos++;
@@ -480,14 +479,14 @@ static int cmp_shown(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* The highest task id a snapshot shows (0: none). */
-static uint64_t snap_max_id(const struct pbsnap *p)
+/* A snapshot leashd may take tasks from (a Hello, a Resync, or a
+   heartbeat's scan, whose STUCK makes leashd list a task it never saw
+   start): no task it shows is folded from here on (see fold). */
+static void snap_shown(struct session *s, const struct pbsnap *p)
 {
-    uint64_t top = 0;
     for (size_t i = 0; i < p->s.ntasks; i++)
-        if (p->s.tasks[i].id > top)
-            top = p->s.tasks[i].id;
-    return top;
+        if (p->s.tasks[i].id > s->snap_max_task)
+            s->snap_max_task = p->s.tasks[i].id;
 }
 
 /* Every task the snapshot shows blocked is what leashd now believes. */
@@ -496,7 +495,7 @@ static void shown_from(struct session *s, const struct pbsnap *p)
     free(s->shown);
     s->nshown = 0;
     s->shown = malloc((p->s.ntasks + 1) * sizeof *s->shown);
-    s->snap_max_task = snap_max_id(p);
+    snap_shown(s, p);
     for (size_t i = 0; s->shown && i < p->s.ntasks; i++) {
         const struct leash_snap_task *t = &p->s.tasks[i];
         if (t->op)
@@ -784,11 +783,7 @@ static int flush(struct session *s, bool scan)
             }
             if (have_p) {
                 k += states(s, &p, &pe[k]);
-                /* a STUCK makes leashd list a task it never saw start:
-                   one this snapshot shows must be seen to end */
-                uint64_t top = snap_max_id(&p);
-                if (top > s->snap_max_task)
-                    s->snap_max_task = top;
+                snap_shown(s, &p);
             }
             for (size_t i = 0; i < k; i++)
                 pp[i] = &pe[i];
