@@ -305,9 +305,12 @@ int  registry_map(int fd, const void **base, size_t *size, char *err, size_t err
 void registry_unmap(const void *base, size_t size);
 /* The task tree a registry holds, checked and copied out (the process may
    have written anything there); NULL when it is not a registry or memory
-   ran out. now_ns: CLOCK_MONOTONIC_COARSE, for ages. */
-Leash__Control__TaskTree *registry_read(const void *base, size_t size, int64_t now_ns,
-                                        struct registry_crash *crash);
+   ran out. now_ns: CLOCK_MONOTONIC_COARSE, for ages. The tree is named
+   pid and name, leashd's own view of the process (SO_PEERCRED's pid): the
+   pid and name in the registry's header are the process's word, never
+   taken. */
+Leash__Control__TaskTree *registry_read(const void *base, size_t size, int64_t now_ns, int pid,
+                                        const char *name, struct registry_crash *crash);
 size_t                    registry_live_tasks(const Leash__Control__TaskTree *t); /* not root */
 /* --------------------------------------------------------- journal.c */
 

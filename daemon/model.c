@@ -445,10 +445,12 @@ static void lost_cb(evutil_socket_t fd, short what, void *arg)
             return;
     }
     struct registry_crash     crash = {0};
-    Leash__Control__TaskTree *tree =
-        exited && l->p->reg ? registry_read(l->p->reg, l->p->reg_size, coarse_ns(), &crash) : NULL;
-    size_t live = tree ? registry_live_tasks(tree) : l->live;
-    size_t groups = tree ? tree->snapshot->n_groups : l->groups;
+    Leash__Control__TaskTree *tree = exited && l->p->reg
+                                         ? registry_read(l->p->reg, l->p->reg_size, coarse_ns(),
+                                                         (int)l->p->pid, l->p->name, &crash)
+                                         : NULL;
+    size_t                    live = tree ? registry_live_tasks(tree) : l->live;
+    size_t                    groups = tree ? tree->snapshot->n_groups : l->groups;
     if (leashd_stopping) {
         if (tree)
             leash__control__task_tree__free_unpacked(tree, NULL);

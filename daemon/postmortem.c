@@ -227,8 +227,8 @@ static void crash_detail(const struct reader *r, const struct leash_reg_header *
              h->crash_addr, where);
 }
 
-Leash__Control__TaskTree *registry_read(const void *map, size_t size, int64_t now_ns,
-                                        struct registry_crash *crash)
+Leash__Control__TaskTree *registry_read(const void *map, size_t size, int64_t now_ns, int pid,
+                                        const char *name, struct registry_crash *crash)
 {
     memset(crash, 0, sizeof *crash);
     const char *reg = map;
@@ -273,8 +273,10 @@ Leash__Control__TaskTree *registry_read(const void *map, size_t size, int64_t no
     leash__control__task_tree__init(t);
     leash__agent__snapshot__init(s);
     t->snapshot = s;
-    t->pid = h.pid;
-    t->name = clean(h.name, sizeof h.name);
+    /* who the tree is of is leashd's to say, not the registry's: the
+       process wrote the header's pid and name, and may have written pid 1 */
+    t->pid = pid;
+    t->name = strdup(name ? name : "");
     s->groups = calloc(TREE_GROUPS + 1, sizeof *s->groups);
     s->tasks = calloc(TREE_TASKS + 1, sizeof *s->tasks);
     if (!t->name || !s->groups || !s->tasks)

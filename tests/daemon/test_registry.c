@@ -92,7 +92,7 @@ static void a_well_formed_registry_gives_the_tree(void **state)
 {
     (void)state;
     struct registry_crash     c;
-    Leash__Control__TaskTree *t = registry_read(reg, TOTAL_SIZE, 5000000000LL, &c);
+    Leash__Control__TaskTree *t = registry_read(reg, TOTAL_SIZE, 5000000000LL, 4242, "server", &c);
     assert_non_null(t);
     assert_int_equal(t->pid, 4242);
     assert_string_equal(t->name, "server");
@@ -115,6 +115,23 @@ static void a_well_formed_registry_gives_the_tree(void **state)
     leash__control__task_tree__free_unpacked(t, NULL);
 }
 
+/* The registry is the process's own memory: its header can say it is pid 1,
+   "systemd". The tree leashd files names the process leashd knows. */
+static void the_tree_is_named_by_leashd_not_by_the_registry(void **state)
+{
+    (void)state;
+    struct leash_reg_header *h = header();
+    h->pid = 1;
+    strcpy(h->name, "systemd");
+    struct registry_crash     c;
+    Leash__Control__TaskTree *t = registry_read(reg, TOTAL_SIZE, 5000000000LL, 4715, "worker", &c);
+    assert_non_null(t);
+    assert_int_equal(t->pid, 4715);
+    assert_string_equal(t->name, "worker");
+    assert_int_equal(t->snapshot->n_tasks, 1); /* the rest is still read */
+    leash__control__task_tree__free_unpacked(t, NULL);
+}
+
 static void a_fatal_signal_names_the_task_its_function_and_group(void **state)
 {
     (void)state;
@@ -124,7 +141,7 @@ static void a_fatal_signal_names_the_task_its_function_and_group(void **state)
     h->crash_task = 7;
     h->crash_addr = 0;
     struct registry_crash     c;
-    Leash__Control__TaskTree *t = registry_read(reg, TOTAL_SIZE, 5000000000LL, &c);
+    Leash__Control__TaskTree *t = registry_read(reg, TOTAL_SIZE, 5000000000LL, 4242, "server", &c);
     assert_non_null(t);
     assert_string_equal(c.signal, "SIGSEGV");
     assert_string_equal(c.detail, "died of SIGSEGV (address 0x0) in task 7 (parse, spawned at "
@@ -134,12 +151,12 @@ static void a_fatal_signal_names_the_task_its_function_and_group(void **state)
     leash__control__task_tree__free_unpacked(t, NULL);
     /* a record still being written, or of a signal leash does not handle, is no crash */
     h->crash_seq = 1;
-    t = registry_read(reg, TOTAL_SIZE, 5000000000LL, &c);
+    t = registry_read(reg, TOTAL_SIZE, 5000000000LL, 4242, "server", &c);
     assert_string_equal(c.signal, "");
     leash__control__task_tree__free_unpacked(t, NULL);
     h->crash_seq = 2;
     h->crash_signal = 9;
-    t = registry_read(reg, TOTAL_SIZE, 5000000000LL, &c);
+    t = registry_read(reg, TOTAL_SIZE, 5000000000LL, 4242, "server", &c);
     assert_string_equal(c.signal, "");
     leash__control__task_tree__free_unpacked(t, NULL);
 }
@@ -158,7 +175,7 @@ static void lies_are_cut_cleaned_and_marked(void **state)
     memset(reg + STRS_OFF + LEASH_REG_STRLEN, 'x', LEASH_REG_STRLEN);      /* no NUL */
     h->tasks_over = 1;
     struct registry_crash     c;
-    Leash__Control__TaskTree *t = registry_read(reg, TOTAL_SIZE, 5000000000LL, &c);
+    Leash__Control__TaskTree *t = registry_read(reg, TOTAL_SIZE, 5000000000LL, 4242, "server", &c);
     assert_non_null(t);
     const Leash__Agent__Snapshot *s = t->snapshot;
     assert_true(s->truncated);
@@ -173,10 +190,10 @@ static void lies_are_cut_cleaned_and_marked(void **state)
     leash__control__task_tree__free_unpacked(t, NULL);
     /* not a registry at all */
     h->magic = 1;
-    assert_null(registry_read(reg, TOTAL_SIZE, 0, &c));
+    assert_null(registry_read(reg, TOTAL_SIZE, 0, 4242, "server", &c));
     h->magic = LEASH_REG_MAGIC;
     h->tasks_off = 0;
-    assert_null(registry_read(reg, TOTAL_SIZE, 0, &c));
+    assert_null(registry_read(reg, TOTAL_SIZE, 0, 4242, "server", &c));
 }
 
 static void only_a_sealed_memfd_of_the_right_size_is_taken(void **state)
@@ -216,6 +233,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_well_formed_registry_gives_the_tree, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_tree_is_named_by_leashd_not_by_the_registry, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_fatal_signal_names_the_task_its_function_and_group, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(lies_are_cut_cleaned_and_marked, setup, teardown),
