@@ -18,6 +18,10 @@
 
 #define STR_MAX   4096
 #define ITEMS_MAX 10000000
+/* The longest time in ms a leash library sends (it keeps times as int64
+   ns): 292 years. Anything above is a lie, and leashd adds these to its
+   clock, which a bigger one would overflow. */
+#define MS_MAX (INT64_MAX / 1000000)
 
 #define NAME_MAX_RECV  255 /* group, task fn, channel and lock names */
 #define PNAME_MAX_RECV 63  /* the process name, as struct proc holds it */
@@ -92,10 +96,11 @@ static const char *check_snapshot(Leash__Agent__Snapshot *s)
             return "group with id 0";
         if (g->id == g->parent)
             return "group is its own parent";
-        if (g->deadline_ms_left < -1)
-            return "group deadline_ms_left below -1";
+        if (g->deadline_ms_left < -1 || g->deadline_ms_left > MS_MAX)
+            return "group deadline_ms_left out of -1..9223372036854 (ms)";
         clean(g->name, NAME_MAX_RECV);
         clean(g->site, STR_MAX);
+        /* a backoff of up to INT64_MAX ms is a library's "never" */
         if (!strategy_ok(g->strategy) || g->backoff_ms < 0)
             return "group with an unknown strategy or a negative backoff";
     }
@@ -105,15 +110,16 @@ static const char *check_snapshot(Leash__Agent__Snapshot *s)
             return "task with id 0";
         if (!op_ok(t->op))
             return "task op out of range";
-        if (t->since_ms < 0)
-            return "task since_ms negative";
+        if (t->since_ms < 0 || t->since_ms > MS_MAX)
+            return "task since_ms out of 0..9223372036854";
         clean(t->fn, NAME_MAX_RECV);
         clean(t->site, STR_MAX);
         clean(t->object, NAME_MAX_RECV);
         clean(t->blocked_site, STR_MAX);
         clean(t->syscall_name, 64);
-        if (t->cpu_known && (t->cpu_ms < 0 || t->cpu_pct < -1 || t->cpu_pct > 100))
-            return "task cpu_ms negative or cpu_pct out of -1..100";
+        if (t->cpu_known &&
+            (t->cpu_ms < 0 || t->cpu_ms > MS_MAX || t->cpu_pct < -1 || t->cpu_pct > 100))
+            return "task cpu_ms out of 0..9223372036854 or cpu_pct out of -1..100";
         if (t->n_syscall_args > 6 || (t->in_syscall && t->syscall_nr < 0))
             return "task syscall with more than 6 arguments or a negative number";
     }
@@ -136,6 +142,8 @@ static const char *check_event(Leash__Agent__Event *e)
             return "group_open without a valid group id";
         if (e->deadline_ms_left < -1)
             return "group_open deadline_ms_left below -1";
+        if (e->deadline_ms_left > MS_MAX)
+            return "group_open deadline_ms_left above 9223372036854 (ms)";
         return NULL;
     case LEASH__AGENT__EVENT__KIND__GROUP_END:
         return e->group ? NULL : "group_end without a group id";
@@ -147,12 +155,16 @@ static const char *check_event(Leash__Agent__Event *e)
             return "stuck without a task id";
         if (!op_ok(e->op) || e->op == LEASH__AGENT__OP__OP_RUNNING)
             return "stuck with an op that is not a blocking one";
+        if (e->since_ms > MS_MAX)
+            return "stuck with since_ms above 9223372036854";
         return e->since_ms >= 0 ? NULL : "stuck with negative since_ms";
     case LEASH__AGENT__EVENT__KIND__STATE:
         if (!e->task)
             return "state without a task id";
         if (!op_ok(e->op))
             return "state op out of range";
+        if (e->since_ms > MS_MAX)
+            return "state with since_ms above 9223372036854";
         return e->since_ms >= 0 ? NULL : "state with negative since_ms";
     case LEASH__AGENT__EVENT__KIND__REPORT:
         return e->report_kind && *e->report_kind ? NULL : "report without a kind";
@@ -199,8 +211,8 @@ Leash__Agent__AgentMessage *agent_decode(const uint8_t *msg, size_t len, Protobu
     case LEASH__AGENT__AGENT_MESSAGE__MSG_CONFIRM:
         if (!m->confirm->request || !m->confirm->group)
             bad = "confirm reply without a request or group id";
-        else if (m->confirm->deadline_ms_left < -1)
-            bad = "confirm reply deadline_ms_left below -1";
+        else if (m->confirm->deadline_ms_left < -1 || m->confirm->deadline_ms_left > MS_MAX)
+            bad = "confirm reply deadline_ms_left out of -1..9223372036854 (ms)";
         break;
     case LEASH__AGENT__AGENT_MESSAGE__MSG_DUMP:
         if (!m->dump->request)

@@ -96,6 +96,14 @@ static void every_bad_field_is_refused_with_a_reason(void **state)
         {LEASH__AGENT__EVENT__KIND__STATE, 2, 0, 0, 0, 0, "", "state without a task id"},
         {LEASH__AGENT__EVENT__KIND__STATE, 2, 3, 0, 0, 99, "", "state op out of range"},
         {LEASH__AGENT__EVENT__KIND__STATE, 2, 3, 0, -5, 1, "", "negative since_ms"},
+        /* times a library keeping int64 ns cannot send, which leashd's
+           clock arithmetic would overflow on */
+        {LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 5, 1, INT64_MAX, 0, 0, "", "above 9223372036854"},
+        {LEASH__AGENT__EVENT__KIND__GROUP_OPEN, 5, 1, INT64_MAX / 1000000 + 1, 0, 0, "",
+         "above 9223372036854"},
+        {LEASH__AGENT__EVENT__KIND__STUCK, 2, 3, 0, INT64_MAX, 1, "", "since_ms above"},
+        {LEASH__AGENT__EVENT__KIND__STATE, 2, 3, 0, INT64_MAX / 1000000 + 1, 1, "",
+         "since_ms above"},
         {42, 1, 1, 0, 0, 0, "", "unknown event kind"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -120,6 +128,82 @@ static void every_bad_field_is_refused_with_a_reason(void **state)
     }
 }
 
+/* A Hello whose one group and one task carry these times: refused with
+   `want` in the reason, or accepted (want NULL). */
+static void hello_with_times(int64_t deadline_ms_left, int64_t since_ms, const char *want)
+{
+    Leash__Agent__Group g = LEASH__AGENT__GROUP__INIT, *gp = &g;
+    g.id = 2;
+    g.deadline_ms_left = deadline_ms_left;
+    Leash__Agent__Task t = LEASH__AGENT__TASK__INIT, *tp = &t;
+    t.id = 3;
+    t.group = 2;
+    t.op = LEASH__AGENT__OP__OP_SLEEP;
+    t.since_ms = since_ms;
+    Leash__Agent__Snapshot s = LEASH__AGENT__SNAPSHOT__INIT;
+    s.n_groups = 1;
+    s.groups = &gp;
+    s.n_tasks = 1;
+    s.tasks = &tp;
+    Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
+    h.version = 1;
+    h.snapshot = &s;
+    Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO;
+    m.hello = &h;
+    char                        why[256] = "";
+    Leash__Agent__AgentMessage *d = roundtrip(&m, why);
+    if (!want) {
+        if (!d)
+            fail_msg("deadline %lld since %lld refused: %s", (long long)deadline_ms_left,
+                     (long long)since_ms, why);
+        leash__agent__agent_message__free_unpacked(d, NULL);
+        return;
+    }
+    if (d) {
+        leash__agent__agent_message__free_unpacked(d, NULL);
+        fail_msg("deadline %lld since %lld accepted", (long long)deadline_ms_left,
+                 (long long)since_ms);
+    }
+    if (!strstr(why, want))
+        fail_msg("'%s' lacks '%s'", why, want);
+}
+
+static Leash__Agent__AgentMessage *confirm_with_deadline(int64_t deadline_ms_left, char *why)
+{
+    Leash__Agent__ConfirmReply r = LEASH__AGENT__CONFIRM_REPLY__INIT;
+    r.request = 1;
+    r.group = 2;
+    r.deadline_ms_left = deadline_ms_left;
+    Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_CONFIRM;
+    m.confirm = &r;
+    return roundtrip(&m, why);
+}
+
+/* A library keeps its times as int64 ns, so no time it sends in ms is above
+   INT64_MAX / 10^6; leashd adds these to its clock, and a bigger one would
+   overflow it (a deadline wrapped into the past). */
+static void times_no_library_can_send_are_refused(void **state)
+{
+    (void)state;
+    const int64_t most = INT64_MAX / 1000000;
+    hello_with_times(most, most, NULL);
+    hello_with_times(-1, 0, NULL);
+    hello_with_times(most + 1, 0, "group deadline_ms_left out of");
+    hello_with_times(INT64_MAX, 0, "group deadline_ms_left out of");
+    hello_with_times(-1, most + 1, "task since_ms out of");
+    hello_with_times(-1, INT64_MAX, "task since_ms out of");
+
+    char                        why[256] = "";
+    Leash__Agent__AgentMessage *d = confirm_with_deadline(most, why);
+    assert_non_null(d);
+    leash__agent__agent_message__free_unpacked(d, NULL);
+    assert_null(confirm_with_deadline(INT64_MAX - 5, why));
+    assert_non_null(strstr(why, "confirm reply deadline_ms_left out of"));
+    assert_null(confirm_with_deadline(most + 1, why));
+}
+
 static void restarts_and_supervisor_groups_are_checked(void **state)
 {
     (void)state;
@@ -135,6 +219,7 @@ static void restarts_and_supervisor_groups_are_checked(void **state)
         {2, "", 0, "without a group id or a strategy"},
         {2, "one_for_none", 0, "unknown strategy"},
         {2, "one_for_one", -1, "negative backoff"},
+        {2, "one_for_one", INT64_MAX, NULL}, /* a library's "never" */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT, *ep;
@@ -354,6 +439,7 @@ int main(void)
         cmocka_unit_test(frames_are_cut_whole_or_refused),
         cmocka_unit_test(good_hello_and_events_pass),
         cmocka_unit_test(every_bad_field_is_refused_with_a_reason),
+        cmocka_unit_test(times_no_library_can_send_are_refused),
         cmocka_unit_test(restarts_and_supervisor_groups_are_checked),
         cmocka_unit_test(names_are_cleaned_never_refused),
         cmocka_unit_test(garbage_is_not_a_message),
