@@ -124,11 +124,16 @@ static int k_admin_uids(struct ctx *x, const config_setting_t *s, struct config 
         return bad(x, s, "admin_uids", "out of memory");
     for (int i = 0; i < n; i++) {
         const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
-        if (config_setting_type(e) != CONFIG_TYPE_INT || config_setting_get_int(e) < 0) {
+        int                     t = config_setting_type(e);
+        /* a uid above 2^31 - 1 needs the L of an int64; (uid_t)-1 is none */
+        long long v = t == CONFIG_TYPE_INT     ? config_setting_get_int(e)
+                      : t == CONFIG_TYPE_INT64 ? config_setting_get_int64(e)
+                                               : -1;
+        if (v < 0 || v >= (long long)UINT32_MAX) {
             free(u);
             return bad(x, e, "admin_uids", "element %d is not a uid", i);
         }
-        u[i] = (uid_t)config_setting_get_int(e);
+        u[i] = (uid_t)v;
     }
     free(c->admin_uids);
     c->admin_uids = u;
@@ -394,6 +399,79 @@ static int defaults(struct config *c)
     return c->policies[0].match ? 0 : -1;
 }
 
+/*
+ * libconfig 1.5 (Debian 12's) reads a whole number written without an L
+ * suffix as a 32-bit int and cuts a bigger one silently: `admin_uids = [
+ * 4295032830 ]` became uid 65534, `objects_per_process = 4294967312`
+ * became 16, and no range check can see it. So the text is read first, and
+ * a number that does not fit 32 bits without its L is refused, with its
+ * line. Strings and comments are skipped; floats are left to libconfig.
+ * 0 if every literal fits, else -1 with err set.
+ */
+static int literals_fit(const char *text, const char *name, char *err, size_t errlen)
+{
+    int line = 1;
+    for (const char *p = text; *p;) {
+        char c = *p;
+        if (c == '\n') {
+            line++;
+            p++;
+        } else if (c == '"') { /* a string, with backslash escapes */
+            for (p++; *p && *p != '"'; p++) {
+                if (*p == '\\' && p[1])
+                    p++;
+                if (*p == '\n')
+                    line++;
+            }
+            if (*p)
+                p++;
+        } else if (c == '#' || (c == '/' && p[1] == '/')) {
+            p += strcspn(p, "\n");
+        } else if (c == '/' && p[1] == '*') {
+            for (p += 2; *p && !(p[0] == '*' && p[1] == '/'); p++)
+                if (*p == '\n')
+                    line++;
+            if (*p)
+                p += 2;
+        } else if (isalpha((unsigned char)c) || c == '_' || c == '@') { /* a name */
+            while (isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '*' || *p == '@')
+                p++;
+        } else if (isdigit((unsigned char)c) ||
+                   ((c == '-' || c == '+') && isdigit((unsigned char)p[1]))) {
+            const char *start = p;
+            if (c == '-' || c == '+')
+                p++;
+            bool hex = p[0] == '0' && (p[1] == 'x' || p[1] == 'X');
+            if (hex)
+                p += 2;
+            while (hex ? isxdigit((unsigned char)*p) : isdigit((unsigned char)*p))
+                p++;
+            if (!hex && (*p == '.' || *p == 'e' || *p == 'E')) { /* a float */
+                while (isdigit((unsigned char)*p) || strchr(".eE+-", *p))
+                    p++;
+                continue;
+            }
+            if (*p == 'L') { /* an int64, which libconfig keeps whole */
+                while (*p == 'L')
+                    p++;
+                continue;
+            }
+            errno = 0;
+            long long v = strtoll(start, NULL, hex ? 16 : 10);
+            if (errno == ERANGE || v < INT32_MIN || v > INT32_MAX) {
+                snprintf(err, errlen,
+                         "%s:%d: %.*s does not fit 32 bits: write it %.*sL (without the L "
+                         "libconfig would cut it)",
+                         name, line, (int)(p - start), start, (int)(p - start), start);
+                return -1;
+            }
+        } else {
+            p++;
+        }
+    }
+    return 0;
+}
+
 static int apply(struct config *c, config_t *cf, struct ctx *x)
 {
     config_setting_t *root = config_root_setting(cf);
@@ -427,7 +505,9 @@ int config_load_string(struct config *c, const char *text, const char *name, cha
     config_init(&cf);
     struct ctx x = {.file = name, .err = err, .errlen = errlen};
     int        rc = 0;
-    if (config_read_string(&cf, text) != CONFIG_TRUE) {
+    if (literals_fit(text, name, err, errlen)) {
+        rc = -1;
+    } else if (config_read_string(&cf, text) != CONFIG_TRUE) {
         snprintf(err, errlen, "%s:%d: %s", name, config_error_line(&cf), config_error_text(&cf));
         rc = -1;
     } else {

@@ -173,6 +173,53 @@ static void bad_input_names_file_line_and_key(void **state)
     }
 }
 
+/* libconfig 1.5 cuts a number without an L to 32 bits: 2^32 + 65534 would
+   be uid 65534 (nobody) as an admin. Every such number is refused, with its
+   line, before libconfig reads it. */
+static void numbers_libconfig_would_cut_are_refused(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"admin_uids = [ 4295032830 ];\n", "t.conf:1: 4295032830 does not fit 32 bits"},
+        {"\nobjects_per_process = 4294967312;\n", "t.conf:2: 4294967312 does not fit"},
+        {"journal_max = 9999999999999999;\n", "write it 9999999999999999L"},
+        {"max_frame = 999999999999;\n", "999999999999 does not fit"},
+        {"max_frame = 0x100000400;\n", "0x100000400 does not fit"},
+        {"followers_per_uid = -2147483649;\n", "-2147483649 does not fit"},
+        {"/* a comment\n */ max_frame =\n 4294968320;\n", "t.conf:3: 4294968320"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char          err[512];
+        struct config c;
+        if (config_load_string(&c, cases[i].text, "t.conf", err, sizeof err) == 0) {
+            config_free(&c);
+            fail_msg("case %zu accepted: %s", i, cases[i].text);
+        }
+        if (!strstr(err, cases[i].want))
+            fail_msg("case %zu: '%s' lacks '%s'", i, err, cases[i].want);
+    }
+
+    /* with the L, or where libconfig does not read a number, they stand */
+    load_conf("admin_uids = [ 0L, 2147483647L, 4294967294L ];\n" /* an array is of one type */
+              "journal_max = 1099511627776L; # 99999999999 in a comment\n"
+              "// 99999999999 too\n"
+              "state_dir = \"/var/lib/leash-99999999999\";\n"
+              "policies = ( { match = \"svc-4294967296\"; escalate = [ \"kill@2s\" ]; } );\n");
+    assert_int_equal(cfg.nadmin, 3);
+    assert_int_equal(cfg.admin_uids[1], 2147483647);
+    assert_int_equal(cfg.admin_uids[2], 4294967294u);
+    assert_int_equal(cfg.journal_max, 1ULL << 40);
+    assert_string_equal(cfg.state_dir, "/var/lib/leash-99999999999");
+
+    char          err[512];
+    struct config c;
+    assert_int_equal(
+        config_load_string(&c, "admin_uids = [ 4294967295L ];", "t.conf", err, sizeof err), -1);
+    assert_non_null(strstr(err, "element 0 is not a uid"));
+}
+
 static void missing_file_is_named(void **state)
 {
     (void)state;
@@ -190,6 +237,7 @@ int main(void)
         cmocka_unit_test(every_limit_key_lands_in_its_field_within_its_bounds),
         cmocka_unit_test(durations_need_a_unit),
         cmocka_unit_test(bad_input_names_file_line_and_key),
+        cmocka_unit_test(numbers_libconfig_would_cut_are_refused),
         cmocka_unit_test(missing_file_is_named),
     };
     int rc = cmocka_run_group_tests_name("config", tests, NULL, NULL);
