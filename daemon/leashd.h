@@ -23,6 +23,19 @@ void log_init(void);
 bool log_to_journal(void);
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A kind of line that any local process can cause as often as it likes (a
+   bad frame, a connection gone): at most LOG_LIMIT_BURST of the kind per
+   LOG_LIMIT_WINDOW_MS, then, with the next one after the window, how many
+   were left out (journald limits a service likewise). Zero-initialised. */
+#define LOG_LIMIT_BURST     5
+#define LOG_LIMIT_WINDOW_MS 10000
+struct log_limit {
+    int64_t  since;
+    unsigned said;
+    uint64_t left_out;
+};
+void log_limited(struct log_limit *l, bool warn, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* An incident: under journald a structured entry (LEASH_INCIDENT_ID,
    LEASH_KIND, LEASH_ACTION, LEASH_PID, LEASH_PROCESS, LEASH_GROUP, ...),
    else a log line. */

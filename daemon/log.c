@@ -58,6 +58,28 @@ void log_warn(const char *fmt, ...)
     va_end(ap);
 }
 
+void log_limited(struct log_limit *l, bool warn, const char *fmt, ...)
+{
+    int64_t now = mono_ms();
+    if (!l->said || now - l->since >= LOG_LIMIT_WINDOW_MS) {
+        if (l->left_out)
+            log_warn("%llu more lines like the next were not logged in the last %d s",
+                     (unsigned long long)l->left_out, (int)((now - l->since) / 1000));
+        l->since = now;
+        l->said = 0;
+        l->left_out = 0;
+    }
+    if (l->said >= LOG_LIMIT_BURST) {
+        l->left_out++;
+        return;
+    }
+    l->said++;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(warn ? "<4>" : "<6>", fmt, ap);
+    va_end(ap);
+}
+
 void log_incident(const Leash__Control__Incident *i)
 {
     char msg[1536];

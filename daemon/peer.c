@@ -219,6 +219,11 @@ static const char *over_objects(struct proc *p, char *why, size_t whylen)
     return why;
 }
 
+/* Any local process may connect and send garbage, as often as it likes:
+   what it causes is counted (leashd_bad_messages_total,
+   leashd_frames_rejected_total) and logged within a bound. */
+static struct log_limit bad_peer_log;
+
 /* One whole frame: decode, then act. Returns the reason to drop the peer. */
 static const char *on_message(struct proc *p, const uint8_t *msg, size_t len, char *why,
                               size_t whylen)
@@ -242,7 +247,7 @@ static const char *on_message(struct proc *p, const uint8_t *msg, size_t len, ch
             snprintf(why, whylen, "agent protocol version %u (leashd speaks %d)", m->hello->version,
                      LEASH__AGENT__VERSION__VERSION_CURRENT);
             /* said to the process before the connection closes */
-            log_warn("process %d: %s: connection closed", (int)p->pid, why);
+            log_limited(&bad_peer_log, true, "process %d: %s: connection closed", (int)p->pid, why);
             if (hello_reply(p, false, why) == 0)
                 peer_linger(p);
             else
@@ -322,7 +327,8 @@ static void read_frames(struct bufferevent *bev, struct proc *p)
         if (n > cfg.max_frame) {
             stat_frames_rejected++;
             snprintf(why, sizeof why, "frame of %u bytes over max_frame %zu", n, cfg.max_frame);
-            log_warn("process %d (%s): %s: connection closed", (int)p->pid, p->name, why);
+            log_limited(&bad_peer_log, true, "process %d (%s): %s: connection closed", (int)p->pid,
+                        p->name, why);
             peer_close(p, why);
             return;
         }
@@ -335,8 +341,8 @@ static void read_frames(struct bufferevent *bev, struct proc *p)
         const char    *drop = on_message(p, msg + sizeof hdr, n, why, sizeof why);
         evbuffer_drain(in, sizeof hdr + n);
         if (drop) {
-            log_warn("process %d (%s): bad message: %s: connection closed", (int)p->pid, p->name,
-                     drop);
+            log_limited(&bad_peer_log, true, "process %d (%s): bad message: %s: connection closed",
+                        (int)p->pid, p->name, drop);
             peer_close(p, drop);
             return;
         }

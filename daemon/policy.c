@@ -254,10 +254,14 @@ void policy_confirmed(struct proc *p, const Leash__Agent__ConfirmReply *r)
     if (g->next_step >= pol->nsteps)
         return;
     if (!r->alive) {
-        /* leashd held a group the process no longer has: a ghost */
-        log_warn("process %d (%s): group %llu \"%s\" has ended: no step taken, and the group "
-                 "leaves the model",
-                 (int)p->pid, p->name, (unsigned long long)g->id, g->name);
+        /* leashd held a group the process no longer has: a ghost. Routine
+           for a busy process whose groups end about when their grace does
+           (the end still on its way), so it is said within a bound. */
+        static struct log_limit ghost_log;
+        log_limited(&ghost_log, false,
+                    "process %d (%s): group %llu \"%s\" has ended: no step taken, and the group "
+                    "leaves the model",
+                    (int)p->pid, p->name, (unsigned long long)g->id, g->name);
         model_group_drop(p, g);
         return;
     }

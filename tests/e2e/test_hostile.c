@@ -483,6 +483,39 @@ static void old_protocol_version_is_told_why(void **state)
     daemon_cleanup(&d);
 }
 
+/* Any local process may connect to the agent socket (mode 0666) and send
+   garbage as fast as it can: each such connection is closed, but the log
+   says so LOG_LIMIT_BURST (5) times in a window, not once a connection. */
+static void garbage_from_many_connections_is_logged_within_a_bound(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "");
+    for (int i = 0; i < 40; i++) {
+        int fd = raw_connect(d.agent);
+        assert_true(fd >= 0);
+        uint8_t frame[LEASH_FRAME_HEADER + 3] = {0};
+        leash_frame_put_len(frame, 3);
+        memcpy(frame + LEASH_FRAME_HEADER, "\xff\xff\xff", 3); /* not an AgentMessage */
+        assert_int_equal(write_all(fd, frame, sizeof frame), 0);
+        /* leashd has read it once it closes the connection */
+        assert_true(closed_within(fd, E2E_WAIT_MS));
+        close(fd);
+    }
+    /* and a frame over max_frame, of the same kind */
+    int fd = raw_connect(d.agent);
+    assert_true(fd >= 0);
+    uint8_t hdr[LEASH_FRAME_HEADER];
+    leash_frame_put_len(hdr, 0xffffffffu);
+    assert_int_equal(write_all(fd, hdr, sizeof hdr), 0);
+    assert_true(closed_within(fd, E2E_WAIT_MS));
+    close(fd);
+    size_t logged = log_count(&d, "connection closed");
+    if (logged < 1 || logged > 5)
+        fail_msg("%zu lines for 41 bad connections (want 1 to 5)", logged);
+    daemon_cleanup(&d);
+}
+
 /* ------------------------------------------------------------ leashctl */
 
 static void leashctl_gives_up_on_a_leashd_that_never_answers(void **state)
@@ -741,6 +774,7 @@ int main(int argc, char **argv)
     self_path[n > 0 ? n : 0] = '\0';
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(old_protocol_version_is_told_why, teardown),
+        cmocka_unit_test_teardown(garbage_from_many_connections_is_logged_within_a_bound, teardown),
         cmocka_unit_test_teardown(leashctl_gives_up_on_a_leashd_that_never_answers, teardown),
         cmocka_unit_test_teardown(pid_reuse_never_signals_the_new_process, teardown),
         cmocka_unit_test_teardown(pid_reuse_never_signals_the_new_process_without_peerpidfd,
