@@ -173,6 +173,7 @@ struct proc {
     uint64_t             reports, reports_dropped; /* in that window */
     struct bufferevent  *bev;
     struct event        *first_ev; /* until the first read (peer.c): it takes the registry */
+    struct event        *exit_ev;  /* its pidfd readable: the process exited (peer.c) */
     struct map           groups, tasks;
     uint64_t             dropped, stuck;
     uint64_t             restarts;     /* its supervisors', since it connected */

@@ -153,6 +153,10 @@ static void deferred_unref(evutil_socket_t fd, short what, void *arg)
    inside the callback that is using it. */
 static void peer_release(struct proc *p)
 {
+    if (p->exit_ev) {
+        event_free(p->exit_ev);
+        p->exit_ev = NULL;
+    }
     if (!p->bev)
         return;
     bufferevent_free(p->bev);
@@ -498,6 +502,19 @@ static void first_read_cb(evutil_socket_t fd, short what, void *arg)
     read_cb(p->bev, p);
 }
 
+/* The process that connected has exited, and its connection is still open:
+   another process holds the socket (a child it forked, say), and speaks
+   for a pid that is gone, which the kernel may give to another process.
+   The connection ends with the process, as it does at end of file. */
+static void exit_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct proc *p = arg;
+    if (!p->dead)
+        peer_close(p, "the process exited; another process held its connection");
+}
+
 int agent_accept(struct event_base *b, int fd)
 {
     struct ucred cred;
@@ -539,6 +556,9 @@ int agent_accept(struct event_base *b, int fd)
         return -ENOMEM;
     }
     event_add(p->first_ev, NULL);
+    /* a pidfd reads readable once its process has exited (pidfd_open(2)) */
+    if (pidfd >= 0 && (p->exit_ev = event_new(b, pidfd, EV_READ, exit_cb, p)) != NULL)
+        event_add(p->exit_ev, NULL);
     return 0;
 }
 

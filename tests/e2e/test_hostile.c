@@ -516,6 +516,50 @@ static void garbage_from_many_connections_is_logged_within_a_bound(void **state)
     daemon_cleanup(&d);
 }
 
+/* A process connects and says Hello, then exits, while another process
+   (here the test, which made the socket before the fork) keeps the
+   connection open. The connection spoke for a pid that is gone: leashd
+   ends it with the process rather than list a dead pid as live. */
+static void a_connection_outliving_its_process_ends_with_it(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "heartbeat_timeout = \"1h\";\n");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    assert_true(strlen(d.agent) < sizeof sa.sun_path);
+    strcpy(sa.sun_path, d.agent);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    pid_t a = fork();
+    assert_true(a >= 0);
+    if (a == 0) {
+        /* SO_PEERCRED names whoever calls connect(): this child */
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+            send_hello(fd, LEASH__AGENT__VERSION__VERSION_CURRENT, "held-open") != 0)
+            _exit(1);
+        size_t   n;
+        uint8_t *reply = recv_frame(fd, &n, E2E_WAIT_MS);
+        _exit(reply ? 0 : 2);
+    }
+    int st;
+    assert_int_equal(waitpid(a, &st, 0), a);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* the test still holds the connection; leashd closes it */
+    assert_true(closed_within(fd, E2E_WAIT_MS));
+    close(fd);
+    char    out[65536];
+    int64_t until = now_ms() + E2E_WAIT_MS;
+    for (;;) {
+        assert_int_equal(ctl(&d, out, "ps"), 0);
+        if (!strstr(out, "held-open"))
+            break;
+        if (now_ms() > until)
+            fail_msg("pid %d, gone, is still listed: %s", (int)a, out);
+        pause_ms(50);
+    }
+    daemon_cleanup(&d);
+}
+
 /* ------------------------------------------------------------ leashctl */
 
 static void leashctl_gives_up_on_a_leashd_that_never_answers(void **state)
@@ -550,20 +594,26 @@ static void leashctl_gives_up_on_a_leashd_that_never_answers(void **state)
  * leashd stopped, a uid 65534 process connects, hands the socket to a child
  * and exits; a root process is made with its pid; leashd resumes, accepts,
  * and the child asks for a group that overran with a policy that kills.
- * Prints "rounds N reused R signalled S".
+ * Prints "rounds N reused R acted A ended E signalled S".
  */
-/* Polls `leashctl incidents` until it shows needle; false after E2E_WAIT_MS. */
-static bool incident_seen(const struct daemon *d, const char *needle)
+/* Polls until leashd has settled the round: 1 when `leashctl incidents`
+   shows needle (it acted), 2 when the attacker has said on `closed` that
+   leashd ended its connection (the process that opened it being gone); 0
+   after E2E_WAIT_MS. */
+static int round_settled(const struct daemon *d, const char *needle, int closed)
 {
     char    out[65536];
     int64_t until = now_ms() + E2E_WAIT_MS;
     while (now_ms() < until) {
         ctl_as(d, -1, out, sizeof out, "incidents", (char *)NULL);
         if (strstr(out, needle))
-            return true;
-        pause_ms(50);
+            return 1;
+        struct pollfd pfd = {.fd = closed, .events = POLLIN};
+        char          c;
+        if (poll(&pfd, 1, 50) == 1) /* said so, or gone without a word */
+            return read(closed, &c, 1) == 1 ? 2 : 0;
     }
-    return false;
+    return 0;
 }
 
 static int pidns_attack(void)
@@ -592,14 +642,14 @@ static int pidns_attack(void)
     for (int64_t until = now_ms() + E2E_WAIT_MS; !connectable(d.control); pause_ms(10))
         if (now_ms() > until)
             return 2;
-    int reused = 0, signalled = 0, rounds = 0, seen = 0;
+    int reused = 0, signalled = 0, rounds = 0, seen = 0, ended = 0;
     /* a round where something else took the pid first (a sanitizer's
        thread; on a loaded machine, often) proves nothing: it is run again,
        up to 60 times in all */
     for (int tries = 0; reused < 20 && tries < 60; tries++) {
         rounds++;
-        int go[2], back[2];
-        if (pipe(go) != 0 || pipe(back) != 0)
+        int go[2], back[2], closed[2];
+        if (pipe(go) != 0 || pipe(back) != 0 || pipe(closed) != 0)
             return 2;
         kill(d.pid, SIGSTOP);
         pid_t a = fork();
@@ -630,8 +680,11 @@ static int pidns_attack(void)
                 for (;;) {
                     size_t   len;
                     uint8_t *frame = recv_frame(fd, &len, 600000);
-                    if (!frame)
+                    if (!frame) { /* leashd ended the connection */
+                        if (write(closed[1], "c", 1) != 1)
+                            _exit(6);
                         pause();
+                    }
                     Leash__Agent__DaemonMessage *dm =
                         frame ? leash__agent__daemon_message__unpack(NULL, len, frame) : NULL;
                     if (dm && dm->msg_case == LEASH__AGENT__DAEMON_MESSAGE__MSG_CONFIRM) {
@@ -675,10 +728,16 @@ static int pidns_attack(void)
         if (write(go[1], "g", 1) != 1)
             return 2;
         close(go[1]);
-        /* the report that follows the kill step says leashd has acted */
+        /* the report that follows the kill step says leashd has acted; or
+           leashd saw, by its pidfd, that the process that connected was
+           gone, and ended the connection instead */
         char want[32];
         snprintf(want, sizeof want, "round-%d-", rounds);
-        seen += incident_seen(&d, want);
+        close(closed[1]);
+        int how = round_settled(&d, want, closed[0]);
+        close(closed[0]);
+        seen += how == 1;
+        ended += how == 2;
         int st;
         if (waitpid(r, &st, WNOHANG) == r)
             signalled++;
@@ -689,7 +748,8 @@ static int pidns_attack(void)
         kill(c, SIGKILL);
         waitpid(c, &st, 0); /* reparented to us, pid 1 */
     }
-    printf("rounds %d reused %d acted %d signalled %d\n", rounds, reused, seen, signalled);
+    printf("rounds %d reused %d acted %d ended %d signalled %d\n", rounds, reused, seen, ended,
+           signalled);
     fflush(stdout);
     kill(d.pid, SIGTERM);
     waitpid(d.pid, NULL, 0);
@@ -739,15 +799,19 @@ static void pid_reuse_never_signals_the_new_process_(bool fallback)
         fprintf(stderr, "skipped: cannot run unshare --pid --fork --mount-proc here (%s)\n", out);
         skip();
     }
-    int rounds = -1, reused = -1, acted = -1, signalled = -1;
-    assert_int_equal(sscanf(out, "rounds %d reused %d acted %d signalled %d", &rounds, &reused,
-                            &acted, &signalled),
-                     4);
+    int rounds = -1, reused = -1, acted = -1, ended = -1, signalled = -1;
+    assert_int_equal(sscanf(out, "rounds %d reused %d acted %d ended %d signalled %d", &rounds,
+                            &reused, &acted, &ended, &signalled),
+                     5);
     print_message("%s: %s\n", fallback ? "pidfd_open fallback" : "SO_PEERPIDFD", out);
     /* the attack was set up in enough rounds to mean something: under TSan
        on a loaded machine 12 of 40 rounds were seen to get the pid */
     assert_true(reused >= 5);
-    assert_int_equal(acted, rounds); /* and leashd ran the kill step every time */
+    /* every round settled: leashd ran the kill step, or (SO_PEERPIDFD pins
+       the process that connected, long gone) ended the connection */
+    assert_int_equal(acted + ended, rounds);
+    if (!fallback)
+        assert_int_equal(ended, rounds);
     assert_int_equal(signalled, 0);
 }
 
@@ -775,6 +839,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(old_protocol_version_is_told_why, teardown),
         cmocka_unit_test_teardown(garbage_from_many_connections_is_logged_within_a_bound, teardown),
+        cmocka_unit_test_teardown(a_connection_outliving_its_process_ends_with_it, teardown),
         cmocka_unit_test_teardown(leashctl_gives_up_on_a_leashd_that_never_answers, teardown),
         cmocka_unit_test_teardown(pid_reuse_never_signals_the_new_process, teardown),
         cmocka_unit_test_teardown(pid_reuse_never_signals_the_new_process_without_peerpidfd,
