@@ -178,6 +178,7 @@ struct proc {
     uint64_t             dropped, stuck;
     uint64_t             restarts;     /* its supervisors', since it connected */
     uint64_t             seq;          /* of the last batch (Events or Resync) */
+    int64_t              folded_mono;  /* its last Events (or Hello): the folded bound */
     uint64_t             snap_dropped; /* the agent's drop count its last snapshot covers */
     bool                 resyncing;    /* the model has holes until a fresh snapshot */
     uint32_t             gen;          /* snapshots applied */
@@ -281,6 +282,7 @@ enum limit {
     LIMIT_IDENTITY,  /* a peer whose process cannot be pinned: never signalled */
     LIMIT_NAMES,     /* bytes of unique names held */
     LIMIT_OBJECTS,   /* live groups and tasks of one process */
+    LIMIT_FOLDED,    /* folded tasks an agent claims beyond what it could run */
     LIMIT_COUNT
 };
 extern const char *const limit_names[LIMIT_COUNT];

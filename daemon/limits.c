@@ -22,6 +22,7 @@ const char *const limit_names[LIMIT_COUNT] = {
     [LIMIT_TIMEOUT] = "peer_timeout",  [LIMIT_REPORTS] = "report_burst",
     [LIMIT_FDS] = "file_descriptors",  [LIMIT_IDENTITY] = "peer_identity",
     [LIMIT_NAMES] = "names_max",       [LIMIT_OBJECTS] = "objects_per_process",
+    [LIMIT_FOLDED] = "folded_rate",
 };
 uint64_t limit_hits[LIMIT_COUNT];
 

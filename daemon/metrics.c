@@ -28,7 +28,8 @@ static void serve(struct evhttp_request *req, void *arg)
     proc_counts(&groups, &tasks, &stuck);
     for (struct proc *p = procs; p; p = p->next) {
         nproc += p->hello;
-        dropped += p->dropped;
+        /* each agent's own word: saturates, never wraps */
+        dropped = p->dropped > UINT64_MAX - dropped ? UINT64_MAX : dropped + p->dropped;
     }
     evbuffer_add_printf(
         b,

@@ -707,6 +707,7 @@ void model_hello(struct proc *p, const Leash__Agent__Hello *h)
     p->hello = true;
     p->dropped = p->snap_dropped = h->dropped;
     p->seq = 0;
+    p->folded_mono = model_now();
     p->resyncing = false;
     model_replace(p, h->snapshot);
     log_info("process %d (%s, uid %u) connected: %zu groups, %zu tasks, policy \"%s\"", (int)p->pid,
@@ -747,12 +748,29 @@ static void check_batch(struct proc *p, uint64_t seq, uint64_t dropped)
         mark_resyncing(p, "the agent dropped events"); /* it sends a Resync by itself */
 }
 
+/* The most tasks an agent may say it folded per ms since its last Events:
+   a billion a second, some hundred times what one process spawns here. A
+   count trusted for nothing but itself still must not let one process pin
+   a daemon-wide counter: 2^64 at this rate is some 580 years. */
+#define FOLDED_PER_MS 1000000ull
+
 void model_events(struct proc *p, const Leash__Agent__Events *e)
 {
     check_batch(p, e->seq, e->dropped);
-    /* a count, trusted for nothing but itself: saturates, never wraps */
+    int64_t  now = model_now();
+    uint64_t ms = now > p->folded_mono ? (uint64_t)(now - p->folded_mono) : 0;
+    uint64_t most = (ms + 1) * FOLDED_PER_MS, folded = e->folded;
+    p->folded_mono = now;
+    if (folded > most) {
+        limit_hit(LIMIT_FOLDED, p->uid,
+                  "process %d (%s) says it folded %llu tasks in %llu ms: %llu counted", (int)p->pid,
+                  p->name, (unsigned long long)folded, (unsigned long long)ms,
+                  (unsigned long long)most);
+        folded = most;
+    }
+    /* saturates, never wraps */
     stat_tasks_folded =
-        e->folded > UINT64_MAX - stat_tasks_folded ? UINT64_MAX : stat_tasks_folded + e->folded;
+        folded > UINT64_MAX - stat_tasks_folded ? UINT64_MAX : stat_tasks_folded + folded;
     for (size_t i = 0; i < e->n_events; i++)
         model_event(p, e->events[i]);
 }
