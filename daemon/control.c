@@ -443,9 +443,12 @@ static void do_reload(struct client *c)
     if (!admin_only(c, "reload"))
         return;
     char err[512];
-    if (daemon_reload(err, sizeof err))
+    if (daemon_reload(err, sizeof err)) {
+        /* said in leashd's log too, as a SIGHUP's failure is */
+        log_warn("reload asked by uid %u failed, the running config stays: %s", (unsigned)c->uid,
+                 err);
         fail(c, EINVAL, "reload failed, the running config stays: %s", err);
-    else
+    } else
         done(c, "config reloaded from %s", cfg.file ? cfg.file : "built-in defaults");
 }
 

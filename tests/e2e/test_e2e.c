@@ -288,6 +288,26 @@ static void bad_config_is_refused_with_file_line_and_key(void **state)
         if (!strstr(out, cases[i].want) || !strstr(out, path))
             fail_msg("case %zu: '%s' lacks '%s'", i, out, cases[i].want);
     }
+    /* what listening would refuse is refused by --check-config already */
+    static const struct {
+        const char *args, *want;
+    } sockets[] = {
+        {"--agent-socket /tmp/same.sock --control-socket /tmp/same.sock",
+         "/tmp/same.sock: the agent and the control socket cannot be one path"},
+        {"--agent-socket /tmp/a-path-of-a-hundred-and-ten-bytes-which-no-unix-socket-"
+         "address-has-room-for-0123456789012345678901.sock",
+         "path too long for a socket (107 bytes at most)"},
+    };
+    for (size_t i = 0; i < sizeof sockets / sizeof sockets[0]; i++) {
+        snprintf(cmd, sizeof cmd, "%s --check-config %s 2>&1", LEASHD_BIN, sockets[i].args);
+        FILE  *p = popen(cmd, "r");
+        char   out[1024] = "";
+        size_t n = fread(out, 1, sizeof out - 1, p);
+        out[n] = '\0';
+        assert_int_equal(WEXITSTATUS(pclose(p)), 1);
+        if (!strstr(out, sockets[i].want))
+            fail_msg("sockets %zu: '%s' lacks '%s'", i, out, sockets[i].want);
+    }
     FILE *f = fopen(path, "w");
     fputs("heartbeat_timeout = \"2s\";\npolicies = ( { match = \"web-*\"; grace = \"1s\";\n"
           "  escalate = [ \"report\", \"kill@5s\" ]; } );\n",
