@@ -79,7 +79,23 @@ static int connect_to(const char *path)
     return fd;
 }
 
-static int send_req(int fd, Leash__Control__Request *r)
+/* leashd closes a connection it will not serve (peers_per_uid reached),
+   and its agent socket closes one that does not start with a Hello. */
+static void closed_unanswered(const char *path)
+{
+    fprintf(stderr,
+            "leashctl: leashd at %s closed the connection without answering (too many "
+            "connections from this user, or not leashd's control socket?)\n",
+            path);
+}
+
+/* Whether errno says the peer had closed its end. */
+static bool peer_closed(void)
+{
+    return errno == EPIPE || errno == ECONNRESET;
+}
+
+static int send_req(int fd, const char *path, Leash__Control__Request *r)
 {
     r->version = LEASH__CONTROL__VERSION__VERSION_CURRENT;
     size_t   n;
@@ -92,7 +108,9 @@ static int send_req(int fd, Leash__Control__Request *r)
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0) {
-            if (!timed_out())
+            if (peer_closed())
+                closed_unanswered(path);
+            else if (!timed_out())
                 fprintf(stderr, "leashctl: send: %s\n", strerror(errno));
             free(buf);
             return -1;
@@ -117,14 +135,20 @@ static int read_full(int fd, uint8_t *p, size_t n)
     return 0;
 }
 
-/* The next response, or NULL when leashd closed the connection (or did
-   not answer in time: said). */
-static Leash__Control__Response *recv_resp(int fd)
+/* The next response; NULL with *closed set when leashd closed the
+   connection between responses, NULL alone when something else went wrong
+   (said). */
+static Leash__Control__Response *recv_resp(int fd, bool *closed)
 {
     uint8_t hdr[LEASH_FRAME_HEADER];
+    *closed = false;
     errno = 0;
     if (read_full(fd, hdr, sizeof hdr)) {
-        timed_out();
+        /* a close before leashd read the request is a reset, not an EOF */
+        if (errno == 0 || peer_closed())
+            *closed = true;
+        else if (!timed_out())
+            fprintf(stderr, "leashctl: read: %s\n", strerror(errno));
         return NULL;
     }
     uint32_t n = leash_frame_get_len(hdr);
@@ -153,15 +177,15 @@ int conn_call(const char *path, Leash__Control__Request *req, conn_cb cb, void *
     int fd = connect_to(path);
     if (fd < 0)
         return 1;
-    if (send_req(fd, req)) {
+    if (send_req(fd, path, req)) {
         close(fd);
         return 1;
     }
     int                       rc = 0;
-    bool                      any = false;
+    bool                      any = false, closed;
     Leash__Control__Response *r;
     bool follow = req->req_case == LEASH__CONTROL__REQUEST__REQ_INCIDENTS && req->incidents->follow;
-    while ((r = recv_resp(fd)) != NULL) {
+    while ((r = recv_resp(fd, &closed)) != NULL) {
         if (!any && follow)
             set_timeout(fd, SO_RCVTIMEO, 0); /* new incidents come when they come */
         any = true;
@@ -188,17 +212,23 @@ int conn_call(const char *path, Leash__Control__Request *req, conn_cb cb, void *
         leash__control__response__free_unpacked(r, NULL);
         if (fflush(stdout) != 0 || ferror(stdout)) {
             rc = 1; /* main says why; a follower stops rather than print into nothing */
-            follow = false;
+            closed = false;
             break;
         }
     }
-    if (follow && any) {
+    close(fd);
+    if (!closed) /* said why */
+        return 1;
+    if (!any) {
+        closed_unanswered(path);
+        return 1;
+    }
+    if (follow) {
         /* leashd never ends a follow by itself: it stopped, or dropped a
            follower that did not read (peer_out_max) */
         fprintf(stderr, "leashctl: leashd ended the follow (it stopped, or dropped this follower "
                         "for reading too slowly)\n");
-        rc = 1;
+        return 1;
     }
-    close(fd);
-    return any ? rc : 1; /* no response at all: said why already */
+    return rc;
 }

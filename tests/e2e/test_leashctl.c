@@ -525,6 +525,53 @@ static void lost_output_and_a_lost_follow_fail(void **state)
     daemon_cleanup(&d);
 }
 
+/* leashd closes a connection it will not serve without a word (one past
+   peers_per_uid; on the agent socket, one that starts with no Hello):
+   leashctl says what that likely means rather than exit 1 in silence. */
+static void a_connection_closed_unanswered_is_said(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "peers_per_uid = 1;\n");
+    static char out[4096];
+    char        want[512];
+    snprintf(want, sizeof want,
+             "leashctl: leashd at %s closed the connection without answering (too many "
+             "connections from this user, or not leashd's control socket?)\n",
+             d.agent);
+    assert_int_equal(ctl(&d, out, "--socket", d.agent, "ps"), 1);
+    assert_string_equal(out, want);
+
+    /* a follower holds this uid's one connection */
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        execl(LEASHCTL_BIN, "leashctl", "--socket", d.control, "incidents", "--follow",
+              (char *)NULL);
+        _exit(127);
+    }
+    track(pid);
+    close(p[1]);
+    char line[256];
+    read_line(p[0], line, sizeof line, E2E_WAIT_MS); /* the header: it follows now */
+    assert_non_null(strstr(line, "KIND"));
+    snprintf(want, sizeof want,
+             "leashctl: leashd at %s closed the connection without answering (too many "
+             "connections from this user, or not leashd's control socket?)\n",
+             d.control);
+    for (int i = 0; i < 3; i++) { /* closed before or after leashctl sent: the same */
+        assert_int_equal(ctl(&d, out, "status"), 1);
+        assert_string_equal(out, want);
+    }
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    close(p[0]);
+    daemon_cleanup(&d);
+}
+
 /* A -f with no format after it means --follow, for incidents; to any other
    command it was a format, missing or misspelt, and the error says that
    rather than "does not take --follow". */
@@ -609,6 +656,7 @@ int main(void)
         cmocka_unit_test_teardown(lost_output_and_a_lost_follow_fail, teardown),
         cmocka_unit_test_teardown(counts_and_ages_too_large_are_refused, teardown),
         cmocka_unit_test_teardown(a_lone_f_elsewhere_is_a_missing_format, teardown),
+        cmocka_unit_test_teardown(a_connection_closed_unanswered_is_said, teardown),
         cmocka_unit_test_teardown(a_long_or_odd_name_is_still_supervised, teardown),
     };
     return cmocka_run_group_tests_name("leashctl", tests, NULL, NULL);
