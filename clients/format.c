@@ -250,17 +250,15 @@ static const struct ps_column {
 };
 #define NCOLS (sizeof ps_columns / sizeof ps_columns[0])
 
-bool ps_match(const Leash__Control__Process *p, const char *only)
+bool ps_match(const Leash__Control__Process *p, const struct proc_sel *only)
 {
     if (!only)
         return true;
-    char pid[16];
-    snprintf(pid, sizeof pid, "%d", p->pid);
-    return !strcmp(only, pid) || !strcmp(only, p->name);
+    return only->pid ? p->pid == only->pid : !strcmp(only->name, p->name);
 }
 
 static void print_procs(FILE *f, const Leash__Control__Process *const *procs, size_t n, bool json,
-                        bool headers, const char *only)
+                        bool headers, const struct proc_sel *only)
 {
     char cell[512];
     if (json) {
@@ -338,7 +336,8 @@ static int cmp_pid(const void *a, const void *b)
 }
 
 /* In pid order, whatever order leashd keeps them in. */
-void print_ps(FILE *f, const Leash__Control__Ps *ps, bool json, bool headers, const char *only)
+void print_ps(FILE *f, const Leash__Control__Ps *ps, bool json, bool headers,
+              const struct proc_sel *only)
 {
     size_t                          n = ps->n_processes;
     const Leash__Control__Process **v = malloc((n ? n : 1) * sizeof *v);

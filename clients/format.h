@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "leash/control.pb-c.h"
@@ -18,11 +19,19 @@ int text_width(const char *s);
 /* s padded to width columns (cut there, at a character, if wider). */
 void put_cell(FILE *f, const char *s, int width, bool left);
 
-/* Whether p is the one `only` names (a pid or a name; NULL: any). */
-bool ps_match(const Leash__Control__Process *p, const char *only);
+/* The processes a command line names: the one with that pid, or every one
+   of that name. */
+struct proc_sel {
+    int32_t     pid;  /* > 0: this pid, and name is NULL */
+    const char *name; /* when pid is 0 */
+};
+
+/* Whether p is one that `only` names (NULL: any). */
+bool ps_match(const Leash__Control__Process *p, const struct proc_sel *only);
 /* The processes (those `only` names) as a table with headers or not, or as
    JSON. */
-void print_ps(FILE *f, const Leash__Control__Ps *ps, bool json, bool headers, const char *only);
+void print_ps(FILE *f, const Leash__Control__Ps *ps, bool json, bool headers,
+              const struct proc_sel *only);
 
 /* Sorts t's snapshot, then prints it. -1 when it could not be written.
    several: the output holds more than one process's tree (--all, or a

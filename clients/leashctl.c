@@ -185,27 +185,43 @@ static int usage(const struct command *cmd, const char *fmt, ...)
 
 /* ------------------------------------------------------------ arguments */
 
+/* A pid is decimal digits alone, 1 to 2147483647; leading zeros do not
+   count (0042 is pid 42). -1 when s is not one: a name, or a number no
+   process can have (not_a_pid). */
 static int parse_pid(const char *s, int32_t *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v <= 0 || v > 0x7fffffff)
+    if (!*s || s[strspn(s, "0123456789")] != '\0')
+        return -1;
+    int64_t v = 0;
+    for (const char *p = s; *p; p++)
+        if ((v = v * 10 + (*p - '0')) > INT32_MAX)
+            return -1;
+    if (!v)
         return -1;
     *out = (int32_t)v;
     return 0;
 }
 
 /* True, having said so, when s is a number (an optional sign, then digits:
-   meant as a pid, never a name) that no process can have: 0, negative, too
+   meant as a pid, never a name) that no process can have: 0, signed, too
    large. */
 static bool not_a_pid(const char *s)
 {
     const char *d = s + (*s == '-' || *s == '+');
     if (!*d || d[strspn(d, "0123456789")] != '\0' || !parse_pid(s, &(int32_t){0}))
         return false;
-    fprintf(stderr, "leashctl: '%s' is not a pid (1 to 2147483647)\n", s);
+    fprintf(stderr, "leashctl: '%s' is not a pid (digits alone, 1 to 2147483647)\n", s);
     return true;
+}
+
+/* What arg names, once not_a_pid has refused what is neither a pid nor a
+   name. */
+static struct proc_sel proc_sel_of(const char *arg)
+{
+    struct proc_sel sel = {0, NULL};
+    if (parse_pid(arg, &sel.pid))
+        sel.name = arg;
+    return sel;
 }
 
 static int64_t parse_dur(const char *s)
@@ -348,18 +364,23 @@ static int ps_cb(void *arg, const Leash__Control__Response *r)
     struct ctl *c = arg;
     if (r->resp_case != LEASH__CONTROL__RESPONSE__RESP_PS)
         return 1;
-    const char *only = c->npos ? c->pos[0] : NULL;
-    bool        found = !only;
+    struct proc_sel  sel;
+    struct proc_sel *only = NULL;
+    if (c->npos) {
+        sel = proc_sel_of(c->pos[0]);
+        only = &sel;
+    }
+    bool found = !only;
     for (size_t i = 0; only && i < r->ps->n_processes; i++)
         found |= ps_match(r->ps->processes[i], only);
     if (!found) {
         /* named, and not there: an empty list for a script, the why on stderr */
         if (c->json)
             printf("[]\n");
-        if (parse_pid(only, &(int32_t){0}))
-            fprintf(stderr, "leashctl: no leashed process named '%s'\n", only);
+        if (only->name)
+            fprintf(stderr, "leashctl: no leashed process named '%s'\n", only->name);
         else
-            fprintf(stderr, "leashctl: no leashed process with pid %s\n", only);
+            fprintf(stderr, "leashctl: no leashed process with pid %d\n", only->pid);
         return 1;
     }
     print_ps(stdout, r->ps, c->json, c->headers, only);

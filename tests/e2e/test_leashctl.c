@@ -240,6 +240,62 @@ static void processes_are_named_by_pid_or_by_name(void **state)
     daemon_cleanup(&d);
 }
 
+/* Digits alone are a pid, never a name, leading zeros or not; a sign makes
+   a number no pid; anything else is a name, spaces and all. ps shows what
+   tasks, dump and kill act on. */
+static void a_number_is_a_pid_and_never_a_name(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    /* no process has pid 999999999: pid_max is at most 2^22 */
+    struct child n = leashed_named(&d, "park", "999999999");
+    struct child s = leashed_named(&d, "park", " 7");
+    wait_connected(&d, &n, "999999999");
+    wait_connected(&d, &s, " 7");
+    static char out[65536];
+    assert_int_equal(ctl(&d, out, "ps", "999999999"), 1);
+    assert_string_equal(out, "leashctl: no leashed process with pid 999999999\n");
+    assert_int_equal(ctl(&d, out, "ps", "999999999", "--json"), 1);
+    assert_non_null(strstr(out, "[]\n"));
+    assert_int_equal(ctl(&d, out, "tasks", "999999999"), 1);
+    assert_string_equal(out, "leashctl: no leashed process 999999999\n");
+
+    char arg[32], want[128];
+    snprintf(arg, sizeof arg, "00%d", (int)n.pid);
+    assert_int_equal(ctl(&d, out, "ps", "-q", arg), 0);
+    assert_int_equal(count(out, "\n"), 1);
+    assert_non_null(strstr(out, "999999999"));
+    assert_int_equal(ctl(&d, out, "tasks", arg, "--json"), 0);
+    assert_non_null(strstr(out, "\"name\":\"999999999\""));
+
+    snprintf(arg, sizeof arg, " %d", (int)n.pid);
+    snprintf(want, sizeof want, "leashctl: no leashed process named ' %d'\n", (int)n.pid);
+    assert_int_equal(ctl(&d, out, "ps", arg), 1);
+    assert_string_equal(out, want);
+    assert_int_equal(ctl(&d, out, "tasks", arg), 1);
+    assert_string_equal(out, want);
+    assert_int_equal(ctl(&d, out, "ps", "-q", " 7"), 0);
+    assert_int_equal(count(out, "\n"), 1);
+    assert_non_null(strstr(out, pidstr(s.pid)));
+    assert_int_equal(ctl(&d, out, "dump", " 7", "--json"), 0);
+    assert_non_null(strstr(out, "\"name\":\" 7\""));
+
+    snprintf(arg, sizeof arg, "+%d", (int)n.pid);
+    snprintf(want, sizeof want, "leashctl: '+%d' is not a pid", (int)n.pid);
+    const char *cmds[] = {"ps", "tasks", "dump", "kill"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        assert_int_equal(ctl(&d, out, cmds[i], arg), 2);
+        assert_non_null(strstr(out, want));
+    }
+    assert_int_equal(ctl(&d, out, "cancel", arg, "1"), 2);
+    assert_non_null(strstr(out, want));
+    assert_int_equal(waitpid(n.pid, NULL, WNOHANG), 0);
+    kill_child(&n);
+    kill_child(&s);
+    daemon_cleanup(&d);
+}
+
 /* Terminal columns of s, for the characters these tests use: CJK ideographs
    are two wide, every other character one. */
 static int columns(const char *s, size_t n)
@@ -649,6 +705,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(version_and_every_help_answer_zero, teardown),
         cmocka_unit_test_teardown(processes_are_named_by_pid_or_by_name, teardown),
+        cmocka_unit_test_teardown(a_number_is_a_pid_and_never_a_name, teardown),
         cmocka_unit_test_teardown(columns_stay_aligned_with_multibyte_names, teardown),
         cmocka_unit_test_teardown(incidents_last_n_and_every_format_spelling, teardown),
         cmocka_unit_test_teardown(status_json_has_the_documented_keys, teardown),
