@@ -12,6 +12,7 @@
 #include "format.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <langinfo.h>
 #include <locale.h>
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "top.h"
 
@@ -722,11 +724,33 @@ static int run(int argc, char **argv)
     return c.cmd->run(&c);
 }
 
+/* Puts /dev/null, open the wrong way round, on each of fds 0-2 that is
+   closed, as gnulib's stdopen does: the control socket must never take one
+   of their numbers (leashctl would print into it), and a closed stdout must
+   fail as an unwritable one does. -1 when /dev/null cannot be opened. */
+static int std_fds_open(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        /* the lowest free number: fd itself, as those below it are open */
+        int null = open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY);
+        if (null != fd) {
+            if (null >= 0)
+                close(null);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* An output that could not be written (a full disk, a closed file) is a
    failure, said, as GNU tools do: a script must not take a cut-off listing
    for a whole one. A closed pipe still ends leashctl by SIGPIPE. */
 int main(int argc, char **argv)
 {
+    if (std_fds_open())
+        return 1; /* with no stderr, perhaps: nothing to say it on */
     int rc = run(argc, argv);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "leashctl: cannot write the output: %s\n",

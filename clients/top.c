@@ -216,6 +216,8 @@ int top_run(const char *socket)
         char *text = render(socket, &v, ok, rows);
         draw(text, rows, cols);
         free(text);
+        if (ferror(stdout))
+            break; /* no screen to draw on: main says so */
         next += 1000;
         for (;;) { /* keys until the next second */
             int64_t       left = next - mono_ms();

@@ -628,6 +628,65 @@ static void a_connection_closed_unanswered_is_said(void **state)
     daemon_cleanup(&d);
 }
 
+/* Runs leashctl --socket CONTROL ARG... with fd `closed` (1 or 2) closed
+   and SIGPIPE as a shell leaves it (this suite ignores it); the other of
+   stdout and stderr goes to out. The exit status, or 128 + the signal. */
+static int ctl_closed(const struct daemon *d, int closed, char *out, size_t len, const char *a1,
+                      const char *a2)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGPIPE, SIG_DFL);
+        alarm(E2E_WAIT_MS / 1000); /* a leashctl that never ends fails */
+        dup2(p[1], closed == 1 ? 2 : 1);
+        close(p[0]);
+        close(p[1]);
+        close(closed);
+        execl(LEASHCTL_BIN, "leashctl", "--socket", d->control, a1, a2, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t  got = 0;
+    ssize_t r;
+    while (got + 1 < len && (r = read(p[0], out + got, len - 1 - got)) > 0)
+        got += (size_t)r;
+    out[got] = '\0';
+    close(p[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* A closed stdout is an output that cannot be written, as /dev/full is:
+   the control socket must not take its number, or leashctl would write its
+   output into the socket. A closed stderr leaves stdout as it is. */
+static void a_closed_stdout_is_an_output_not_written(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "stuck_after = \"300ms\";\n");
+    struct child a = leashed_named(&d, "stuck", "closed-out");
+    wait_for(&d, "\"process\":\"closed-out\"", "incidents", "--json");
+    static char out[65536];
+    const char *cmds[][2] = {{"incidents", NULL}, {"incidents", "--json"}, {"ps", NULL},
+                             {"status", NULL},    {"dump", "closed-out"},  {"--version", NULL},
+                             {"top", NULL}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        int rc = ctl_closed(&d, 1, out, sizeof out, cmds[i][0], cmds[i][1]);
+        if (rc != 1 || strncmp(out, "leashctl: cannot write the output: ", 35))
+            fail_msg("leashctl %s %s >&- exited %d and said: %s", cmds[i][0],
+                     cmds[i][1] ? cmds[i][1] : "", rc, out);
+    }
+    assert_int_equal(ctl_closed(&d, 2, out, sizeof out, "ps", "-q"), 0);
+    assert_non_null(strstr(out, "closed-out"));
+    assert_int_equal(ctl_closed(&d, 2, out, sizeof out, "incidents", "--json"), 0);
+    assert_non_null(strstr(out, "\"process\":\"closed-out\""));
+    kill_child(&a);
+    daemon_cleanup(&d);
+}
+
 /* A -f with no format after it means --follow, for incidents; to any other
    command it was a format, missing or misspelt, and the error says that
    rather than "does not take --follow". */
@@ -711,6 +770,7 @@ int main(void)
         cmocka_unit_test_teardown(status_json_has_the_documented_keys, teardown),
         cmocka_unit_test_teardown(top_refreshes_and_quits_on_q, teardown),
         cmocka_unit_test_teardown(lost_output_and_a_lost_follow_fail, teardown),
+        cmocka_unit_test_teardown(a_closed_stdout_is_an_output_not_written, teardown),
         cmocka_unit_test_teardown(counts_and_ages_too_large_are_refused, teardown),
         cmocka_unit_test_teardown(a_lone_f_elsewhere_is_a_missing_format, teardown),
         cmocka_unit_test_teardown(a_connection_closed_unanswered_is_said, teardown),
