@@ -275,6 +275,8 @@ static int resolve_cb(void *arg, const Leash__Control__Response *r)
     struct resolve *rs = arg;
     if (r->resp_case != LEASH__CONTROL__RESPONSE__RESP_PS)
         return 1;
+    free(rs->out->v); /* one answer is expected: the last one counts */
+    rs->out->n = 0;
     rs->out->v = calloc(r->ps->n_processes + 1, sizeof *rs->out->v);
     if (!rs->out->v)
         return 1;
@@ -287,8 +289,8 @@ static int resolve_cb(void *arg, const Leash__Control__Response *r)
 /* The pids that arg names: a pid as it is, a name as every process of that
    name (leashd asked), NULL as every process. 0; 1 when none is found or
    leashd could not be asked; 2 when arg is a number no process can have,
-   which no state of the machine makes right (bad usage). Says why. Free
-   out->v. */
+   which no state of the machine makes right (bad usage). Says why. On 0
+   the caller frees out->v; otherwise there is nothing to free. */
 static int resolve(struct ctl *c, const char *arg, struct pids *out)
 {
     out->v = NULL;
@@ -309,12 +311,17 @@ static int resolve(struct ctl *c, const char *arg, struct pids *out)
     req.ps = &ps;
     struct resolve rs = {arg, out};
     if (conn_call(c->socket, &req, resolve_cb, &rs, 0))
-        return 1;
+        goto fail;
     if (arg && !out->n) {
         fprintf(stderr, "leashctl: no leashed process named '%s'\n", arg);
-        return 1;
+        goto fail;
     }
     return 0;
+fail:
+    free(out->v);
+    out->v = NULL;
+    out->n = 0;
+    return 1;
 }
 
 /* Exactly one process, for the commands that change something. When arg

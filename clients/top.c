@@ -43,6 +43,8 @@ static int keep_cb(void *arg, const Leash__Control__Response *r)
     if (!buf)
         return 1;
     leash__control__response__pack(r, buf);
+    if (*slot) /* one answer is expected: the last one counts */
+        leash__control__response__free_unpacked(*slot, NULL);
     *slot = leash__control__response__unpack(NULL, n, buf);
     free(buf);
     return *slot ? 0 : 1;
@@ -135,9 +137,12 @@ static char *render(const char *socket, struct view *v, bool ok, int rows)
     }
     if (ps_rows < 1)
         ps_rows = 1;
-    if ((size_t)ps_rows < ps->n_processes + 1)
-        ps->n_processes = (size_t)(ps_rows > 1 ? ps_rows - 1 : 0);
-    print_ps(m, ps, false, true, NULL);
+    /* the rows that fit, in a copy: the response frees as many processes
+       as its own count says */
+    Leash__Control__Ps shown = *ps;
+    if ((size_t)ps_rows < shown.n_processes + 1)
+        shown.n_processes = (size_t)(ps_rows > 1 ? ps_rows - 1 : 0);
+    print_ps(m, &shown, false, true, NULL);
     if (inc_rows > 2) {
         fprintf(m, "\n");
         print_incidents(m, v->incidents->incidents, false, false, true, (size_t)(inc_rows - 2));

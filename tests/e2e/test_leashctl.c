@@ -296,6 +296,30 @@ static void a_number_is_a_pid_and_never_a_name(void **state)
     daemon_cleanup(&d);
 }
 
+/* A name no process has fails, said, with everything leashctl asked leashd
+   for freed: in the ASan build, LeakSanitizer would add its report to
+   stderr. */
+static void a_name_not_there_fails_and_leaks_nothing(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, NULL);
+    struct child a = leashed_named(&d, "park", "here");
+    wait_connected(&d, &a, "here");
+    static char out[65536];
+    const char *cmds[][3] = {{"tasks", "nosuch", NULL},
+                             {"dump", "nosuch", NULL},
+                             {"kill", "nosuch", NULL},
+                             {"cancel", "nosuch", "1"}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        int rc = ctl(&d, out, cmds[i][0], cmds[i][1], cmds[i][2]);
+        if (rc != 1 || strcmp(out, "leashctl: no leashed process named 'nosuch'\n"))
+            fail_msg("leashctl %s nosuch exited %d and said: %s", cmds[i][0], rc, out);
+    }
+    kill_child(&a);
+    daemon_cleanup(&d);
+}
+
 /* Terminal columns of s, for the characters these tests use: CJK ideographs
    are two wide, every other character one. */
 static int columns(const char *s, size_t n)
@@ -482,6 +506,26 @@ static void wait_pane(const char *tmux, const char *needle)
     }
 }
 
+/* Waits until top, started in a tmux pane, exits; its exit status. */
+static int top_status(const char *tmux, const char *rcfile)
+{
+    int64_t until = now_ms() + E2E_WAIT_MS;
+    while (access(rcfile, F_OK) != 0) {
+        if (now_ms() > until) {
+            char out[16384];
+            capture(tmux, out, sizeof out);
+            sh("tmux -S %s kill-server 2>/dev/null", tmux);
+            fail_msg("top did not quit on q:\n%s", out);
+        }
+        pause_ms(20);
+    }
+    FILE *f = fopen(rcfile, "r");
+    int   rc = -1;
+    assert_int_equal(fscanf(f, "%d", &rc), 1);
+    fclose(f);
+    return rc;
+}
+
 static void top_refreshes_and_quits_on_q(void **state)
 {
     (void)state;
@@ -503,21 +547,48 @@ static void top_refreshes_and_quits_on_q(void **state)
     struct child b = leashed_named(&d, "park", "second");
     wait_pane(tmux, "second");
     assert_int_equal(sh("tmux -S %s send-keys -t top q", tmux), 0);
+    assert_int_equal(top_status(tmux, rcfile), 0);
+    sh("tmux -S %s kill-server 2>/dev/null", tmux);
+    kill_child(&a);
+    kill_child(&b);
+    daemon_cleanup(&d);
+}
+
+/* On a terminal too small for its processes, top shows what fits and
+   frees every refresh whole: in the ASan build, LeakSanitizer would make
+   its exit status 1. */
+static void top_on_a_small_terminal_frees_each_refresh(void **state)
+{
+    (void)state;
+    if (sh("tmux -V >/dev/null 2>&1"))
+        fail_msg("tmux is missing: scripts/deps installs it");
+    struct daemon d;
+    daemon_new(&d, NULL);
+    struct child a = leashed_named(&d, "park", "small1");
+    struct child b = leashed_named(&d, "park", "small2");
+    wait_connected(&d, &a, "small1");
+    wait_connected(&d, &b, "small2");
+    char tmux[160], rcfile[160];
+    snprintf(tmux, sizeof tmux, "%s/tmux.sock", d.dir);
+    snprintf(rcfile, sizeof rcfile, "%s/top.rc", d.dir);
+    assert_int_equal(sh("tmux -S %s new-session -d -s top -x 100 -y 3 "
+                        "'%s --socket %s top; echo $? >%s.tmp; mv %s.tmp %s'",
+                        tmux, LEASHCTL_BIN, d.control, rcfile, rcfile, rcfile),
+                     0);
+    wait_pane(tmux, "PID");
+    /* the status line changes each second: a refresh has replaced the view */
+    char first[16384], now[16384];
+    capture(tmux, first, sizeof first);
     int64_t until = now_ms() + E2E_WAIT_MS;
-    while (access(rcfile, F_OK) != 0) {
-        if (now_ms() > until) {
-            char out[16384];
-            capture(tmux, out, sizeof out);
-            sh("tmux -S %s kill-server 2>/dev/null", tmux);
-            fail_msg("top did not quit on q:\n%s", out);
-        }
-        pause_ms(20);
-    }
-    FILE *f = fopen(rcfile, "r");
-    int   rc = -1;
-    assert_int_equal(fscanf(f, "%d", &rc), 1);
-    fclose(f);
-    assert_int_equal(rc, 0);
+    do {
+        if (now_ms() > until)
+            fail_msg("top never refreshed:\n%s", first);
+        pause_ms(50);
+        capture(tmux, now, sizeof now);
+    } while (!strcmp(first, now) || !strstr(now, "PID"));
+    assert_null(strstr(now, "small"));
+    assert_int_equal(sh("tmux -S %s send-keys -t top q", tmux), 0);
+    assert_int_equal(top_status(tmux, rcfile), 0);
     sh("tmux -S %s kill-server 2>/dev/null", tmux);
     kill_child(&a);
     kill_child(&b);
@@ -765,10 +836,12 @@ int main(void)
         cmocka_unit_test_teardown(version_and_every_help_answer_zero, teardown),
         cmocka_unit_test_teardown(processes_are_named_by_pid_or_by_name, teardown),
         cmocka_unit_test_teardown(a_number_is_a_pid_and_never_a_name, teardown),
+        cmocka_unit_test_teardown(a_name_not_there_fails_and_leaks_nothing, teardown),
         cmocka_unit_test_teardown(columns_stay_aligned_with_multibyte_names, teardown),
         cmocka_unit_test_teardown(incidents_last_n_and_every_format_spelling, teardown),
         cmocka_unit_test_teardown(status_json_has_the_documented_keys, teardown),
         cmocka_unit_test_teardown(top_refreshes_and_quits_on_q, teardown),
+        cmocka_unit_test_teardown(top_on_a_small_terminal_frees_each_refresh, teardown),
         cmocka_unit_test_teardown(lost_output_and_a_lost_follow_fail, teardown),
         cmocka_unit_test_teardown(a_closed_stdout_is_an_output_not_written, teardown),
         cmocka_unit_test_teardown(counts_and_ages_too_large_are_refused, teardown),
