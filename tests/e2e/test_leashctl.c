@@ -758,6 +758,56 @@ static void a_closed_stdout_is_an_output_not_written(void **state)
     daemon_cleanup(&d);
 }
 
+/* As leashctl(1) says: a pipe whose reader has gone ends leashctl by
+   SIGPIPE, as it does other tools; and incidents --follow --json is JSON
+   Lines from its first line, those already there included. */
+static void a_gone_reader_is_sigpipe_and_a_json_follow_is_lines(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "stuck_after = \"300ms\";\n");
+    struct child a = leashed_named(&d, "stuck", "lines");
+    wait_for(&d, "\"process\":\"lines\"", "incidents", "--json");
+
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    close(p[0]); /* the reader is gone before leashctl writes */
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGPIPE, SIG_DFL);
+        dup2(p[1], 1);
+        execl(LEASHCTL_BIN, "leashctl", "--socket", d.control, "ps", (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGPIPE);
+
+    assert_int_equal(pipe(p), 0);
+    pid = fork();
+    if (pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        execl(LEASHCTL_BIN, "leashctl", "--socket", d.control, "incidents", "--follow", "--json",
+              (char *)NULL);
+        _exit(127);
+    }
+    track(pid);
+    close(p[1]);
+    char line[65536];
+    read_line(p[0], line, sizeof line, E2E_WAIT_MS);
+    assert_int_equal(line[0], '{');
+    assert_non_null(strstr(line, "\"process\":\"lines\""));
+    assert_int_equal(line[strlen(line) - 1], '}');
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    close(p[0]);
+    kill_child(&a);
+    daemon_cleanup(&d);
+}
+
 /* A -f with no format after it means --follow, for incidents; to any other
    command it was a format, missing or misspelt, and the error says that
    rather than "does not take --follow". */
@@ -844,6 +894,7 @@ int main(void)
         cmocka_unit_test_teardown(top_on_a_small_terminal_frees_each_refresh, teardown),
         cmocka_unit_test_teardown(lost_output_and_a_lost_follow_fail, teardown),
         cmocka_unit_test_teardown(a_closed_stdout_is_an_output_not_written, teardown),
+        cmocka_unit_test_teardown(a_gone_reader_is_sigpipe_and_a_json_follow_is_lines, teardown),
         cmocka_unit_test_teardown(counts_and_ages_too_large_are_refused, teardown),
         cmocka_unit_test_teardown(a_lone_f_elsewhere_is_a_missing_format, teardown),
         cmocka_unit_test_teardown(a_connection_closed_unanswered_is_said, teardown),
