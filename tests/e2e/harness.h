@@ -280,6 +280,31 @@ static __attribute__((unused)) void read_line(int fd, char *buf, size_t len, int
     buf[n] = '\0';
 }
 
+/* `leashctl incidents --follow` (--json too when json): its stdout is a
+   pipe whose read end goes to *out, its stderr goes to errfile (NULL: this
+   process's). Tracked, so teardown kills it. */
+static __attribute__((unused)) pid_t follow_incidents(const struct daemon *d, bool json,
+                                                      const char *errfile, int *out)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], 1);
+        if (errfile)
+            dup2(open(errfile, O_WRONLY | O_CREAT | O_TRUNC, 0644), 2);
+        close(p[0]);
+        execl(LEASHCTL_BIN, "leashctl", "--socket", d->control, "incidents", "--follow",
+              json ? "--json" : (char *)NULL, (char *)NULL);
+        _exit(127);
+    }
+    track(pid);
+    close(p[1]);
+    *out = p[0];
+    return pid;
+}
+
 /* A leashed process in mode `mode`, known to leashd as `name`. */
 static __attribute__((unused)) struct child leashed_named(const struct daemon *d, const char *mode,
                                                           const char *name)

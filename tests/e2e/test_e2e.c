@@ -418,17 +418,7 @@ static void incidents_can_be_followed(void **state)
     struct daemon d;
     daemon_new(&d, "stuck_after = \"300ms\";\n");
     int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t f = fork();
-    if (f == 0) {
-        dup2(p[1], 1);
-        close(p[0]);
-        execl(LEASHCTL_BIN, "leashctl", "--socket", d.control, "incidents", "--follow", "--json",
-              (char *)NULL);
-        _exit(127);
-    }
-    track(f);
-    close(p[1]);
+    follow_incidents(&d, true, NULL, &p[0]);
     struct child c = leashed(&d, "stuck");
     char         line[4096];
     read_line(p[0], line, sizeof line, E2E_WAIT_MS); /* one JSON object a line, as it happens */

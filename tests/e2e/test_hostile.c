@@ -140,17 +140,7 @@ static void follower_that_stops_reading_is_dropped_alone(void **state)
     int  stalled = follow_raw(&d);
     /* a follower that reads, through leashctl */
     int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t reader = fork();
-    if (reader == 0) {
-        dup2(p[1], 1);
-        close(p[0]);
-        execl(LEASHCTL_BIN, "leashctl", "--socket", d.control, "incidents", "--follow",
-              (char *)NULL);
-        _exit(127);
-    }
-    track(reader);
-    close(p[1]);
+    follow_incidents(&d, false, NULL, &p[0]);
     int  a = agent_hello(&d, "flood");
     char detail[512];
     memset(detail, 'x', sizeof detail - 1);

@@ -624,21 +624,9 @@ static void lost_output_and_a_lost_follow_fail(void **state)
             fail_msg("%s >/dev/full said: %s", cmds[i], err);
     }
 
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(p[1], 1);
-        int fd = open(errfile, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fd, 2);
-        close(p[0]);
-        execl(LEASHCTL_BIN, "leashctl", "--socket", d.control, "incidents", "--follow",
-              (char *)NULL);
-        _exit(127);
-    }
-    track(pid);
-    close(p[1]);
-    char line[256];
+    int   p[2];
+    pid_t pid = follow_incidents(&d, false, errfile, &p[0]);
+    char  line[256];
     read_line(p[0], line, sizeof line, E2E_WAIT_MS); /* the header: it follows now */
     assert_non_null(strstr(line, "KIND"));
     daemon_stop(&d);
@@ -670,19 +658,9 @@ static void a_connection_closed_unanswered_is_said(void **state)
     assert_string_equal(out, want);
 
     /* a follower holds this uid's one connection */
-    int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(p[1], 1);
-        close(p[0]);
-        execl(LEASHCTL_BIN, "leashctl", "--socket", d.control, "incidents", "--follow",
-              (char *)NULL);
-        _exit(127);
-    }
-    track(pid);
-    close(p[1]);
-    char line[256];
+    int   p[2];
+    pid_t pid = follow_incidents(&d, false, NULL, &p[0]);
+    char  line[256];
     read_line(p[0], line, sizeof line, E2E_WAIT_MS); /* the header: it follows now */
     assert_non_null(strstr(line, "KIND"));
     snprintf(want, sizeof want,
@@ -785,17 +763,7 @@ static void a_gone_reader_is_sigpipe_and_a_json_follow_is_lines(void **state)
     assert_true(WIFSIGNALED(st));
     assert_int_equal(WTERMSIG(st), SIGPIPE);
 
-    assert_int_equal(pipe(p), 0);
-    pid = fork();
-    if (pid == 0) {
-        dup2(p[1], 1);
-        close(p[0]);
-        execl(LEASHCTL_BIN, "leashctl", "--socket", d.control, "incidents", "--follow", "--json",
-              (char *)NULL);
-        _exit(127);
-    }
-    track(pid);
-    close(p[1]);
+    pid = follow_incidents(&d, true, NULL, &p[0]);
     char line[65536];
     read_line(p[0], line, sizeof line, E2E_WAIT_MS);
     assert_int_equal(line[0], '{');
