@@ -406,6 +406,7 @@ static int defaults(struct config *c)
  * became 16, and no range check can see it. So the text is read first, and
  * a number that does not fit 32 bits without its L is refused, with its
  * line. Strings and comments are skipped; floats are left to libconfig.
+ * An @include is refused: the file it names is not scanned.
  * 0 if every literal fits, else -1 with err set.
  */
 static int literals_fit(const char *text, const char *name, char *err, size_t errlen)
@@ -433,9 +434,20 @@ static int literals_fit(const char *text, const char *name, char *err, size_t er
                     line++;
             if (*p)
                 p += 2;
-        } else if (isalpha((unsigned char)c) || c == '_' || c == '@') { /* a name */
+        } else if (isalpha((unsigned char)c) || c == '_' || c == '*' || c == '@') { /* a name */
+            const char *start = p;
             while (isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '*' || *p == '@')
                 p++;
+            /* libconfig would read the file it names, which this scan
+               cannot follow: leashd's config is one file */
+            if (p - start == 8 && strncmp(start, "@include", 8) == 0) {
+                snprintf(err, errlen, "%s:%d: @include is not taken: leashd's config is one file",
+                         name, line);
+                return -1;
+            }
+        } else if (c == '.' && isdigit((unsigned char)p[1])) { /* a float such as .5 */
+            for (p++; *p && (isdigit((unsigned char)*p) || strchr(".eE+-", *p)); p++)
+                ;
         } else if (isdigit((unsigned char)c) ||
                    ((c == '-' || c == '+') && isdigit((unsigned char)p[1]))) {
             const char *start = p;
@@ -447,7 +459,7 @@ static int literals_fit(const char *text, const char *name, char *err, size_t er
             while (hex ? isxdigit((unsigned char)*p) : isdigit((unsigned char)*p))
                 p++;
             if (!hex && (*p == '.' || *p == 'e' || *p == 'E')) { /* a float */
-                while (isdigit((unsigned char)*p) || strchr(".eE+-", *p))
+                while (*p && (isdigit((unsigned char)*p) || strchr(".eE+-", *p)))
                     p++;
                 continue;
             }

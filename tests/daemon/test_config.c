@@ -201,6 +201,35 @@ static void numbers_libconfig_would_cut_are_refused(void **state)
             fail_msg("case %zu: '%s' lacks '%s'", i, err, cases[i].want);
     }
 
+    /* what is not a whole number is libconfig's to read, to the text's end */
+    static const struct {
+        const char *text, *want;
+    } floats[] = {
+        {"max_frame = 2.5", "key 'max_frame': must be a whole number"},
+        {"max_frame = .12345678901;", "key 'max_frame': must be a whole number"},
+        {"max_frame = 1e10;", "key 'max_frame': must be a whole number"},
+    };
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++) {
+        char          err[512];
+        struct config c;
+        /* a heap copy, so that a scan past its end is seen (ASan) */
+        char *text = strdup(floats[i].text);
+        assert_int_equal(config_load_string(&c, text, "t.conf", err, sizeof err), -1);
+        free(text);
+        if (!strstr(err, floats[i].want))
+            fail_msg("float %zu: '%s' lacks '%s'", i, err, floats[i].want);
+    }
+
+    /* a file libconfig would include is one this scan cannot follow */
+    {
+        char          err[512];
+        struct config c;
+        assert_int_equal(config_load_string(&c, "# settings\n@include \"/etc/more.conf\"\n",
+                                            "t.conf", err, sizeof err),
+                         -1);
+        assert_non_null(strstr(err, "t.conf:2: @include is not taken"));
+    }
+
     /* with the L, or where libconfig does not read a number, they stand */
     load_conf("admin_uids = [ 0L, 2147483647L, 4294967294L ];\n" /* an array is of one type */
               "journal_max = 1099511627776L; # 99999999999 in a comment\n"
