@@ -174,6 +174,8 @@ struct proc {
     struct bufferevent  *bev;
     struct event        *first_ev; /* until the first read (peer.c): it takes the registry */
     struct event        *exit_ev;  /* its pidfd readable: the process exited (peer.c) */
+    uint64_t             in_done;  /* bytes of whole frames taken from the connection */
+    uint64_t             exit_in;  /* bytes it had sent when it was seen to exit; 0: not seen */
     struct map           groups, tasks;
     uint64_t             dropped, stuck;
     uint64_t             restarts;     /* its supervisors', since it connected */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -344,6 +345,7 @@ static void read_frames(struct bufferevent *bev, struct proc *p)
         const uint8_t *msg = evbuffer_pullup(in, (ssize_t)(sizeof hdr + n));
         const char    *drop = on_message(p, msg + sizeof hdr, n, why, sizeof why);
         evbuffer_drain(in, sizeof hdr + n);
+        p->in_done += sizeof hdr + n;
         if (drop) {
             log_limited(&bad_peer_log, true, "process %d (%s): bad message: %s: connection closed",
                         (int)p->pid, p->name, drop);
@@ -353,11 +355,18 @@ static void read_frames(struct bufferevent *bev, struct proc *p)
     }
 }
 
+static void     end_exited(struct proc *p);
+static uint64_t bytes_in(struct proc *p);
+
 static void read_cb(struct bufferevent *bev, void *arg)
 {
+    struct proc *p = arg;
     model_clock(true); /* one clock reading for the whole batch */
-    read_frames(bev, arg);
+    read_frames(bev, p);
     model_clock(false);
+    /* its process exited, and what it had sent by then is read */
+    if (p->exit_in && !p->dead && !p->closing && p->bev && bytes_in(p) >= p->exit_in)
+        end_exited(p);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -502,6 +511,24 @@ static void first_read_cb(evutil_socket_t fd, short what, void *arg)
     read_cb(p->bev, p);
 }
 
+/* Bytes that have come in on p's connection: taken as frames, or waiting
+   in its input buffer. */
+static uint64_t bytes_in(struct proc *p)
+{
+    return p->in_done + evbuffer_get_length(bufferevent_get_input(p->bev));
+}
+
+/* p's process has exited and all it sent is in: the connection ends. At
+   end of file that is the ordinary close; a socket still open is held by
+   another process. */
+static void end_exited(struct proc *p)
+{
+    char    c;
+    ssize_t r = recv(p->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    peer_close(p, r == 0 ? "connection closed"
+                         : "the process exited; another process held its connection");
+}
+
 /* The process that connected has exited, and its connection is still open:
    another process holds the socket (a child it forked, say), and speaks
    for a pid that is gone, which the kernel may give to another process.
@@ -511,8 +538,18 @@ static void exit_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct proc *p = arg;
-    if (!p->dead)
-        peer_close(p, "the process exited; another process held its connection");
+    if (p->dead || !p->bev)
+        return;
+    /* What it sent before it exited is still to be read (its last events,
+       a Hello leashd is behind on): read first, and end the connection
+       once those bytes are in (read_cb). */
+    int queued = 0;
+    if (ioctl(p->fd, FIONREAD, &queued) != 0 || queued < 0)
+        queued = 0;
+    if (queued > 0)
+        p->exit_in = bytes_in(p) + (uint64_t)queued;
+    else
+        end_exited(p);
 }
 
 int agent_accept(struct event_base *b, int fd)

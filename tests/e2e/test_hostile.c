@@ -550,6 +550,53 @@ static void a_connection_outliving_its_process_ends_with_it(void **state)
     daemon_cleanup(&d);
 }
 
+/* A process sends a burst and exits, with leashd behind (stopped here):
+   its pidfd says it exited before leashd has read what it sent. Those
+   bytes are its own, sent while it lived: leashd reads them all, its last
+   report among them, and only then ends the connection (held open here by
+   the test, as above). */
+static void what_a_process_sent_before_it_exited_is_read(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "heartbeat_timeout = \"1h\";\n");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    assert_true(strlen(d.agent) < sizeof sa.sun_path);
+    strcpy(sa.sun_path, d.agent);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(kill(d.pid, SIGSTOP), 0);
+    pid_t a = fork();
+    assert_true(a >= 0);
+    if (a == 0) {
+        /* about 100 KiB: many of leashd's reads, all within the socket's
+           buffer, so that none of these writes waits for leashd */
+        char name[200];
+        memset(name, 'g', sizeof name - 1);
+        name[sizeof name - 1] = '\0';
+        Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
+        e.kind = LEASH__AGENT__EVENT__KIND__GROUP_OPEN;
+        e.group = 5;
+        e.deadline_ms_left = -1;
+        e.name = name;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+            send_hello(fd, LEASH__AGENT__VERSION__VERSION_CURRENT, "last-burst") != 0)
+            _exit(1);
+        for (int i = 0; i < 10; i++)
+            if (send_events(fd, &e, 50) != 0)
+                _exit(2);
+        _exit(report(fd, "last-words", 1) == 0 ? 0 : 3);
+    }
+    int st;
+    assert_int_equal(waitpid(a, &st, 0), a);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(kill(d.pid, SIGCONT), 0);
+    wait_for(&d, "last-words", "incidents");
+    assert_true(closed_within(fd, E2E_WAIT_MS));
+    close(fd);
+    daemon_cleanup(&d);
+}
+
 /* ------------------------------------------------------------ leashctl */
 
 static void leashctl_gives_up_on_a_leashd_that_never_answers(void **state)
@@ -830,6 +877,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(old_protocol_version_is_told_why, teardown),
         cmocka_unit_test_teardown(garbage_from_many_connections_is_logged_within_a_bound, teardown),
         cmocka_unit_test_teardown(a_connection_outliving_its_process_ends_with_it, teardown),
+        cmocka_unit_test_teardown(what_a_process_sent_before_it_exited_is_read, teardown),
         cmocka_unit_test_teardown(leashctl_gives_up_on_a_leashd_that_never_answers, teardown),
         cmocka_unit_test_teardown(pid_reuse_never_signals_the_new_process, teardown),
         cmocka_unit_test_teardown(pid_reuse_never_signals_the_new_process_without_peerpidfd,
