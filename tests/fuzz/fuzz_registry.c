@@ -87,8 +87,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(reg + off, data, n);
     }
     struct registry_crash     crash;
-    Leash__Control__TaskTree *t = registry_read(reg, TOTAL_SIZE, 5000000000LL, &crash);
+    Leash__Control__TaskTree *t =
+        registry_read(reg, TOTAL_SIZE, 5000000000LL, 4242, "fuzz", &crash);
     if (t) {
+        /* the process is named by leashd, whatever its header says */
+        if (t->pid != 4242 || strcmp(t->name, "fuzz") != 0)
+            abort();
         /* what leashd does with it next: pack it into the journal */
         size_t   len = leash__control__task_tree__get_packed_size(t);
         uint8_t *buf = malloc(len + 1);
@@ -100,7 +104,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         leash__control__task_tree__free_unpacked(t, NULL);
     }
     /* and a registry too short is refused */
-    if (registry_read(reg, TOTAL_SIZE - 1, 0, &crash))
+    if (registry_read(reg, TOTAL_SIZE - 1, 0, 4242, "fuzz", &crash))
         abort();
     memcpy(reg + off, pristine + off, n); /* as it was, for the next input */
     return 0;
