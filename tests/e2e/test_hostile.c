@@ -506,6 +506,20 @@ static void garbage_from_many_connections_is_logged_within_a_bound(void **state)
     daemon_cleanup(&d);
 }
 
+/* A socket made here and the address of d's agent socket, for a child to
+   connect: the child is then the peer, and this process holds the socket
+   too. */
+static int socket_to_agent(const struct daemon *d, struct sockaddr_un *sa)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    assert_true(strlen(d->agent) < sizeof sa->sun_path);
+    strcpy(sa->sun_path, d->agent);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    return fd;
+}
+
 /* A process connects and says Hello, then exits, while another process
    (here the test, which made the socket before the fork) keeps the
    connection open. The connection spoke for a pid that is gone: leashd
@@ -515,12 +529,9 @@ static void a_connection_outliving_its_process_ends_with_it(void **state)
     (void)state;
     struct daemon d;
     daemon_new(&d, "heartbeat_timeout = \"1h\";\n");
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    assert_true(strlen(d.agent) < sizeof sa.sun_path);
-    strcpy(sa.sun_path, d.agent);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    pid_t a = fork();
+    struct sockaddr_un sa;
+    int                fd = socket_to_agent(&d, &sa);
+    pid_t              a = fork();
     assert_true(a >= 0);
     if (a == 0) {
         /* SO_PEERCRED names whoever calls connect(): this child */
@@ -560,11 +571,8 @@ static void what_a_process_sent_before_it_exited_is_read(void **state)
     (void)state;
     struct daemon d;
     daemon_new(&d, "heartbeat_timeout = \"1h\";\n");
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    assert_true(strlen(d.agent) < sizeof sa.sun_path);
-    strcpy(sa.sun_path, d.agent);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
+    struct sockaddr_un sa;
+    int                fd = socket_to_agent(&d, &sa);
     assert_int_equal(kill(d.pid, SIGSTOP), 0);
     pid_t a = fork();
     assert_true(a >= 0);
