@@ -172,10 +172,11 @@ struct proc {
     int64_t              reports_mono;             /* report_interval window: its start */
     uint64_t             reports, reports_dropped; /* in that window */
     struct bufferevent  *bev;
-    struct event        *first_ev; /* until the first read (peer.c): it takes the registry */
-    struct event        *exit_ev;  /* its pidfd readable: the process exited (peer.c) */
-    uint64_t             in_done;  /* bytes of whole frames taken from the connection */
-    uint64_t             exit_in;  /* bytes it had sent when it was seen to exit; 0: not seen */
+    struct event        *first_ev;  /* until the first read (peer.c): it takes the registry */
+    struct event        *exit_ev;   /* its pidfd readable: the process exited (peer.c) */
+    uint64_t             in_done;   /* bytes of whole frames taken from the connection */
+    uint64_t             exit_in;   /* bytes it had sent when it was seen to exit; 0: not seen */
+    int64_t              exit_mono; /* when that was */
     struct map           groups, tasks;
     uint64_t             dropped, stuck;
     uint64_t             restarts;     /* its supervisors', since it connected */

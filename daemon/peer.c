@@ -373,8 +373,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
     struct proc *p = arg;
+    /* a process that exits with leashd's replies unread closes with a
+       reset: an ordinary close all the same */
+    bool closed = (what & BEV_EVENT_EOF) || EVUTIL_SOCKET_ERROR() == ECONNRESET;
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-        peer_close(p, what & BEV_EVENT_EOF ? "connection closed" : "connection error");
+        peer_close(p, closed ? "connection closed" : "connection error");
 }
 
 bool agent_no_peerpidfd;
@@ -525,7 +528,9 @@ static void end_exited(struct proc *p)
 {
     char    c;
     ssize_t r = recv(p->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    peer_close(p, r == 0 ? "connection closed"
+    /* end of file, or a reset (it exited with leashd's replies unread) */
+    bool closed = r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    peer_close(p, closed ? "connection closed"
                          : "the process exited; another process held its connection");
 }
 
@@ -546,10 +551,12 @@ static void exit_cb(evutil_socket_t fd, short what, void *arg)
     int queued = 0;
     if (ioctl(p->fd, FIONREAD, &queued) != 0 || queued < 0)
         queued = 0;
-    if (queued > 0)
+    if (queued > 0) {
         p->exit_in = bytes_in(p) + (uint64_t)queued;
-    else
+        p->exit_mono = mono_ms(); /* and agent_sweep ends it after peer_timeout */
+    } else {
         end_exited(p);
+    }
 }
 
 int agent_accept(struct event_base *b, int fd)
@@ -575,6 +582,9 @@ int agent_accept(struct event_base *b, int fd)
     p->pinned = pidfd >= 0;
     p->accepted_mono = mono_ms();
     evutil_make_socket_nonblocking(fd);
+    /* an out-of-band byte comes in line, as any other: FIONREAD counts it
+       (exit_cb), and a read that never takes it would wait for ever */
+    setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &(int){1}, sizeof(int));
     p->bev = bufferevent_socket_new(b, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!p->bev) {
         close(fd);
@@ -610,6 +620,8 @@ void agent_sweep(int64_t now)
             what = p->closing ? "did not read its Hello reply" : "sent no Hello";
         else if (p->partial_mono && now - p->partial_mono > cfg.peer_timeout_ms)
             what = "left a frame unfinished";
+        else if (p->exit_in && now - p->exit_mono > cfg.peer_timeout_ms)
+            what = "exited, and what it had sent was not read"; /* never seen: a bound */
         if (!what)
             continue;
         limit_hit(LIMIT_TIMEOUT, p->uid, "process %d %s within %lld ms: connection closed",

@@ -605,6 +605,86 @@ static void what_a_process_sent_before_it_exited_is_read(void **state)
     daemon_cleanup(&d);
 }
 
+/* One out-of-band byte sent before the exit: counted as queued, it must
+   not leave leashd waiting to read it, and the connection still ends. */
+static void an_out_of_band_byte_does_not_keep_a_connection_past_its_process(void **state)
+{
+    (void)state;
+    struct daemon      d;
+    struct sockaddr_un sa;
+    daemon_new(&d, "heartbeat_timeout = \"1h\";\n");
+    int   fd = socket_to_agent(&d, &sa);
+    pid_t a = fork();
+    assert_true(a >= 0);
+    if (a == 0) {
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+            send_hello(fd, LEASH__AGENT__VERSION__VERSION_CURRENT, "oob") != 0)
+            _exit(1);
+        size_t   n;
+        uint8_t *reply = recv_frame(fd, &n, E2E_WAIT_MS);
+        _exit(reply && send(fd, "x", 1, MSG_OOB) == 1 ? 0 : 2);
+    }
+    int st;
+    assert_int_equal(waitpid(a, &st, 0), a);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(closed_within(fd, E2E_WAIT_MS));
+    close(fd);
+    daemon_cleanup(&d);
+}
+
+/* A process that exits with leashd's replies unread resets its end: with
+   nobody holding the socket, that is an ordinary close, and is said so,
+   backlog or not. */
+static void an_exit_with_replies_unread_is_an_ordinary_close(void **state)
+{
+    (void)state;
+    struct daemon d;
+    daemon_new(&d, "heartbeat_timeout = \"1h\";\n");
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    pid_t a = fork();
+    assert_true(a >= 0);
+    if (a == 0) {
+        char x;
+        int  fd = raw_connect(d.agent);
+        if (fd < 0 || send_hello(fd, LEASH__AGENT__VERSION__VERSION_CURRENT, "noread") != 0 ||
+            write(ready[1], "r", 1) != 1 || read(go[0], &x, 1) != 1)
+            _exit(1);
+        /* its HelloReply is never read */
+        char name[200];
+        memset(name, 'g', sizeof name - 1);
+        name[sizeof name - 1] = '\0';
+        Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
+        e.kind = LEASH__AGENT__EVENT__KIND__GROUP_OPEN;
+        e.group = 5;
+        e.deadline_ms_left = -1;
+        e.name = name;
+        for (int i = 0; i < 10; i++)
+            if (send_events(fd, &e, 50) != 0)
+                _exit(2);
+        _exit(report(fd, "last-words", 1) == 0 ? 0 : 3);
+    }
+    char x;
+    assert_int_equal(read(ready[0], &x, 1), 1);
+    wait_for(&d, "noread", "ps"); /* its Hello is taken, its reply sent */
+    assert_int_equal(kill(d.pid, SIGSTOP), 0);
+    assert_int_equal(write(go[1], "g", 1), 1);
+    int st;
+    assert_int_equal(waitpid(a, &st, 0), a);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(kill(d.pid, SIGCONT), 0);
+    wait_for(&d, "last-words", "incidents");
+    wait_log(&d, "(noread) disconnected: connection closed");
+    assert_int_equal(log_count(&d, "another process held"), 0);
+    close(ready[0]);
+    close(ready[1]);
+    close(go[0]);
+    close(go[1]);
+    daemon_cleanup(&d);
+}
+
 /* ------------------------------------------------------------ leashctl */
 
 static void leashctl_gives_up_on_a_leashd_that_never_answers(void **state)
@@ -886,6 +966,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(garbage_from_many_connections_is_logged_within_a_bound, teardown),
         cmocka_unit_test_teardown(a_connection_outliving_its_process_ends_with_it, teardown),
         cmocka_unit_test_teardown(what_a_process_sent_before_it_exited_is_read, teardown),
+        cmocka_unit_test_teardown(an_out_of_band_byte_does_not_keep_a_connection_past_its_process,
+                                  teardown),
+        cmocka_unit_test_teardown(an_exit_with_replies_unread_is_an_ordinary_close, teardown),
         cmocka_unit_test_teardown(leashctl_gives_up_on_a_leashd_that_never_answers, teardown),
         cmocka_unit_test_teardown(pid_reuse_never_signals_the_new_process, teardown),
         cmocka_unit_test_teardown(pid_reuse_never_signals_the_new_process_without_peerpidfd,
