@@ -520,6 +520,38 @@ static int socket_to_agent(const struct daemon *d, struct sockaddr_un *sa)
     return fd;
 }
 
+/* In a child: connects fd to sa and says Hello as name, then reads the
+   reply. 0, or how it failed. */
+static int hello_on(int fd, const struct sockaddr_un *sa, const char *name)
+{
+    if (connect(fd, (const struct sockaddr *)sa, sizeof *sa) != 0 ||
+        send_hello(fd, LEASH__AGENT__VERSION__VERSION_CURRENT, name) != 0)
+        return 1;
+    size_t   n;
+    uint8_t *reply = recv_frame(fd, &n, E2E_WAIT_MS);
+    free(reply);
+    return reply ? 0 : 2;
+}
+
+/* About 100 KiB of events, many of leashd's reads but all within the
+   socket's buffer (so that none of these writes waits for a stopped
+   leashd), then a report "last-words". 0, or how it failed. */
+static int last_burst(int fd)
+{
+    char name[200];
+    memset(name, 'g', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
+    e.kind = LEASH__AGENT__EVENT__KIND__GROUP_OPEN;
+    e.group = 5;
+    e.deadline_ms_left = -1;
+    e.name = name;
+    for (int i = 0; i < 10; i++)
+        if (send_events(fd, &e, 50) != 0)
+            return 2;
+    return report(fd, "last-words", 1) == 0 ? 0 : 3;
+}
+
 /* A process connects and says Hello, then exits, while another process
    (here the test, which made the socket before the fork) keeps the
    connection open. The connection spoke for a pid that is gone: leashd
@@ -533,15 +565,8 @@ static void a_connection_outliving_its_process_ends_with_it(void **state)
     int                fd = socket_to_agent(&d, &sa);
     pid_t              a = fork();
     assert_true(a >= 0);
-    if (a == 0) {
-        /* SO_PEERCRED names whoever calls connect(): this child */
-        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-            send_hello(fd, LEASH__AGENT__VERSION__VERSION_CURRENT, "held-open") != 0)
-            _exit(1);
-        size_t   n;
-        uint8_t *reply = recv_frame(fd, &n, E2E_WAIT_MS);
-        _exit(reply ? 0 : 2);
-    }
+    if (a == 0) /* SO_PEERCRED names whoever calls connect(): this child */
+        _exit(hello_on(fd, &sa, "held-open"));
     int st;
     assert_int_equal(waitpid(a, &st, 0), a);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -577,23 +602,10 @@ static void what_a_process_sent_before_it_exited_is_read(void **state)
     pid_t a = fork();
     assert_true(a >= 0);
     if (a == 0) {
-        /* about 100 KiB: many of leashd's reads, all within the socket's
-           buffer, so that none of these writes waits for leashd */
-        char name[200];
-        memset(name, 'g', sizeof name - 1);
-        name[sizeof name - 1] = '\0';
-        Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
-        e.kind = LEASH__AGENT__EVENT__KIND__GROUP_OPEN;
-        e.group = 5;
-        e.deadline_ms_left = -1;
-        e.name = name;
         if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
             send_hello(fd, LEASH__AGENT__VERSION__VERSION_CURRENT, "last-burst") != 0)
             _exit(1);
-        for (int i = 0; i < 10; i++)
-            if (send_events(fd, &e, 50) != 0)
-                _exit(2);
-        _exit(report(fd, "last-words", 1) == 0 ? 0 : 3);
+        _exit(last_burst(fd));
     }
     int st;
     assert_int_equal(waitpid(a, &st, 0), a);
@@ -616,14 +628,8 @@ static void an_out_of_band_byte_does_not_keep_a_connection_past_its_process(void
     int   fd = socket_to_agent(&d, &sa);
     pid_t a = fork();
     assert_true(a >= 0);
-    if (a == 0) {
-        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-            send_hello(fd, LEASH__AGENT__VERSION__VERSION_CURRENT, "oob") != 0)
-            _exit(1);
-        size_t   n;
-        uint8_t *reply = recv_frame(fd, &n, E2E_WAIT_MS);
-        _exit(reply && send(fd, "x", 1, MSG_OOB) == 1 ? 0 : 2);
-    }
+    if (a == 0)
+        _exit(hello_on(fd, &sa, "oob") == 0 && send(fd, "x", 1, MSG_OOB) == 1 ? 0 : 2);
     int st;
     assert_int_equal(waitpid(a, &st, 0), a);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -652,19 +658,7 @@ static void an_exit_with_replies_unread_is_an_ordinary_close(void **state)
         if (fd < 0 || send_hello(fd, LEASH__AGENT__VERSION__VERSION_CURRENT, "noread") != 0 ||
             write(ready[1], "r", 1) != 1 || read(go[0], &x, 1) != 1)
             _exit(1);
-        /* its HelloReply is never read */
-        char name[200];
-        memset(name, 'g', sizeof name - 1);
-        name[sizeof name - 1] = '\0';
-        Leash__Agent__Event e = LEASH__AGENT__EVENT__INIT;
-        e.kind = LEASH__AGENT__EVENT__KIND__GROUP_OPEN;
-        e.group = 5;
-        e.deadline_ms_left = -1;
-        e.name = name;
-        for (int i = 0; i < 10; i++)
-            if (send_events(fd, &e, 50) != 0)
-                _exit(2);
-        _exit(report(fd, "last-words", 1) == 0 ? 0 : 3);
+        _exit(last_burst(fd)); /* its HelloReply is never read */
     }
     char x;
     assert_int_equal(read(ready[0], &x, 1), 1);
