@@ -28,6 +28,26 @@ static Leash__Agent__AgentMessage *roundtrip(const Leash__Agent__AgentMessage *m
     return agent_decode(buf, n, NULL, why, 256);
 }
 
+/* A Hello named name whose snapshot holds group g and task t, packed and
+   decoded: the decoded message, or NULL with why. */
+static Leash__Agent__AgentMessage *hello_of(Leash__Agent__Group *g, Leash__Agent__Task *t,
+                                            char *name, char *why)
+{
+    Leash__Agent__Snapshot s = LEASH__AGENT__SNAPSHOT__INIT;
+    s.n_groups = 1;
+    s.groups = &g;
+    s.n_tasks = 1;
+    s.tasks = &t;
+    Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
+    h.version = 1;
+    h.name = name;
+    h.snapshot = &s;
+    Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
+    m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO;
+    m.hello = &h;
+    return roundtrip(&m, why);
+}
+
 static void good_hello_and_events_pass(void **state)
 {
     (void)state;
@@ -35,27 +55,13 @@ static void good_hello_and_events_pass(void **state)
     g.id = 2;
     g.name = "search";
     g.deadline_ms_left = 100;
-    Leash__Agent__Group *gp = &g;
-    Leash__Agent__Task   t = LEASH__AGENT__TASK__INIT;
+    Leash__Agent__Task t = LEASH__AGENT__TASK__INIT;
     t.id = 3;
     t.group = 2;
     t.fn = "worker";
     t.op = LEASH__AGENT__OP__OP_CHAN_SEND;
-    Leash__Agent__Task    *tp = &t;
-    Leash__Agent__Snapshot s = LEASH__AGENT__SNAPSHOT__INIT;
-    s.n_groups = 1;
-    s.groups = &gp;
-    s.n_tasks = 1;
-    s.tasks = &tp;
-    Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
-    h.version = 1;
-    h.name = "svc";
-    h.snapshot = &s;
-    Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
-    m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO;
-    m.hello = &h;
     char                        why[256];
-    Leash__Agent__AgentMessage *d = roundtrip(&m, why);
+    Leash__Agent__AgentMessage *d = hello_of(&g, &t, "svc", why);
     assert_non_null(d);
     assert_string_equal(d->hello->name, "svc");
     assert_int_equal(d->hello->snapshot->tasks[0]->op, LEASH__AGENT__OP__OP_CHAN_SEND);
@@ -132,27 +138,16 @@ static void every_bad_field_is_refused_with_a_reason(void **state)
    `want` in the reason, or accepted (want NULL). */
 static void hello_with_times(int64_t deadline_ms_left, int64_t since_ms, const char *want)
 {
-    Leash__Agent__Group g = LEASH__AGENT__GROUP__INIT, *gp = &g;
+    Leash__Agent__Group g = LEASH__AGENT__GROUP__INIT;
     g.id = 2;
     g.deadline_ms_left = deadline_ms_left;
-    Leash__Agent__Task t = LEASH__AGENT__TASK__INIT, *tp = &t;
+    Leash__Agent__Task t = LEASH__AGENT__TASK__INIT;
     t.id = 3;
     t.group = 2;
     t.op = LEASH__AGENT__OP__OP_SLEEP;
     t.since_ms = since_ms;
-    Leash__Agent__Snapshot s = LEASH__AGENT__SNAPSHOT__INIT;
-    s.n_groups = 1;
-    s.groups = &gp;
-    s.n_tasks = 1;
-    s.tasks = &tp;
-    Leash__Agent__Hello h = LEASH__AGENT__HELLO__INIT;
-    h.version = 1;
-    h.snapshot = &s;
-    Leash__Agent__AgentMessage m = LEASH__AGENT__AGENT_MESSAGE__INIT;
-    m.msg_case = LEASH__AGENT__AGENT_MESSAGE__MSG_HELLO;
-    m.hello = &h;
     char                        why[256] = "";
-    Leash__Agent__AgentMessage *d = roundtrip(&m, why);
+    Leash__Agent__AgentMessage *d = hello_of(&g, &t, "", why);
     if (!want) {
         if (!d)
             fail_msg("deadline %lld since %lld refused: %s", (long long)deadline_ms_left,
