@@ -396,6 +396,8 @@ void metrics_stop(void);
 
 /* ---------------------------------------------------------- sockets.c */
 
+/* 0 if path fits a unix socket's address, else -1 with why in err. */
+int socket_path_check(const char *path, char *err, size_t errlen);
 int socket_listen(const char *path, mode_t mode, char *err, size_t errlen);
 /* The listening socket systemd passed for name ("agent", "control": its
    FileDescriptorName=) or bound to path; -1 when none was passed. */

@@ -63,16 +63,12 @@ static int load(struct config *c, char *err, size_t errlen)
         return -1;
     }
     /* what listening would refuse, said by --check-config and reload too */
-    size_t      most = sizeof((struct sockaddr_un *)0)->sun_path - 1;
-    const char *bad = strlen(c->agent_socket) > most     ? c->agent_socket
-                      : strlen(c->control_socket) > most ? c->control_socket
-                                                         : NULL;
-    if (bad)
-        snprintf(err, errlen, "%s: path too long for a socket (%zu bytes at most)", bad, most);
-    else if (strcmp(c->agent_socket, c->control_socket) == 0)
+    bool same = strcmp(c->agent_socket, c->control_socket) == 0;
+    if (same)
         snprintf(err, errlen, "%s: the agent and the control socket cannot be one path",
                  c->agent_socket);
-    if (bad || strcmp(c->agent_socket, c->control_socket) == 0) {
+    if (same || socket_path_check(c->agent_socket, err, errlen) ||
+        socket_path_check(c->control_socket, err, errlen)) {
         config_free(c);
         return -1;
     }

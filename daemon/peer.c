@@ -355,8 +355,25 @@ static void read_frames(struct bufferevent *bev, struct proc *p)
     }
 }
 
-static void     end_exited(struct proc *p);
-static uint64_t bytes_in(struct proc *p);
+/* Bytes that have come in on p's connection: taken as frames, or waiting
+   in its input buffer. */
+static uint64_t bytes_in(struct proc *p)
+{
+    return p->in_done + evbuffer_get_length(bufferevent_get_input(p->bev));
+}
+
+/* p's process has exited and all it sent is in: the connection ends. At
+   end of file that is the ordinary close; a socket still open is held by
+   another process. */
+static void end_exited(struct proc *p)
+{
+    char    c;
+    ssize_t r = recv(p->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    /* end of file, or a reset (it exited with leashd's replies unread) */
+    bool closed = r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    peer_close(p, closed ? "connection closed"
+                         : "the process exited; another process held its connection");
+}
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
@@ -512,26 +529,6 @@ static void first_read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     read_cb(p->bev, p);
-}
-
-/* Bytes that have come in on p's connection: taken as frames, or waiting
-   in its input buffer. */
-static uint64_t bytes_in(struct proc *p)
-{
-    return p->in_done + evbuffer_get_length(bufferevent_get_input(p->bev));
-}
-
-/* p's process has exited and all it sent is in: the connection ends. At
-   end of file that is the ordinary close; a socket still open is held by
-   another process. */
-static void end_exited(struct proc *p)
-{
-    char    c;
-    ssize_t r = recv(p->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    /* end of file, or a reset (it exited with leashd's replies unread) */
-    bool closed = r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-    peer_close(p, closed ? "connection closed"
-                         : "the process exited; another process held its connection");
 }
 
 /* The process that connected has exited, and its connection is still open:

@@ -33,14 +33,20 @@ int mkdir_p(const char *dir, mode_t mode)
     return 0;
 }
 
+int socket_path_check(const char *path, char *err, size_t errlen)
+{
+    size_t most = sizeof((struct sockaddr_un *)0)->sun_path - 1;
+    if (strlen(path) <= most)
+        return 0;
+    snprintf(err, errlen, "%s: path too long for a socket (%zu bytes at most)", path, most);
+    return -1;
+}
+
 int socket_listen(const char *path, mode_t mode, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sa.sun_path) {
-        snprintf(err, errlen, "%s: path too long for a socket (%zu bytes at most)", path,
-                 sizeof sa.sun_path - 1);
+    if (socket_path_check(path, err, errlen))
         return -1;
-    }
     strcpy(sa.sun_path, path);
     char dir[sizeof sa.sun_path];
     strcpy(dir, path);
