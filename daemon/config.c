@@ -409,6 +409,14 @@ static int defaults(struct config *c)
  * An @include is refused: the file it names is not scanned.
  * 0 if every literal fits, else -1 with err set.
  */
+/* Past the rest of a float's digits, dots and exponent, up to the text's end. */
+static const char *past_float(const char *p)
+{
+    while (*p && (isdigit((unsigned char)*p) || strchr(".eE+-", *p)))
+        p++;
+    return p;
+}
+
 static int literals_fit(const char *text, const char *name, char *err, size_t errlen)
 {
     int line = 1;
@@ -446,8 +454,7 @@ static int literals_fit(const char *text, const char *name, char *err, size_t er
                 return -1;
             }
         } else if (c == '.' && isdigit((unsigned char)p[1])) { /* a float such as .5 */
-            for (p++; *p && (isdigit((unsigned char)*p) || strchr(".eE+-", *p)); p++)
-                ;
+            p = past_float(p);
         } else if (isdigit((unsigned char)c) ||
                    ((c == '-' || c == '+') && isdigit((unsigned char)p[1]))) {
             const char *start = p;
@@ -459,8 +466,7 @@ static int literals_fit(const char *text, const char *name, char *err, size_t er
             while (hex ? isxdigit((unsigned char)*p) : isdigit((unsigned char)*p))
                 p++;
             if (!hex && (*p == '.' || *p == 'e' || *p == 'E')) { /* a float */
-                while (*p && (isdigit((unsigned char)*p) || strchr(".eE+-", *p)))
-                    p++;
+                p = past_float(p);
                 continue;
             }
             if (*p == 'L') { /* an int64, which libconfig keeps whole */
